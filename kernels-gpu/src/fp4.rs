@@ -1,0 +1,91 @@
+//! FP4 E2M1 and FP8 E4M3 (`e4m3fn`) decoding, and the exact fp16 bit tricks the kernels use.
+//!
+//! Host and device share these functions: the CPU tests check them against independently
+//! written tables, and the kernels dequantize with the same bit layouts.
+
+/// Value of one FP4 E2M1 code (the low 4 bits of `nibble`): sign | e1 e0 | m, bias 1.
+/// Magnitudes are {0, 0.5, 1, 1.5, 2, 3, 4, 6}; code 0b1000 is -0.0.
+#[inline(always)]
+pub fn e2m1_to_f32(nibble: u8) -> f32 {
+    let n = nibble & 0xF;
+    let exp = (n >> 1) & 0x3;
+    let man = (n & 1) as f32;
+    let mag = if exp == 0 {
+        man * 0.5
+    } else {
+        // 2^(exp-1) * (1 + m/2)
+        ((1u32 << exp) as f32) * 0.5 * (1.0 + man * 0.5)
+    };
+    if n & 0x8 != 0 { -mag } else { mag }
+}
+
+/// Value of one FP8 E4M3 (`e4m3fn`) code: bias 7, subnormals, no infinities; 0x7F and 0xFF
+/// are NaN; the largest finite magnitude is 448.
+#[inline(always)]
+pub fn e4m3_to_f32(byte: u8) -> f32 {
+    let exp = ((byte >> 3) & 0xF) as i32;
+    let man = (byte & 0x7) as f32;
+    if byte & 0x7F == 0x7F {
+        return f32::NAN;
+    }
+    let mag = if exp == 0 {
+        man * (1.0 / 512.0) // m/8 * 2^-6
+    } else {
+        // 2^(exp-7) * (1 + m/8), built exactly from the f32 exponent field.
+        f32::from_bits(((exp - 7 + 127) as u32) << 23) * (1.0 + man * 0.125)
+    };
+    if byte & 0x80 != 0 { -mag } else { mag }
+}
+
+/// fp16 bits of an E4M3 scale, *before* the factor 2^8 the kernels fold elsewhere: the E4M3
+/// exponent and mantissa are moved under the fp16 exponent (`(b & 0x7F) << 7`), which gives
+/// `value * 2^-8` exactly (E4M3 subnormals land on fp16 subnormals). NaN codes give an fp16 NaN.
+#[inline(always)]
+pub const fn e4m3_to_f16_bits_scaled(byte: u8) -> u16 {
+    if byte & 0x7F == 0x7F {
+        return 0x7E00 | (((byte as u16) & 0x80) << 8);
+    }
+    (((byte as u16) & 0x7F) << 7) | (((byte as u16) & 0x80) << 8)
+}
+
+/// Factor by which [`e4m3_to_f16_bits_scaled`] undershoots: the scale is `value * 2^-8`.
+pub const E4M3_F16_SHIFT: f32 = 256.0;
+
+/// The four fp16x2 words (as `u32`: low half = first element) that the kernels make from eight
+/// FP4 codes packed in `x` (byte j holds codes 2j (low nibble) and 2j+1 (high nibble)).
+///
+/// Word `i` pairs code `i` (low half) with code `i + 4` (high half): the same shift moves both
+/// nibbles under the fp16 exponent. Each half is `e2m1 value * 2^-14` exactly (0.5 lands on an
+/// fp16 subnormal); the kernels fold 2^14 into the epilogue factor. Since the dot product over
+/// one scale block does not depend on the order of k, the kernels pair k the same way on both
+/// operands and never need to un-shuffle.
+#[inline(always)]
+pub const fn e2m1x8_to_f16x2_scaled(x: u32) -> [u32; 4] {
+    // Magnitude bits (e1 e0 m) of code i sit at 4i..4i+2 and go to 9..11; sign bit 4i+3 to 15.
+    const MAG: u32 = 0x0E00_0E00;
+    const SIGN: u32 = 0x8000_8000;
+    [
+        ((x << 9) & MAG) | ((x << 12) & SIGN),
+        ((x << 5) & MAG) | ((x << 8) & SIGN),
+        ((x << 1) & MAG) | ((x << 4) & SIGN),
+        ((x >> 3) & MAG) | (x & SIGN),
+    ]
+}
+
+/// Factor by which [`e2m1x8_to_f16x2_scaled`] undershoots: each value is `e2m1 * 2^-14`.
+pub const E2M1_F16_SHIFT: f32 = 16384.0;
+
+/// Decodes an IEEE binary16 bit pattern to f32 (exact; used by tests and the reference).
+#[inline(always)]
+pub fn f16_bits_to_f32(h: u16) -> f32 {
+    let sign = if h & 0x8000 != 0 { -1.0f32 } else { 1.0 };
+    let exp = ((h >> 10) & 0x1F) as i32;
+    let man = (h & 0x3FF) as f32;
+    if exp == 0 {
+        sign * man * (1.0 / 16_777_216.0) // 2^-24
+    } else if exp == 31 {
+        if h & 0x3FF == 0 { sign * f32::INFINITY } else { f32::NAN }
+    } else {
+        sign * f32::from_bits(((exp - 15 + 127) as u32) << 23) * (1.0 + man / 1024.0)
+    }
+}

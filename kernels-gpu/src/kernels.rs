@@ -1,0 +1,34 @@
+//! The kernels this crate exports, with the launch facts the host and the PTX build share.
+//!
+//! `cargo xtask build-ptx` reads [`KERNELS`] to insert `.maxntid` / `.minnctapersm` into each
+//! kernel's PTX entry (Rust has no launch-bounds attribute), and the host reads it to launch.
+
+/// Launch facts of one exported kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelInfo {
+    /// PTX entry name (the `#[no_mangle]` function name).
+    pub name: &'static str,
+    /// Threads per CTA, written to the PTX as `.maxntid N, 1, 1`.
+    pub threads: u32,
+    /// Minimum resident CTAs per SM, written as `.minnctapersm N` (caps registers).
+    pub min_ctas_per_sm: u32,
+    /// Dynamic shared memory in bytes the host must request at launch (0: static only).
+    pub dynamic_smem_bytes: u32,
+    /// Lowest compute capability (major * 10 + minor) the kernel runs on.
+    pub min_cc: u32,
+    /// Whether the kernel is only in the sm_90a PTX.
+    pub sm90a_only: bool,
+}
+
+/// Portable grouped GEMM: cp.async pipeline + mma.sync m16n8k16 (sm_80 and newer).
+pub const GROUPED_GEMM_MMA: KernelInfo = KernelInfo {
+    name: "nvfp4_grouped_gemm_mma",
+    threads: crate::tiling::THREADS,
+    min_ctas_per_sm: 2,
+    dynamic_smem_bytes: 0,
+    min_cc: 80,
+    sm90a_only: false,
+};
+
+/// Every kernel of the crate.
+pub const KERNELS: &[KernelInfo] = &[GROUPED_GEMM_MMA];

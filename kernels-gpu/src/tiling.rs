@@ -1,0 +1,30 @@
+//! Tile shapes of the kernels, in one place, with the arithmetic that sizes them.
+//!
+//! Portable kernel (`nvfp4_grouped_gemm_mma`, mma.sync m16n8k16, sm_80+), "swap AB": the
+//! weights `B` (N rows, large) are the MMA's M side and the tokens `A` (M rows, small, any
+//! count) its N side, so a problem with 40 tokens uses 5 of 8 n8 blocks instead of padding 40
+//! to a 64-row MMA tile.
+//! - CTA tile: `TILE_N` = 128 weight rows x `TILE_M` = 64 tokens, K walked in chunks of
+//!   `CHUNK_K` = 64 (32 bytes of FP4 per row: four scale blocks).
+//! - 4 warps; warp w owns weight rows 32w..32w+31 (two m16 MMA tiles) and all 64 tokens
+//!   (eight n8 tiles): 64 fp32 accumulators per thread. Each weight element is dequantized
+//!   once per CTA, in registers; the tokens are dequantized once per CTA into shared memory.
+//! - `STAGES` = 4 cp.async stages of raw FP4 + scales: 4 x 6912 B, plus 8 KiB of fp16 tokens,
+//!   36 KiB of static shared memory in all (under the 48 KiB static limit).
+
+/// Weight rows (N) per CTA tile.
+pub const TILE_N: u32 = 128;
+/// Tokens (M) per CTA tile.
+pub const TILE_M: u32 = 64;
+/// K elements per pipeline stage.
+pub const CHUNK_K: u32 = 64;
+/// Pipeline depth (cp.async groups in flight + 1).
+pub const STAGES: u32 = 4;
+/// Threads per CTA.
+pub const THREADS: u32 = 128;
+
+/// Tiles of one problem: `ceil(n / TILE_N) * ceil(m / TILE_M)`; 0 when `m` or `n` is 0.
+#[inline(always)]
+pub const fn tiles_for(m: u32, n: u32) -> u64 {
+    (n.div_ceil(TILE_N) as u64) * (m.div_ceil(TILE_M) as u64)
+}
