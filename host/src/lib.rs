@@ -4,3 +4,4 @@ pub use half::f16;
 pub use kernels_gpu::layout::ScaleLayout;
 
 pub mod problem;
+pub mod shapes;
