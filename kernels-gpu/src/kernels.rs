@@ -30,5 +30,15 @@ pub const GROUPED_GEMM_MMA: KernelInfo = KernelInfo {
     sm90a_only: false,
 };
 
+/// Hopper grouped GEMM: in-register FP4 dequantization into wgmma A fragments (sm_90a only).
+pub const GROUPED_GEMM_WGMMA: KernelInfo = KernelInfo {
+    name: "nvfp4_grouped_gemm_wgmma",
+    threads: crate::tiling::wgmma::THREADS,
+    min_ctas_per_sm: 1,
+    dynamic_smem_bytes: crate::tiling::wgmma::SMEM_BYTES,
+    min_cc: 90,
+    sm90a_only: true,
+};
+
 /// Every kernel of the crate.
-pub const KERNELS: &[KernelInfo] = &[GROUPED_GEMM_MMA];
+pub const KERNELS: &[KernelInfo] = &[GROUPED_GEMM_MMA, GROUPED_GEMM_WGMMA];

@@ -28,3 +28,31 @@ pub const THREADS: u32 = 128;
 pub const fn tiles_for(m: u32, n: u32) -> u64 {
     (n.div_ceil(TILE_N) as u64) * (m.div_ceil(TILE_M) as u64)
 }
+
+/// Tile constants of the Hopper kernel (`nvfp4_grouped_gemm_wgmma`, sm_90a).
+///
+/// Two consumer warpgroups, each one m64 wgmma tile of weights against up to 128 tokens as
+/// four n32 subtiles (64 fp32 accumulators per thread). Shared memory per stage: 128 + 128
+/// rows x 32 bytes of FP4 plus 4 + 4 scale bytes a row = 9 KiB; four stages and the 16 KiB
+/// fp16 token tile make 52 KiB (dynamic), so two CTAs fit an SM.
+pub mod wgmma {
+    /// Weight rows (N) per CTA tile: two warpgroups x 64.
+    pub const TILE_N: u32 = 128;
+    /// Tokens (M) per CTA tile: four n32 wgmma subtiles.
+    pub const TILE_M: u32 = 128;
+    /// Pipeline depth.
+    pub const STAGES: u32 = 4;
+    /// Threads per CTA: two warpgroups.
+    pub const THREADS: u32 = 256;
+
+    /// Dynamic shared memory: `STAGES` x (FP4 + scales of `TILE_N` weight and `TILE_M` token
+    /// rows for a 64-element chunk) + the fp16 token tile (`TILE_M` x 64 x 2 bytes).
+    pub const SMEM_BYTES: u32 =
+        STAGES * (TILE_N + TILE_M) * (super::CHUNK_K / 2 + super::CHUNK_K / 16) + TILE_M * super::CHUNK_K * 2;
+
+    /// Tiles of one problem for this kernel.
+    #[inline(always)]
+    pub const fn tiles_for(m: u32, n: u32) -> u64 {
+        (n.div_ceil(TILE_N) as u64) * (m.div_ceil(TILE_M) as u64)
+    }
+}

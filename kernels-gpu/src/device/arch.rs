@@ -1,0 +1,298 @@
+//! Thin wrappers over PTX instructions, grouped by what they touch.
+//!
+//! Each is `#[inline(always)]` and compiles to the one instruction it names. Shared-memory
+//! addresses are 32-bit `.shared` window addresses; global addresses are generic 64-bit
+//! pointers converted with `cvta.to.global` where the instruction needs a `.global` operand.
+//!
+//! # Safety
+//! Every function here is `unsafe`: the caller guarantees the addresses are valid for the
+//! access, aligned as the instruction requires, and that all threads named by a collective
+//! (`bar.sync`, `mma.sync`) reach it together.
+
+use core::arch::asm;
+
+/// Thread, block and grid indices (x only: every kernel here is one-dimensional).
+pub mod thread {
+    /// `%tid.x`.
+    #[inline(always)]
+    pub fn tid() -> u32 {
+        unsafe { core::arch::nvptx::_thread_idx_x() as u32 }
+    }
+    /// `%ctaid.x`.
+    #[inline(always)]
+    pub fn ctaid() -> u32 {
+        unsafe { core::arch::nvptx::_block_idx_x() as u32 }
+    }
+    /// `%nctaid.x`.
+    #[inline(always)]
+    pub fn nctaid() -> u32 {
+        unsafe { core::arch::nvptx::_grid_dim_x() as u32 }
+    }
+    /// `bar.sync 0`: every thread of the CTA must call it.
+    ///
+    /// # Safety
+    /// Must be reached by all threads of the CTA (no divergent call sites).
+    #[inline(always)]
+    pub unsafe fn sync_cta() {
+        unsafe { core::arch::nvptx::_syncthreads() }
+    }
+}
+
+/// Shared memory: loads and stores through 32-bit `.shared` addresses.
+pub mod shared {
+    use super::asm;
+
+    /// `ld.shared.u8`.
+    #[inline(always)]
+    pub unsafe fn ld_u8(addr: u32) -> u32 {
+        let v: u32;
+        unsafe {
+            asm!("ld.shared.u8 {v}, [{a}];", v = out(reg32) v, a = in(reg32) addr,
+                 options(nostack, readonly, preserves_flags));
+        }
+        v
+    }
+    /// `ld.shared.v2.u32` (8-byte aligned).
+    #[inline(always)]
+    pub unsafe fn ld_v2(addr: u32) -> [u32; 2] {
+        let (x, y): (u32, u32);
+        unsafe {
+            asm!("ld.shared.v2.u32 {{{x}, {y}}}, [{a}];", x = out(reg32) x, y = out(reg32) y,
+                 a = in(reg32) addr, options(nostack, readonly, preserves_flags));
+        }
+        [x, y]
+    }
+    /// `ld.shared.v4.u32` (16-byte aligned).
+    #[inline(always)]
+    pub unsafe fn ld_v4(addr: u32) -> [u32; 4] {
+        let (x, y, z, w): (u32, u32, u32, u32);
+        unsafe {
+            asm!("ld.shared.v4.u32 {{{x}, {y}, {z}, {w}}}, [{a}];", x = out(reg32) x,
+                 y = out(reg32) y, z = out(reg32) z, w = out(reg32) w, a = in(reg32) addr,
+                 options(nostack, readonly, preserves_flags));
+        }
+        [x, y, z, w]
+    }
+    /// `ld.shared.u32` (4-byte aligned).
+    #[inline(always)]
+    pub unsafe fn ld_u32(addr: u32) -> u32 {
+        let v: u32;
+        unsafe {
+            asm!("ld.shared.u32 {v}, [{a}];", v = out(reg32) v, a = in(reg32) addr,
+                 options(nostack, readonly, preserves_flags));
+        }
+        v
+    }
+    /// `st.shared.u32` (4-byte aligned).
+    #[inline(always)]
+    pub unsafe fn st_u32(addr: u32, v: u32) {
+        unsafe {
+            asm!("st.shared.u32 [{a}], {v};", a = in(reg32) addr, v = in(reg32) v,
+                 options(nostack, preserves_flags));
+        }
+    }
+    /// `st.shared.v4.u32` (16-byte aligned).
+    #[inline(always)]
+    pub unsafe fn st_v4(addr: u32, v: [u32; 4]) {
+        unsafe {
+            asm!("st.shared.v4.u32 [{a}], {{{x}, {y}, {z}, {w}}};", a = in(reg32) addr,
+                 x = in(reg32) v[0], y = in(reg32) v[1], z = in(reg32) v[2], w = in(reg32) v[3],
+                 options(nostack, preserves_flags));
+        }
+    }
+}
+
+/// Asynchronous global -> shared copies (`cp.async`, sm_80+).
+pub mod copy {
+    use super::asm;
+
+    /// Copies `src_bytes` (0..=8) bytes from global `src` to shared `dst` and zero-fills the
+    /// rest of the 8 bytes. `src` and `dst` 8-byte aligned; `src` must be a valid address even
+    /// when `src_bytes` is 0 (it is not read then).
+    #[inline(always)]
+    pub unsafe fn async_8(dst: u32, src: u64, src_bytes: u32) {
+        unsafe {
+            asm!("{{ .reg .u64 g; cvta.to.global.u64 g, {s}; cp.async.ca.shared.global [{d}], [g], 8, {n}; }}",
+                 d = in(reg32) dst, s = in(reg64) src, n = in(reg32) src_bytes,
+                 options(nostack, preserves_flags));
+        }
+    }
+    /// As [`async_8`], for 4 bytes (4-byte aligned), zero-filling past `src_bytes` (0..=4).
+    #[inline(always)]
+    pub unsafe fn async_4(dst: u32, src: u64, src_bytes: u32) {
+        unsafe {
+            asm!("{{ .reg .u64 g; cvta.to.global.u64 g, {s}; cp.async.ca.shared.global [{d}], [g], 4, {n}; }}",
+                 d = in(reg32) dst, s = in(reg64) src, n = in(reg32) src_bytes,
+                 options(nostack, preserves_flags));
+        }
+    }
+    /// `cp.async.commit_group`: closes the group of copies this thread issued since the last.
+    #[inline(always)]
+    pub unsafe fn commit() {
+        unsafe { asm!("cp.async.commit_group;", options(nostack, preserves_flags)) }
+    }
+    /// `cp.async.wait_group N`: waits until at most `N` of this thread's groups are pending.
+    #[inline(always)]
+    pub unsafe fn wait<const N: u32>() {
+        unsafe { asm!("cp.async.wait_group {n};", n = const N, options(nostack, preserves_flags)) }
+    }
+    /// `ld.global.nc.u8` (read-only path), zero-extended.
+    #[inline(always)]
+    pub unsafe fn ld_global_u8(src: u64) -> u32 {
+        let v: u32;
+        unsafe {
+            asm!("{{ .reg .u64 g; cvta.to.global.u64 g, {s}; ld.global.nc.u8 {v}, [g]; }}",
+                 v = out(reg32) v, s = in(reg64) src, options(nostack, readonly, preserves_flags));
+        }
+        v
+    }
+}
+
+/// Half-precision arithmetic on packed `f16x2` words and conversions.
+pub mod half {
+    use super::asm;
+
+    /// `mul.rn.f16x2`: lane-wise product, rounded to nearest even (exact for our operands).
+    #[inline(always)]
+    pub fn mul2(a: u32, b: u32) -> u32 {
+        let d: u32;
+        unsafe {
+            asm!("mul.rn.f16x2 {d}, {a}, {b};", d = out(reg32) d, a = in(reg32) a, b = in(reg32) b,
+                 options(pure, nomem, nostack, preserves_flags));
+        }
+        d
+    }
+    /// `cvt.rn.f16.f32`: round to nearest even; overflow gives ±inf, NaN stays NaN.
+    #[inline(always)]
+    pub fn f32_to_f16(x: f32) -> u16 {
+        let h: u16;
+        unsafe {
+            asm!("cvt.rn.f16.f32 {h}, {x};", h = out(reg16) h, x = in(reg32) x,
+                 options(pure, nomem, nostack, preserves_flags));
+        }
+        h
+    }
+}
+
+/// Warp-level tensor-core MMA.
+pub mod mma {
+    use super::asm;
+
+    /// `mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32`: `d += a * b`.
+    /// `a`: the m16 x k16 fp16 fragment (4 regs), `b0`/`b1`: the k16 x n8 fragment,
+    /// `d`: the m16 x n8 fp32 fragment (c0..c3), in the standard register layout.
+    #[inline(always)]
+    pub fn m16n8k16(d: &mut [f32; 4], a: [u32; 4], b0: u32, b1: u32) {
+        unsafe {
+            asm!("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {{{d0}, {d1}, {d2}, {d3}}}, {{{a0}, {a1}, {a2}, {a3}}}, {{{b0}, {b1}}}, {{{d0}, {d1}, {d2}, {d3}}};",
+                 d0 = inout(reg32) d[0], d1 = inout(reg32) d[1], d2 = inout(reg32) d[2],
+                 d3 = inout(reg32) d[3], a0 = in(reg32) a[0], a1 = in(reg32) a[1],
+                 a2 = in(reg32) a[2], a3 = in(reg32) a[3], b0 = in(reg32) b0, b1 = in(reg32) b1,
+                 options(pure, nomem, nostack, preserves_flags));
+        }
+    }
+}
+
+/// Warpgroup MMA (`wgmma`, sm_90a only) with A from registers and B from shared memory.
+#[cfg(nvfp4_sm90a)]
+pub mod wgmma {
+    use super::asm;
+
+    /// Shared-memory matrix descriptor for a K-major operand without swizzling: 8x8 core
+    /// matrices of 128 contiguous bytes; `lbo` = bytes between core matrices adjacent in K,
+    /// `sbo` = bytes between 8-row groups. Fields are stored `>> 4` (14 bits each).
+    #[inline(always)]
+    pub fn desc_no_swizzle(smem_addr: u32, lbo: u32, sbo: u32) -> u64 {
+        (((smem_addr as u64) >> 4) & 0x3FFF)
+            | ((((lbo as u64) >> 4) & 0x3FFF) << 16)
+            | ((((sbo as u64) >> 4) & 0x3FFF) << 32)
+    }
+
+    /// `wgmma.fence.sync.aligned`: orders register writes (A fragments, accumulators) before
+    /// the following `wgmma`s. All threads of the warpgroup.
+    #[inline(always)]
+    pub unsafe fn fence() {
+        unsafe { asm!("wgmma.fence.sync.aligned;", options(nostack, preserves_flags)) }
+    }
+
+    /// `wgmma.commit_group.sync.aligned`.
+    #[inline(always)]
+    pub unsafe fn commit() {
+        unsafe { asm!("wgmma.commit_group.sync.aligned;", options(nostack, preserves_flags)) }
+    }
+
+    /// `fence.proxy.async.shared::cta`: makes this thread's ordinary shared-memory stores
+    /// visible to the async proxy (wgmma's shared-memory reads). Follow with a barrier.
+    #[inline(always)]
+    pub unsafe fn fence_proxy_async_shared() {
+        unsafe { asm!("fence.proxy.async.shared::cta;", options(nostack, preserves_flags)) }
+    }
+
+    /// `wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16`: `d += a * B`, A (64 x 16) from
+    /// registers in the `mma.m16n8k16` A layout per warp (warp w: rows 16w..16w+15), B
+    /// (16 x 32, K-major) from shared memory through `desc`. Asynchronous: `d` and `a` must not
+    /// be touched until [`wait0`] (which names them).
+    #[inline(always)]
+    pub unsafe fn m64n32k16(d: &mut [f32; 16], a: &[u32; 4], desc: u64) {
+        unsafe {
+            asm!(
+                "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {{{d0}, {d1}, {d2}, {d3}, {d4}, {d5}, {d6}, {d7}, {d8}, {d9}, {d10}, {d11}, {d12}, {d13}, {d14}, {d15}}}, {{{a0}, {a1}, {a2}, {a3}}}, {desc}, 1, 1, 1, 0;",
+                d0 = inout(reg32) d[0], d1 = inout(reg32) d[1], d2 = inout(reg32) d[2],
+                d3 = inout(reg32) d[3], d4 = inout(reg32) d[4], d5 = inout(reg32) d[5],
+                d6 = inout(reg32) d[6], d7 = inout(reg32) d[7], d8 = inout(reg32) d[8],
+                d9 = inout(reg32) d[9], d10 = inout(reg32) d[10], d11 = inout(reg32) d[11],
+                d12 = inout(reg32) d[12], d13 = inout(reg32) d[13], d14 = inout(reg32) d[14],
+                d15 = inout(reg32) d[15],
+                a0 = in(reg32) a[0], a1 = in(reg32) a[1], a2 = in(reg32) a[2], a3 = in(reg32) a[3],
+                desc = in(reg64) desc,
+                options(nostack, preserves_flags));
+        }
+    }
+
+    /// `wgmma.wait_group.sync.aligned 0`, naming the accumulators of one 32-column subtile so
+    /// the compiler keeps them in place until the asynchronous MMAs that write them are done.
+    #[inline(always)]
+    pub unsafe fn wait0_acc(d: &mut [f32; 16]) {
+        unsafe {
+            asm!(
+                "// wait names {d0} {d1} {d2} {d3} {d4} {d5} {d6} {d7} {d8} {d9} {d10} {d11} {d12} {d13} {d14} {d15}",
+                d0 = inout(reg32) d[0], d1 = inout(reg32) d[1], d2 = inout(reg32) d[2],
+                d3 = inout(reg32) d[3], d4 = inout(reg32) d[4], d5 = inout(reg32) d[5],
+                d6 = inout(reg32) d[6], d7 = inout(reg32) d[7], d8 = inout(reg32) d[8],
+                d9 = inout(reg32) d[9], d10 = inout(reg32) d[10], d11 = inout(reg32) d[11],
+                d12 = inout(reg32) d[12], d13 = inout(reg32) d[13], d14 = inout(reg32) d[14],
+                d15 = inout(reg32) d[15],
+                options(nostack, preserves_flags));
+        }
+    }
+
+    /// `wgmma.wait_group.sync.aligned 0`, naming 16 A-fragment registers that in-flight MMAs
+    /// read, so they stay live and unmodified until every MMA of the warpgroup is done.
+    #[inline(always)]
+    pub unsafe fn wait0(a: &[[u32; 4]; 4]) {
+        unsafe {
+            asm!(
+                "wgmma.wait_group.sync.aligned 0; // reads {a0} {a1} {a2} {a3} {a4} {a5} {a6} {a7} {a8} {a9} {a10} {a11} {a12} {a13} {a14} {a15}",
+                a0 = in(reg32) a[0][0], a1 = in(reg32) a[0][1], a2 = in(reg32) a[0][2],
+                a3 = in(reg32) a[0][3], a4 = in(reg32) a[1][0], a5 = in(reg32) a[1][1],
+                a6 = in(reg32) a[1][2], a7 = in(reg32) a[1][3], a8 = in(reg32) a[2][0],
+                a9 = in(reg32) a[2][1], a10 = in(reg32) a[2][2], a11 = in(reg32) a[2][3],
+                a12 = in(reg32) a[3][0], a13 = in(reg32) a[3][1], a14 = in(reg32) a[3][2],
+                a15 = in(reg32) a[3][3],
+                options(nostack, preserves_flags));
+        }
+    }
+}
+
+/// The dynamic shared-memory window (`.extern .shared nvfp4_dyn_smem[]`, declared by the
+/// PTX build step at module scope; the host sets its size at launch).
+#[cfg(nvfp4_sm90a)]
+#[inline(always)]
+pub unsafe fn dyn_smem_base() -> u32 {
+    let r: u32;
+    unsafe {
+        asm!("mov.u32 {r}, nvfp4_dyn_smem;", r = out(reg32) r,
+             options(nostack, nomem, preserves_flags));
+    }
+    r
+}

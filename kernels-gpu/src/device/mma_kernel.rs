@@ -1,0 +1,311 @@
+//! Portable NVFP4 grouped GEMM: cp.async ring + in-register FP4 dequantization + mma.sync.
+//!
+//! # Tiling and thread mapping (constants in [`crate::tiling`])
+//! Swap AB: the weights `B` (n rows) are the MMA's row side (m16 tiles) and the tokens `A`
+//! (m rows) its column side (n8 tiles), so ragged token counts cost whole n8 blocks only.
+//! A CTA computes `TILE_N` = 128 weight rows x `TILE_M` = 64 tokens; warp `w` (of 4) owns
+//! weight rows `32w .. 32w+31` (two m16 tiles) against all 64 tokens (eight n8 tiles).
+//!
+//! # K order
+//! A 64-element K chunk is 32 bytes per row. Thread `t = lane % 4` of an MMA quad takes the
+//! 16 elements of scale block `t` (bytes `8t .. 8t+7`); [`crate::fp4::e2m1x8_to_f16x2_scaled`]
+//! turns each 4 bytes into four fp16x2 words pairing code `i` with code `i + 4`, and those words
+//! are used as the `(k, k+1)` pairs of two consecutive MMA k-steps. The MMA sums over all 64
+//! k, and both operands are shuffled the same way, so the order does not matter; every
+//! 16-element run a thread handles has one scale per row.
+//!
+//! # Exactness
+//! FP4 codes become `value * 2^-14` in fp16 and are multiplied by the E4M3 scale as an fp16
+//! (exact: at most 5 significant bits, smallest `2^-24`). Products are exact in the fp32
+//! accumulators; the epilogue multiplies by `alpha * 2^28` and rounds once to fp16.
+//!
+//! # Pipeline
+//! `STAGES` shared-memory stages of raw FP4 and scale bytes, filled with `cp.async`
+//! (zero-filled past M, N and K). Per chunk: wait for the oldest stage, barrier, issue the
+//! chunk `STAGES - 1` ahead, dequantize the 64 tokens of this chunk into an fp16 tile
+//! (once per CTA, shared by the 4 warps), barrier, then each warp dequantizes its own weight
+//! rows in registers and runs 64 MMAs.
+
+use super::arch::{copy, half, mma, shared, thread};
+use super::sched::problem_of_tile;
+use crate::fp4::{E2M1_F16_SHIFT, e2m1x8_to_f16x2_scaled, e4m3_to_f16_bits_scaled};
+use crate::layout::{ScaleLayout, scale_offset};
+use crate::problem::ProblemDesc;
+use crate::tiling::{CHUNK_K, STAGES, THREADS, TILE_M, TILE_N};
+
+/// Repeats `$body` with `$i` bound to each listed constant, so indices into register arrays
+/// are compile-time constants (LLVM does not always unroll, and a run-time index sends the
+/// array to local memory).
+macro_rules! unroll {
+    ($i:ident in [$($v:literal),*] $body:block) => { $( { let $i: usize = $v; $body } )* };
+}
+
+/// Bytes of FP4 per row per chunk.
+const ROW_BYTES: u32 = CHUNK_K / 2;
+/// Scale bytes per row per chunk.
+const ROW_SCALES: u32 = CHUNK_K / 16;
+/// Offsets inside one stage: weights' FP4, tokens' FP4, weights' scales, tokens' scales.
+const W_RAW: u32 = 0;
+const T_RAW: u32 = W_RAW + TILE_N * ROW_BYTES;
+const W_SF: u32 = T_RAW + TILE_M * ROW_BYTES;
+const T_SF: u32 = W_SF + TILE_N * ROW_SCALES;
+const STAGE_BYTES: u32 = T_SF + TILE_M * ROW_SCALES;
+/// The dequantized fp16 token tile: `TILE_M` rows of 64 fp16 (128 bytes), 16-byte slots
+/// swizzled by `row & 1` so a quarter-warp's 16-byte loads hit distinct banks.
+const TOK_F16: u32 = STAGES * STAGE_BYTES;
+const TOK_ROW_BYTES: u32 = CHUNK_K * 2;
+const SMEM_BYTES: u32 = TOK_F16 + TILE_M * TOK_ROW_BYTES;
+
+const _: () = assert!(STAGE_BYTES % 16 == 0 && T_SF % 4 == 0 && W_SF % 16 == 0);
+const _: () = assert!(SMEM_BYTES <= 48 * 1024, "static shared memory is capped at 48 KiB");
+const _: () = assert!(THREADS == 128 && TILE_N == 128 && TILE_M == 64 && CHUNK_K == 64);
+
+/// fp16 256.0: undoes the 2^-8 of [`e4m3_to_f16_bits_scaled`] (exact).
+const F16X2_256: u32 = 0x5C00_5C00;
+
+/// Base address of this kernel's static shared memory.
+#[inline(always)]
+unsafe fn smem_base() -> u32 {
+    let r: u32;
+    unsafe {
+        core::arch::asm!(
+            "{{ .shared .align 128 .b8 nvfp4_mma_smem[{bytes}]; mov.u32 {r}, nvfp4_mma_smem; }}",
+            r = out(reg32) r, bytes = const SMEM_BYTES, options(nostack, nomem, preserves_flags));
+    }
+    r
+}
+
+/// The E4M3 scale byte `b` as an fp16x2 word holding its exact value twice.
+#[inline(always)]
+fn scale_f16x2(b: u32) -> u32 {
+    let h = e4m3_to_f16_bits_scaled(b as u8) as u32;
+    half::mul2(h | (h << 16), F16X2_256)
+}
+
+/// One operand's K-walk for this thread: where its rows' bytes come from.
+#[derive(Clone, Copy)]
+struct Operand {
+    data: u64,
+    ld: u64,
+    scales: u64,
+    layout: ScaleLayout,
+    rows: u32,
+}
+
+impl Operand {
+    /// Issues the copies of FP4 unit `unit` (8 bytes = one scale block) of tile row `row`
+    /// (global row `row0 + row`) for chunk `chunk` into `dst_row` (the row's 32-byte slot).
+    #[inline(always)]
+    unsafe fn copy_fp4(&self, dst_row: u32, row0: u32, row: u32, chunk: u32, unit: u32, k: u32) {
+        let grow = row0 + row;
+        let kk = chunk * CHUNK_K + unit * 16;
+        let ok = grow < self.rows && kk < k;
+        let src = if ok { self.data + grow as u64 * self.ld + (kk / 2) as u64 } else { self.data };
+        unsafe { copy::async_8(dst_row + unit * 8, src, if ok { 8 } else { 0 }) };
+    }
+
+    /// Fills the 4 scale bytes of tile row `row` for chunk `chunk` at `dst`: zeros past the
+    /// operand's rows and past K, so padding (which may hold NaN codes) is never read.
+    #[inline(always)]
+    unsafe fn copy_scales(&self, dst: u32, row0: u32, row: u32, chunk: u32, k: u32) {
+        let grow = row0 + row;
+        let col = chunk * ROW_SCALES;
+        let cols = k / 16;
+        let valid = if grow < self.rows { (cols - col).min(ROW_SCALES) } else { 0 };
+        let aligned = matches!(self.layout, ScaleLayout::Blocked) || cols % 4 == 0;
+        if aligned {
+            let src = if valid > 0 {
+                self.scales + scale_offset(self.layout, grow as u64, col as u64, k)
+            } else {
+                self.scales
+            };
+            unsafe { copy::async_4(dst, src, valid) };
+        } else {
+            // Plain layout with K/16 not a multiple of 4: a row's 4 bytes are not 4-aligned.
+            let src = self.scales + grow as u64 * cols as u64 + col as u64;
+            let mut v = 0u32;
+            for j in 0..ROW_SCALES {
+                if j < valid {
+                    v |= unsafe { copy::ld_global_u8(src + j as u64) } << (8 * j);
+                }
+            }
+            unsafe { shared::st_u32(dst, v) };
+        }
+    }
+}
+
+/// Portable NVFP4 grouped GEMM (sm_80+): one persistent launch for every problem of a group.
+///
+/// Parameters: `table`, the device problem table ([`ProblemDesc`], `num_problems` entries,
+/// `tile_start` the exclusive prefix sum of [`crate::tiling::tiles_for`]); `total_tiles`, the
+/// sum of all problems' tiles. Launch with `THREADS` = 128 threads per CTA and any grid size;
+/// CTA `b` takes tiles `b, b + gridDim.x, ...`.
+///
+/// # Safety
+/// The host (the `host` crate's validation) guarantees every descriptor is consistent: buffers
+/// long enough for m, n, k, lda, ldb, ldc and the scale layouts, k a multiple of 16, pointers
+/// aligned (a/b 8 bytes, scales 4, c 2), `tiles_m = ceil(m / TILE_M)` and `tile_start` as above.
+#[unsafe(no_mangle)]
+pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_mma(
+    table: *const ProblemDesc,
+    num_problems: u32,
+    total_tiles: u32,
+) {
+    let smem = unsafe { smem_base() };
+    let mut tile = thread::ctaid();
+    while tile < total_tiles {
+        let p = unsafe { problem_of_tile(table, num_problems, tile) };
+        let desc = unsafe { core::ptr::read(table.add(p as usize)) };
+        let local = tile - desc.tile_start;
+        let n0 = (local / desc.tiles_m) * TILE_N;
+        let m0 = (local % desc.tiles_m) * TILE_M;
+        unsafe { gemm_tile(smem, &desc, n0, m0) };
+        tile += thread::nctaid();
+    }
+}
+
+/// Computes and stores one `TILE_N x TILE_M` tile of `C^T` (weights x tokens).
+#[inline(always)]
+unsafe fn gemm_tile(smem: u32, d: &ProblemDesc, n0: u32, m0: u32) {
+    let tid = thread::tid();
+    let lane = tid % 32;
+    let warp = tid / 32;
+    let g = lane / 4; // MMA group: row within an 8-row block
+    let t = lane % 4; // thread in group: scale block within the chunk
+    let k = d.k;
+    let chunks = k.div_ceil(CHUNK_K);
+    let weights = Operand {
+        data: d.b,
+        ld: d.ldb,
+        scales: d.sfb,
+        layout: ScaleLayout::from_code(d.sfb_layout).unwrap_or(ScaleLayout::Plain),
+        rows: d.n,
+    };
+    let tokens = Operand {
+        data: d.a,
+        ld: d.lda,
+        scales: d.sfa,
+        layout: ScaleLayout::from_code(d.sfa_layout).unwrap_or(ScaleLayout::Plain),
+        rows: d.m,
+    };
+    let m_rem = d.m - m0; // tokens of this tile (may exceed TILE_M)
+
+    // Copy roles: 128 weight rows x 4 units = 4 per thread; 64 token rows x 4 units = 2 per
+    // thread; one weight scale row per thread; token scale rows for threads 0..63.
+    let unit = tid % 4;
+    let row_q = tid / 4;
+    let issue = |chunk: u32, stage: u32| {
+        let base = smem + stage * STAGE_BYTES;
+        for i in 0..4 {
+            let row = row_q + 32 * i;
+            unsafe {
+                weights.copy_fp4(base + W_RAW + row * ROW_BYTES, n0, row, chunk, unit, k);
+            }
+        }
+        for i in 0..2 {
+            let row = row_q + 32 * i;
+            unsafe { tokens.copy_fp4(base + T_RAW + row * ROW_BYTES, m0, row, chunk, unit, k) };
+        }
+        unsafe { weights.copy_scales(base + W_SF + tid * ROW_SCALES, n0, tid, chunk, k) };
+        if tid < TILE_M {
+            unsafe { tokens.copy_scales(base + T_SF + tid * ROW_SCALES, m0, tid, chunk, k) };
+        }
+    };
+
+    let mut acc = [[[0f32; 4]; 8]; 2];
+    for s in 0..STAGES - 1 {
+        if s < chunks {
+            issue(s, s);
+        }
+        unsafe { copy::commit() };
+    }
+
+    for chunk in 0..chunks {
+        unsafe {
+            copy::wait::<{ STAGES - 2 }>();
+            thread::sync_cta();
+        }
+        let ahead = chunk + STAGES - 1;
+        if ahead < chunks {
+            issue(ahead, ahead % STAGES);
+        }
+        unsafe { copy::commit() };
+        let stage = smem + (chunk % STAGES) * STAGE_BYTES;
+
+        // Tokens: 64 rows x 8 groups of 8 codes, 4 groups per thread, into the fp16 tile.
+        for i in 0..4 {
+            let job = tid + THREADS * i;
+            let row = job / 8;
+            let grp = job % 8; // (scale block, half) = (grp / 2, grp % 2)
+            let x = unsafe { shared::ld_u32(stage + T_RAW + row * ROW_BYTES + grp * 4) };
+            let sf = scale_f16x2(unsafe { shared::ld_u8(stage + T_SF + row * ROW_SCALES + grp / 2) });
+            let w = e2m1x8_to_f16x2_scaled(x);
+            let v = [half::mul2(w[0], sf), half::mul2(w[1], sf), half::mul2(w[2], sf), half::mul2(w[3], sf)];
+            unsafe { shared::st_v4(smem + TOK_F16 + row * TOK_ROW_BYTES + (grp ^ (row & 1)) * 16, v) };
+        }
+        unsafe { thread::sync_cta() };
+
+        // Weights: this thread's 4 rows (2 m16 tiles x rows g, g+8), scale block t.
+        let mut raw = [[[0u32; 2]; 2]; 2];
+        let mut sf = [[0u32; 2]; 2];
+        unroll!(mt in [0, 1] {
+            unroll!(half_row in [0, 1] {
+                let row = warp * 32 + mt as u32 * 16 + half_row as u32 * 8 + g;
+                raw[mt][half_row] = unsafe { shared::ld_v2(stage + W_RAW + row * ROW_BYTES + t * 8) };
+                sf[mt][half_row] =
+                    scale_f16x2(unsafe { shared::ld_u8(stage + W_SF + row * ROW_SCALES + t) });
+            });
+        });
+        unroll!(h in [0, 1] {
+            // A fragments of k-steps 2h (words 0, 1) and 2h + 1 (words 2, 3).
+            let mut a = [[[0u32; 4]; 2]; 2]; // [mt][step]
+            unroll!(mt in [0, 1] {
+                let lo = e2m1x8_to_f16x2_scaled(raw[mt][0][h]);
+                let hi = e2m1x8_to_f16x2_scaled(raw[mt][1][h]);
+                let (s_lo, s_hi) = (sf[mt][0], sf[mt][1]);
+                unroll!(e in [0, 1] {
+                    a[mt][e] = [
+                        half::mul2(lo[2 * e], s_lo),
+                        half::mul2(hi[2 * e], s_hi),
+                        half::mul2(lo[2 * e + 1], s_lo),
+                        half::mul2(hi[2 * e + 1], s_hi),
+                    ];
+                });
+            });
+            unroll!(j in [0, 1, 2, 3, 4, 5, 6, 7] {
+                if (j as u32) * 8 < m_rem {
+                    let row = j as u32 * 8 + g;
+                    let slot = (2 * t + h as u32) ^ (row & 1);
+                    let b = unsafe { shared::ld_v4(smem + TOK_F16 + row * TOK_ROW_BYTES + slot * 16) };
+                    unroll!(mt in [0, 1] {
+                        mma::m16n8k16(&mut acc[mt][j], a[mt][0], b[0], b[1]);
+                        mma::m16n8k16(&mut acc[mt][j], a[mt][1], b[2], b[3]);
+                    });
+                }
+            });
+        });
+    }
+
+    // Epilogue: C[m][n] = fp16(acc * alpha * 2^28); acc[mt][j] = (rows g, g+8) x (tokens 2t, 2t+1).
+    let factor = d.alpha * (E2M1_F16_SHIFT * E2M1_F16_SHIFT);
+    let c = d.c as *mut u16;
+    unroll!(mt in [0, 1] {
+        unroll!(half_row in [0, 1] {
+            let n = n0 + warp * 32 + mt as u32 * 16 + half_row as u32 * 8 + g;
+            if n < d.n {
+                unroll!(j in [0, 1, 2, 3, 4, 5, 6, 7] {
+                    unroll!(e in [0, 1] {
+                        let m = j as u32 * 8 + 2 * t + e as u32;
+                        if m < m_rem {
+                            let v = acc[mt][j][half_row * 2 + e] * factor;
+                            let idx = (m0 + m) as u64 * d.ldc + n as u64;
+                            unsafe { c.add(idx as usize).write(half::f32_to_f16(v)) };
+                        }
+                    });
+                });
+            }
+        });
+    });
+    // The next tile's prologue overwrites stages other warps may still read: wait for them.
+    unsafe { thread::sync_cta() };
+}

@@ -1,0 +1,10 @@
+//! Device-only code: the kernels and the thin `asm!` wrappers they are written with.
+//!
+//! Only compiled for `nvptx64-nvidia-cuda` (see `cargo xtask build-ptx`); the Hopper kernel
+//! only into the sm_90a PTX (`--cfg nvfp4_sm90a`).
+
+mod arch;
+mod mma_kernel;
+mod sched;
+#[cfg(nvfp4_sm90a)]
+mod wgmma_kernel;
