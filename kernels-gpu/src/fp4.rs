@@ -84,7 +84,11 @@ pub fn f16_bits_to_f32(h: u16) -> f32 {
     if exp == 0 {
         sign * man * (1.0 / 16_777_216.0) // 2^-24
     } else if exp == 31 {
-        if h & 0x3FF == 0 { sign * f32::INFINITY } else { f32::NAN }
+        if h & 0x3FF == 0 {
+            sign * f32::INFINITY
+        } else {
+            f32::NAN
+        }
     } else {
         sign * f32::from_bits(((exp - 15 + 127) as u32) << 23) * (1.0 + man / 1024.0)
     }

@@ -48,7 +48,8 @@ pub mod wgmma {
     /// Dynamic shared memory: `STAGES` x (FP4 + scales of `TILE_N` weight and `TILE_M` token
     /// rows for a 64-element chunk) + the fp16 token tile (`TILE_M` x 64 x 2 bytes).
     pub const SMEM_BYTES: u32 =
-        STAGES * (TILE_N + TILE_M) * (super::CHUNK_K / 2 + super::CHUNK_K / 16) + TILE_M * super::CHUNK_K * 2;
+        STAGES * (TILE_N + TILE_M) * (super::CHUNK_K / 2 + super::CHUNK_K / 16)
+            + TILE_M * super::CHUNK_K * 2;
 
     /// Tiles of one problem for this kernel.
     #[inline(always)]

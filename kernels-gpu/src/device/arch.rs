@@ -212,20 +212,35 @@ pub mod wgmma {
     /// the following `wgmma`s. All threads of the warpgroup.
     #[inline(always)]
     pub unsafe fn fence() {
-        unsafe { asm!("wgmma.fence.sync.aligned;", options(nostack, preserves_flags)) }
+        unsafe {
+            asm!(
+                "wgmma.fence.sync.aligned;",
+                options(nostack, preserves_flags)
+            )
+        }
     }
 
     /// `wgmma.commit_group.sync.aligned`.
     #[inline(always)]
     pub unsafe fn commit() {
-        unsafe { asm!("wgmma.commit_group.sync.aligned;", options(nostack, preserves_flags)) }
+        unsafe {
+            asm!(
+                "wgmma.commit_group.sync.aligned;",
+                options(nostack, preserves_flags)
+            )
+        }
     }
 
     /// `fence.proxy.async.shared::cta`: makes this thread's ordinary shared-memory stores
     /// visible to the async proxy (wgmma's shared-memory reads). Follow with a barrier.
     #[inline(always)]
     pub unsafe fn fence_proxy_async_shared() {
-        unsafe { asm!("fence.proxy.async.shared::cta;", options(nostack, preserves_flags)) }
+        unsafe {
+            asm!(
+                "fence.proxy.async.shared::cta;",
+                options(nostack, preserves_flags)
+            )
+        }
     }
 
     /// `wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16`: `d += a * B`, A (64 x 16) from

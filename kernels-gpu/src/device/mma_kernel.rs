@@ -57,7 +57,10 @@ const TOK_ROW_BYTES: u32 = CHUNK_K * 2;
 const SMEM_BYTES: u32 = TOK_F16 + TILE_M * TOK_ROW_BYTES;
 
 const _: () = assert!(STAGE_BYTES % 16 == 0 && T_SF % 4 == 0 && W_SF % 16 == 0);
-const _: () = assert!(SMEM_BYTES <= 48 * 1024, "static shared memory is capped at 48 KiB");
+const _: () = assert!(
+    SMEM_BYTES <= 48 * 1024,
+    "static shared memory is capped at 48 KiB"
+);
 const _: () = assert!(THREADS == 128 && TILE_N == 128 && TILE_M == 64 && CHUNK_K == 64);
 
 /// fp16 256.0: undoes the 2^-8 of [`e4m3_to_f16_bits_scaled`] (exact).
@@ -100,7 +103,11 @@ impl Operand {
         let grow = row0 + row;
         let kk = chunk * CHUNK_K + unit * 16;
         let ok = grow < self.rows && kk < k;
-        let src = if ok { self.data + grow as u64 * self.ld + (kk / 2) as u64 } else { self.data };
+        let src = if ok {
+            self.data + grow as u64 * self.ld + (kk / 2) as u64
+        } else {
+            self.data
+        };
         unsafe { copy::async_8(dst_row + unit * 8, src, if ok { 8 } else { 0 }) };
     }
 
@@ -111,7 +118,11 @@ impl Operand {
         let grow = row0 + row;
         let col = chunk * ROW_SCALES;
         let cols = k / 16;
-        let valid = if grow < self.rows { (cols - col).min(ROW_SCALES) } else { 0 };
+        let valid = if grow < self.rows {
+            (cols - col).min(ROW_SCALES)
+        } else {
+            0
+        };
         let aligned = matches!(self.layout, ScaleLayout::Blocked) || cols % 4 == 0;
         if aligned {
             let src = if valid > 0 {
@@ -238,10 +249,21 @@ unsafe fn gemm_tile(smem: u32, d: &ProblemDesc, n0: u32, m0: u32) {
             let row = job / 8;
             let grp = job % 8; // (scale block, half) = (grp / 2, grp % 2)
             let x = unsafe { shared::ld_u32(stage + T_RAW + row * ROW_BYTES + grp * 4) };
-            let sf = scale_f16x2(unsafe { shared::ld_u8(stage + T_SF + row * ROW_SCALES + grp / 2) });
+            let sf =
+                scale_f16x2(unsafe { shared::ld_u8(stage + T_SF + row * ROW_SCALES + grp / 2) });
             let w = e2m1x8_to_f16x2_scaled(x);
-            let v = [half::mul2(w[0], sf), half::mul2(w[1], sf), half::mul2(w[2], sf), half::mul2(w[3], sf)];
-            unsafe { shared::st_v4(smem + TOK_F16 + row * TOK_ROW_BYTES + (grp ^ (row & 1)) * 16, v) };
+            let v = [
+                half::mul2(w[0], sf),
+                half::mul2(w[1], sf),
+                half::mul2(w[2], sf),
+                half::mul2(w[3], sf),
+            ];
+            unsafe {
+                shared::st_v4(
+                    smem + TOK_F16 + row * TOK_ROW_BYTES + (grp ^ (row & 1)) * 16,
+                    v,
+                )
+            };
         }
         unsafe { thread::sync_cta() };
 

@@ -68,7 +68,11 @@ impl Operand {
         let grow = row0 + row;
         let kk = chunk * CHUNK_K + unit * 16;
         let ok = grow < self.rows && kk < k;
-        let src = if ok { self.data + grow as u64 * self.ld + (kk / 2) as u64 } else { self.data };
+        let src = if ok {
+            self.data + grow as u64 * self.ld + (kk / 2) as u64
+        } else {
+            self.data
+        };
         unsafe { copy::async_8(dst_row + unit * 8, src, if ok { 8 } else { 0 }) };
     }
 
@@ -77,7 +81,11 @@ impl Operand {
         let grow = row0 + row;
         let col = chunk * ROW_SCALES;
         let cols = k / 16;
-        let valid = if grow < self.rows { (cols - col).min(ROW_SCALES) } else { 0 };
+        let valid = if grow < self.rows {
+            (cols - col).min(ROW_SCALES)
+        } else {
+            0
+        };
         let aligned = matches!(self.layout, ScaleLayout::Blocked) || cols % 4 == 0;
         if aligned {
             let src = if valid > 0 {
@@ -222,7 +230,8 @@ unsafe fn gemm_tile(smem: u32, d: &ProblemDesc, n0: u32, m0: u32) {
         let lo_raw = unsafe { shared::ld_v2(stage + W_RAW + wrow * ROW_BYTES + t * 8) };
         let hi_raw = unsafe { shared::ld_v2(stage + W_RAW + (wrow + 8) * ROW_BYTES + t * 8) };
         let s_lo = scale_f16x2(unsafe { shared::ld_u8(stage + W_SF + wrow * ROW_SCALES + t) });
-        let s_hi = scale_f16x2(unsafe { shared::ld_u8(stage + W_SF + (wrow + 8) * ROW_SCALES + t) });
+        let s_hi =
+            scale_f16x2(unsafe { shared::ld_u8(stage + W_SF + (wrow + 8) * ROW_SCALES + t) });
         let mut a = [[0u32; 4]; 4]; // [k-step][reg]
         unroll!(h in [0, 1] {
             let lo = e2m1x8_to_f16x2_scaled(lo_raw[h]);
