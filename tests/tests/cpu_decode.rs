@@ -1,0 +1,155 @@
+//! The shared decoders of `kernels_gpu::fp4` against values written down independently.
+
+use half::f16;
+use kernels_gpu::fp4::{
+    E2M1_F16_SHIFT, E4M3_F16_SHIFT, e2m1_to_f32, e2m1x8_to_f16x2_scaled, e4m3_to_f16_bits_scaled,
+    e4m3_to_f32, f16_bits_to_f32,
+};
+
+/// E2M1 by code, typed in from the OCP MX spec's table (sign bit 3).
+const E2M1_TABLE: [f64; 16] = [
+    0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0,
+];
+
+/// E4M3 (`e4m3fn`) from its definition, written differently from the decoder under test:
+/// the significand as an integer `(8 + m)` (normal) or `m` (subnormal) times a power of two.
+fn e4m3_expected(code: u8) -> f64 {
+    let s = if code >= 0x80 { -1.0 } else { 1.0 };
+    let e = (code as i32 % 128) / 8;
+    let m = (code % 8) as f64;
+    if e == 15 && m == 7.0 {
+        return f64::NAN;
+    }
+    if e == 0 {
+        s * m * (2.0f64).powi(-9)
+    } else {
+        s * (8.0 + m) * (2.0f64).powi(e - 10)
+    }
+}
+
+/// Same value and, for zeros, same sign; NaN matches NaN.
+fn same(a: f64, b: f64) -> bool {
+    (a.is_nan() && b.is_nan()) || (a == b && a.is_sign_negative() == b.is_sign_negative())
+}
+
+#[test]
+fn e2m1_all_codes() {
+    for code in 0u8..16 {
+        let got = e2m1_to_f32(code) as f64;
+        assert!(
+            same(got, E2M1_TABLE[code as usize]),
+            "code {code:#x}: {got}"
+        );
+        // Only the low nibble counts.
+        assert!(same(
+            e2m1_to_f32(code | 0xF0) as f64,
+            E2M1_TABLE[code as usize]
+        ));
+    }
+}
+
+#[test]
+fn e4m3_all_codes() {
+    for code in 0..=255u8 {
+        let got = e4m3_to_f32(code) as f64;
+        let want = e4m3_expected(code);
+        assert!(same(got, want), "code {code:#04x}: got {got}, want {want}");
+    }
+}
+
+#[test]
+fn e4m3_known_values() {
+    let cases: [(u8, f64); 12] = [
+        (0x00, 0.0),
+        (0x80, -0.0),
+        (0x01, 1.0 / 512.0), // smallest subnormal 2^-9
+        (0x07, 7.0 / 512.0), // largest subnormal
+        (0x08, 1.0 / 64.0),  // smallest normal 2^-6
+        (0x38, 1.0),
+        (0x40, 2.0),
+        (0x3C, 1.5),
+        (0x7E, 448.0),
+        (0xFE, -448.0),
+        (0xB8, -1.0),
+        (0x78, 256.0),
+    ];
+    for (code, want) in cases {
+        assert!(same(e4m3_to_f32(code) as f64, want), "code {code:#04x}");
+    }
+    assert!(e4m3_to_f32(0x7F).is_nan());
+    assert!(e4m3_to_f32(0xFF).is_nan());
+    let nans = (0..=255u8).filter(|&c| e4m3_to_f32(c).is_nan()).count();
+    assert_eq!(
+        nans, 2,
+        "only 0x7F and 0xFF are NaN; e4m3fn has no infinities"
+    );
+    assert!((0..=255u8).all(|c| e4m3_to_f32(c).is_finite() || e4m3_to_f32(c).is_nan()));
+}
+
+#[test]
+fn f16_bits_decoder_matches_half() {
+    for bits in 0..=u16::MAX {
+        let got = f16_bits_to_f32(bits) as f64;
+        let want = f16::from_bits(bits).to_f64();
+        assert!(same(got, want), "bits {bits:#06x}: got {got}, want {want}");
+    }
+}
+
+/// Every byte pair of a word, every word position, with the other nibbles set to patterns
+/// that would show up if they leaked into the word under test.
+#[test]
+fn e2m1x8_to_f16x2_all_pairs_all_positions() {
+    const FILLERS: [u32; 4] = [0x0000_0000, 0xFFFF_FFFF, 0x7777_7777, 0x8888_8888];
+    let scale = 1.0 / E2M1_F16_SHIFT as f64; // 2^-14
+    assert_eq!(scale, 2.0f64.powi(-14));
+    for filler in FILLERS {
+        for pos in 0..4u32 {
+            for lo in 0..16u32 {
+                for hi in 0..16u32 {
+                    let clear = !((0xF << (4 * pos)) | (0xF << (4 * (pos + 4))));
+                    let x = (filler & clear) | (lo << (4 * pos)) | (hi << (4 * (pos + 4)));
+                    let word = e2m1x8_to_f16x2_scaled(x)[pos as usize];
+                    let (got_lo, got_hi) = (word as u16, (word >> 16) as u16);
+                    for (got, code) in [(got_lo, lo), (got_hi, hi)] {
+                        let want = E2M1_TABLE[code as usize] * scale;
+                        let want_bits = f16::from_f64(want).to_bits();
+                        // The product is exact in fp16 (0.5 * 2^-14 is a subnormal).
+                        assert_eq!(f16::from_bits(want_bits).to_f64(), want);
+                        assert_eq!(
+                            got, want_bits,
+                            "x = {x:#010x}, word {pos}, code {code:#x}: got {got:#06x}"
+                        );
+                        assert!(same(f16_bits_to_f32(got) as f64, want));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Element order of the four words: word i pairs code i with code i + 4.
+#[test]
+fn e2m1x8_pairing_order() {
+    // Codes 0..8 = 0, 0.5, 1, 1.5, 2, 3, 4, 6 in nibbles 0..8.
+    let x = 0x7654_3210u32;
+    let words = e2m1x8_to_f16x2_scaled(x);
+    for i in 0..4 {
+        let lo = f16::from_bits(words[i] as u16).to_f64() * 16384.0;
+        let hi = f16::from_bits((words[i] >> 16) as u16).to_f64() * 16384.0;
+        assert_eq!(lo, E2M1_TABLE[i]);
+        assert_eq!(hi, E2M1_TABLE[i + 4]);
+    }
+}
+
+#[test]
+fn e4m3_to_f16_scaled_all_codes() {
+    assert_eq!(E4M3_F16_SHIFT, 256.0);
+    for code in 0..=255u8 {
+        let h = f16::from_bits(e4m3_to_f16_bits_scaled(code)).to_f64();
+        let want = e4m3_expected(code);
+        assert!(
+            same(h * 256.0, want),
+            "code {code:#04x}: {h} * 256 != {want}"
+        );
+    }
+}
