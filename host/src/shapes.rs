@@ -14,13 +14,24 @@ impl GroupShape {
     /// Builds a group from parallel lists of M, N and K.
     pub fn new(name: impl Into<String>, m: &[usize], n: &[usize], k: &[usize]) -> Self {
         assert!(m.len() == n.len() && n.len() == k.len());
-        let problems = m.iter().zip(n).zip(k).map(|((&m, &n), &k)| (m, n, k)).collect();
-        Self { name: name.into(), problems }
+        let problems = m
+            .iter()
+            .zip(n)
+            .zip(k)
+            .map(|((&m, &n), &k)| (m, n, k))
+            .collect();
+        Self {
+            name: name.into(),
+            problems,
+        }
     }
 
     /// Multiply-adds times two over all problems: `2 * sum(m * n * k)`.
     pub fn flops(&self) -> f64 {
-        self.problems.iter().map(|&(m, n, k)| 2.0 * m as f64 * n as f64 * k as f64).sum()
+        self.problems
+            .iter()
+            .map(|&(m, n, k)| 2.0 * m as f64 * n as f64 * k as f64)
+            .sum()
     }
 }
 
@@ -34,9 +45,21 @@ pub fn gpu_mode_tests() -> Vec<GroupShape> {
         (&[64, 72, 96], &[128, 384, 512], &[384, 512, 128]),
         (&[64, 256, 128], &[768, 128, 256], &[512, 512, 128]),
         (&[128, 128, 64], &[256, 512, 512], &[768, 128, 768]),
-        (&[128, 128, 128, 128], &[128, 128, 128, 128], &[128, 128, 128, 128]),
-        (&[40, 56, 384, 512], &[512, 384, 256, 128], &[256, 256, 256, 256]),
-        (&[512, 384, 256, 128], &[256, 256, 256, 256], &[512, 128, 512, 128]),
+        (
+            &[128, 128, 128, 128],
+            &[128, 128, 128, 128],
+            &[128, 128, 128, 128],
+        ),
+        (
+            &[40, 56, 384, 512],
+            &[512, 384, 256, 128],
+            &[256, 256, 256, 256],
+        ),
+        (
+            &[512, 384, 256, 128],
+            &[256, 256, 256, 256],
+            &[512, 128, 512, 128],
+        ),
     ];
     t.iter()
         .enumerate()

@@ -1,0 +1,557 @@
+//! The grouped GEMM: problems on the device, the loaded kernel, plans and launches.
+
+use crate::buffer::{DeviceInput, DeviceOutput};
+use crate::problem::HostProblem;
+use crate::table::{self, PackedTable};
+use crate::validate::{self, ProblemSpec};
+use crate::{Error, Result, ScaleLayout};
+use cudarc::driver::sys::{
+    CUdevice_attribute, CUfunction_attribute, CUstreamCaptureStatus as CaptureStatus,
+};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig,
+    PushKernelArg,
+};
+use cudarc::nvrtc::Ptx;
+use half::f16;
+use kernels_gpu::kernels::{GROUPED_GEMM_MMA, KernelInfo};
+use kernels_gpu::problem::ProblemDesc;
+use std::sync::Arc;
+
+/// PTX for compute capability 9.0 (H100 / H200), built by `cargo xtask build-ptx`.
+const PTX_SM90A: &str = include_str!("../ptx/nvfp4_sm90a.ptx");
+/// PTX for every other compute capability from 8.0 up (JIT-compiled by the driver).
+const PTX_SM80: &str = include_str!("../ptx/nvfp4_sm80.ptx");
+
+/// The kernel every launch runs.
+const KERNEL: KernelInfo = GROUPED_GEMM_MMA;
+
+/// CTAs per SM assumed when the occupancy query fails.
+const FALLBACK_CTAS_PER_SM: u32 = 2;
+
+/// One NVFP4 GEMM of a group, operands in device memory:
+/// `c = round_to_fp16(alpha * (a * sfa) * (b * sfb)^T)` with fp32 accumulation.
+///
+/// Layouts (the contract of `DESIGN.md`):
+/// - `a`: `m` rows of `k` FP4 E2M1 values, two per byte (element `2j` in the low nibble of
+///   byte `j`), row `r` at byte `r * lda`; `b`: `n` rows likewise, row `r` at `r * ldb`.
+/// - `sfa` / `sfb`: one E4M3 (`e4m3fn`) scale per 16 consecutive K elements of a row, in
+///   `sfa_layout` / `sfb_layout` ([`ScaleLayout::Plain`] `[rows, k / 16]` or
+///   [`ScaleLayout::Blocked`], the cuBLAS "128x4" layout); no stride: the buffer holds exactly
+///   `kernels_gpu::layout::scale_len(layout, rows, k)` meaningful bytes.
+/// - `c`: `m` rows of `n` fp16 values, row `r` at element `r * ldc`. Only columns `0..n` of
+///   each row are written: padding columns of a strided C are left as they were.
+///
+/// Every rule a problem must meet is listed in [`crate::validate`]; in short `k` is a
+/// positive multiple of 16, `m` / `n` may be 0, `alpha` is finite, buffers are long enough
+/// and aligned, and no output overlaps an input or another output.
+#[derive(Debug)]
+pub struct Problem<'a> {
+    /// Rows of A and C (tokens); 0 is an empty problem.
+    pub m: usize,
+    /// Rows of B (weights), columns of C; 0 is an empty problem.
+    pub n: usize,
+    /// Reduction length in FP4 elements: a positive multiple of 16.
+    pub k: usize,
+    /// A, FP4 E2M1, 8-byte aligned.
+    pub a: DeviceInput<'a>,
+    /// Bytes between rows of A: at least `k / 2`, a multiple of 8; `None` = `k / 2`.
+    pub lda: Option<usize>,
+    /// A's E4M3 scales, 4-byte aligned.
+    pub sfa: DeviceInput<'a>,
+    /// Layout of `sfa` (over `m` rows).
+    pub sfa_layout: ScaleLayout,
+    /// B, FP4 E2M1, 8-byte aligned.
+    pub b: DeviceInput<'a>,
+    /// Bytes between rows of B: at least `k / 2`, a multiple of 8; `None` = `k / 2`.
+    pub ldb: Option<usize>,
+    /// B's E4M3 scales, 4-byte aligned.
+    pub sfb: DeviceInput<'a>,
+    /// Layout of `sfb` (over `n` rows).
+    pub sfb_layout: ScaleLayout,
+    /// C, fp16, 2-byte aligned; written, never read.
+    pub c: DeviceOutput<'a>,
+    /// fp16 elements between rows of C: at least `n`; `None` = `n`.
+    pub ldc: Option<usize>,
+    /// Output factor applied to the fp32 sum before the fp16 rounding (the checkpoint's
+    /// global scale); must be finite. 1.0 for a plain GEMM.
+    pub alpha: f32,
+}
+
+impl Problem<'_> {
+    /// The numbers validation checks: shapes, strides, layouts, alpha and each buffer's
+    /// address and length.
+    pub fn spec(&self) -> ProblemSpec {
+        ProblemSpec {
+            m: self.m,
+            n: self.n,
+            k: self.k,
+            a: self.a.span(),
+            lda: self.lda,
+            sfa: self.sfa.span(),
+            sfa_layout: self.sfa_layout,
+            b: self.b.span(),
+            ldb: self.ldb,
+            sfb: self.sfb.span(),
+            sfb_layout: self.sfb_layout,
+            c: self.c.span(),
+            ldc: self.ldc,
+            alpha: self.alpha,
+        }
+    }
+
+    fn inputs(&self) -> [(&'static str, &DeviceInput<'_>); 4] {
+        [
+            ("a", &self.a),
+            ("sfa", &self.sfa),
+            ("b", &self.b),
+            ("sfb", &self.sfb),
+        ]
+    }
+}
+
+/// The problem table as a kernel argument type (`ProblemDesc` lives in a `no_std` crate
+/// that does not know cudarc).
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug)]
+struct DeviceDesc(ProblemDesc);
+
+// SAFETY: `ProblemDesc` is `#[repr(C)]`, 96 bytes of integers and an f32 with no padding
+// (asserted in kernels-gpu), the layout the kernels read.
+unsafe impl DeviceRepr for DeviceDesc {}
+
+/// A validated group with its problem table uploaded: launch it any number of times with
+/// [`GroupedGemm::launch`], e.g. inside CUDA graph capture.
+///
+/// It borrows the problems (and through them their buffers) for `'a`, so the buffers stay
+/// alive and untouched by safe code while the plan exists. The device table is freed,
+/// stream-ordered, on the stream the plan was made on when the plan drops.
+///
+/// A CUDA graph that captured a launch of this plan reads its table and buffers at every
+/// replay: keep the plan alive as long as the graph may be launched.
+#[derive(Debug)]
+pub struct GroupPlan<'a> {
+    problems: &'a [Problem<'a>],
+    packed: PackedTable,
+    /// `None` when the group has no tiles (nothing to launch).
+    table: Option<CudaSlice<DeviceDesc>>,
+    /// Device address of `table` (0 without one).
+    table_addr: u64,
+    context: Arc<CudaContext>,
+}
+
+impl GroupPlan<'_> {
+    /// Problems in the group (including empty ones).
+    pub fn num_problems(&self) -> usize {
+        self.packed.descs.len()
+    }
+
+    /// Tiles of the whole group; 0 means [`GroupedGemm::launch`] does nothing.
+    pub fn total_tiles(&self) -> u32 {
+        self.packed.total_tiles
+    }
+
+    /// The problem table as uploaded (a host copy, for inspection).
+    pub fn table(&self) -> &[ProblemDesc] {
+        &self.packed.descs
+    }
+}
+
+/// The NVFP4 grouped GEMM on one CUDA device: the kernels loaded from the embedded PTX,
+/// ready to run groups of problems with one launch each.
+///
+/// Construction JIT-loads the PTX for the device (tens of milliseconds): make one per
+/// context and reuse it; it is `Send + Sync`.
+///
+/// ```no_run
+/// use nvfp4::cudarc::driver::CudaContext;
+/// use nvfp4::{DeviceInput, DeviceOutput, GroupedGemm, Problem, ScaleLayout, f16};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ctx = CudaContext::new(0)?;
+/// let stream = ctx.default_stream();
+/// let gemm = GroupedGemm::new(ctx.clone())?;
+///
+/// // One problem: 40 tokens x 4096 weights x K = 7168, plain scales.
+/// let (m, n, k) = (40, 4096, 7168);
+/// let a = stream.alloc_zeros::<u8>(m * k / 2)?;
+/// let sfa = stream.alloc_zeros::<u8>(m * k / 16)?;
+/// let b = stream.alloc_zeros::<u8>(n * k / 2)?;
+/// let sfb = stream.alloc_zeros::<u8>(n * k / 16)?;
+/// let mut c = stream.alloc_zeros::<f16>(m * n)?;
+/// let problems = [Problem {
+///     m, n, k,
+///     a: DeviceInput::from(&a), lda: None,
+///     sfa: DeviceInput::from(&sfa), sfa_layout: ScaleLayout::Plain,
+///     b: DeviceInput::from(&b), ldb: None,
+///     sfb: DeviceInput::from(&sfb), sfb_layout: ScaleLayout::Plain,
+///     c: DeviceOutput::from(&mut c), ldc: None,
+///     alpha: 1.0,
+/// }];
+/// gemm.run(&stream, &problems)?; // validates, uploads the table, launches once
+/// drop(problems);
+/// let out: Vec<f16> = stream.clone_dtoh(&c)?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct GroupedGemm {
+    ctx: Arc<CudaContext>,
+    func: CudaFunction,
+    compute_capability: (i32, i32),
+    ptx_arch: &'static str,
+    sm_count: u32,
+    ctas_per_sm: u32,
+}
+
+impl GroupedGemm {
+    /// Loads the kernels into `ctx`: the sm_90a PTX on compute capability 9.0, the sm_80 PTX
+    /// on every other capability from 8.0 up.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedGpu`] below compute capability 8.0; [`Error::PtxLoad`] if the
+    /// driver rejects the PTX or the kernel is missing from it (e.g. the placeholder PTX of a
+    /// checkout where `cargo xtask build-ptx` has not run); [`Error::Driver`] if a device
+    /// query fails.
+    pub fn new(ctx: Arc<CudaContext>) -> Result<Self> {
+        let (major, minor) = ctx.compute_capability()?;
+        let cc = major.saturating_mul(10).saturating_add(minor);
+        if major < 8 || cc < KERNEL.min_cc as i32 {
+            return Err(Error::UnsupportedGpu { major, minor });
+        }
+        let (ptx, ptx_arch) = if (major, minor) == (9, 0) {
+            (PTX_SM90A, "sm_90a")
+        } else {
+            (PTX_SM80, "sm_80")
+        };
+        if KERNEL.sm90a_only && ptx_arch != "sm_90a" {
+            return Err(Error::UnsupportedGpu { major, minor });
+        }
+        let module = ctx
+            .load_module(Ptx::from_src(ptx))
+            .map_err(|e| Error::PtxLoad(format!("the driver rejected the {ptx_arch} PTX: {e}")))?;
+        let func = module.load_function(KERNEL.name).map_err(|e| {
+            Error::PtxLoad(format!(
+                "kernel `{}` is not in the {ptx_arch} PTX ({e}); is host/ptx a placeholder? \
+                 run `cargo xtask build-ptx`",
+                KERNEL.name
+            ))
+        })?;
+        match KERNEL.dynamic_smem_bytes {
+            0 => {}
+            bytes => func.set_attribute(
+                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                i32::try_from(bytes).unwrap_or(i32::MAX),
+            )?,
+        }
+        let sm_count =
+            ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+        let sm_count = u32::try_from(sm_count).unwrap_or(1).max(1);
+        let ctas_per_sm = func
+            .occupancy_max_active_blocks_per_multiprocessor(
+                KERNEL.threads,
+                KERNEL.dynamic_smem_bytes as usize,
+                None,
+            )
+            .ok()
+            .filter(|&n| n > 0)
+            .unwrap_or(FALLBACK_CTAS_PER_SM);
+        Ok(Self {
+            ctx,
+            func,
+            compute_capability: (major, minor),
+            ptx_arch,
+            sm_count,
+            ctas_per_sm,
+        })
+    }
+
+    /// The CUDA context the kernels are loaded in.
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The device's compute capability `(major, minor)`.
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.compute_capability
+    }
+
+    /// PTX entry name of the kernel that launches run.
+    pub fn kernel_name(&self) -> &'static str {
+        KERNEL.name
+    }
+
+    /// Which embedded PTX was loaded: `"sm_90a"` or `"sm_80"`.
+    pub fn ptx_arch(&self) -> &'static str {
+        self.ptx_arch
+    }
+
+    /// Streaming multiprocessors of the device.
+    pub fn sm_count(&self) -> u32 {
+        self.sm_count
+    }
+
+    /// Resident CTAs per SM the occupancy query reported (2 if it failed).
+    pub fn ctas_per_sm(&self) -> u32 {
+        self.ctas_per_sm
+    }
+
+    /// CTAs a launch of `total_tiles` tiles uses: the persistent grid
+    /// `min(total_tiles, sm_count * ctas_per_sm)`.
+    pub fn grid_size(&self, total_tiles: u32) -> u32 {
+        total_tiles
+            .min(self.sm_count.saturating_mul(self.ctas_per_sm))
+            .max(1)
+    }
+
+    fn check_stream(&self, stream: &CudaStream) -> Result<()> {
+        if **stream.context() != *self.ctx {
+            return Err(Error::ContextMismatch { what: "stream" });
+        }
+        Ok(())
+    }
+
+    /// Validates `problems` (every rule of [`crate::validate`], plus: each cudarc buffer
+    /// belongs to this context), packs the problem table and uploads it on `stream`.
+    ///
+    /// The returned plan borrows `problems`; launch it with [`GroupedGemm::launch`]. An empty
+    /// group, or one whose problems all have `m == 0` or `n == 0`, gives a plan with no tiles
+    /// whose launch does nothing (and uploads nothing).
+    ///
+    /// # Errors
+    /// Any validation error of [`crate::validate::check_specs`] (naming the problem and
+    /// field); [`Error::WrongContext`] for a buffer of another context;
+    /// [`Error::ContextMismatch`] if `stream` belongs to another context; [`Error::Driver`]
+    /// if the upload fails.
+    pub fn plan<'a>(
+        &self,
+        stream: &Arc<CudaStream>,
+        problems: &'a [Problem<'a>],
+    ) -> Result<GroupPlan<'a>> {
+        self.check_stream(stream)?;
+        let specs: Vec<ProblemSpec> = problems.iter().map(Problem::spec).collect();
+        let packed = table::pack(&specs)?;
+        for (i, p) in problems.iter().enumerate() {
+            let buffers = p.inputs().map(|(field, input)| (field, input.context()));
+            for (field, ctx) in buffers.into_iter().chain([("c", p.c.context())]) {
+                if ctx.is_some_and(|ctx| **ctx != *self.ctx) {
+                    return Err(Error::WrongContext { problem: i, field });
+                }
+            }
+        }
+        let table = if packed.total_tiles == 0 {
+            None
+        } else {
+            let descs: Vec<DeviceDesc> = packed.descs.iter().copied().map(DeviceDesc).collect();
+            Some(stream.clone_htod(&descs)?)
+        };
+        let table_addr = table.as_ref().map_or(0, |t| t.device_ptr(stream).0);
+        Ok(GroupPlan {
+            problems,
+            packed,
+            table,
+            table_addr,
+            context: self.ctx.clone(),
+        })
+    }
+
+    /// Enqueues the plan's one kernel launch on `stream`. Does not synchronise the host, so
+    /// it may be captured into a CUDA graph (keep the plan alive as long as the graph).
+    ///
+    /// Stream bookkeeping (cudarc's events, active when the context runs several streams):
+    /// `stream` first waits for the last writes of every input and the last reads and
+    /// writes of every output; after the launch the inputs' read events and the outputs'
+    /// write events are recorded on `stream`. Raw ([`DeviceInput::from_raw`]) buffers are
+    /// the caller's to order. Concurrent launches of plans sharing an output serialise on
+    /// the host around the enqueue.
+    ///
+    /// While `stream` is being captured into a CUDA graph no events are waited on or
+    /// recorded (waiting on an event recorded outside the capture would invalidate it): the
+    /// graph's replays run outside cudarc's tracking, so order them against other streams
+    /// yourself, and keep the plan alive while the graph may be launched.
+    ///
+    /// # Errors
+    /// [`Error::ContextMismatch`] if `stream` or the plan belongs to another context;
+    /// [`Error::Driver`] if the launch fails (a kernel fault shows up later, at the next
+    /// synchronisation, as a driver error).
+    pub fn launch(&self, stream: &Arc<CudaStream>, plan: &GroupPlan<'_>) -> Result<()> {
+        self.check_stream(stream)?;
+        if *plan.context != *self.ctx {
+            return Err(Error::ContextMismatch { what: "plan" });
+        }
+        let Some(table) = &plan.table else {
+            return Ok(());
+        };
+        let total_tiles = plan.packed.total_tiles;
+        // At most MAX_PROBLEMS = 2^16 descriptors (validated).
+        let num_problems = plan.packed.descs.len() as u32;
+
+        // cudarc's events: wait now, record when these guards drop (after the launch is
+        // enqueued). Not while `stream` is being captured: waiting there on an event recorded
+        // outside the capture is invalid, and a graph replays outside cudarc's tracking anyway.
+        let capturing = stream
+            .capture_status()
+            .is_ok_and(|status| status != CaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE);
+        let track = (!capturing).then_some(&**stream);
+        let table_read = track.map(|stream| table.device_ptr(stream).1);
+        let mut reads = Vec::new();
+        let mut writes = Vec::with_capacity(plan.problems.len());
+        for p in plan.problems {
+            if let Some(stream) = track {
+                reads.extend(
+                    p.inputs()
+                        .into_iter()
+                        .filter_map(|(_, i)| i.read_access(stream)),
+                );
+            }
+            writes.push(p.c.write_access(track));
+        }
+        let table_ptr = plan.table_addr;
+
+        let cfg = LaunchConfig {
+            grid_dim: (self.grid_size(total_tiles), 1, 1),
+            block_dim: (KERNEL.threads, 1, 1),
+            shared_mem_bytes: KERNEL.dynamic_smem_bytes,
+        };
+        let mut launch = stream.launch_builder(&self.func);
+        launch.arg(&table_ptr).arg(&num_problems).arg(&total_tiles);
+        // SAFETY: the arguments match the kernel's signature
+        // `(table: *const ProblemDesc, num_problems: u32, total_tiles: u32)`; the table holds
+        // `num_problems` descriptors packed from problems that passed validation, so every
+        // address the kernel forms from it lies inside a buffer the plan borrows (or one the
+        // caller vouched for in `from_raw`), outputs are disjoint from everything else, and
+        // the borrows keep those buffers alive until the plan drops. The table itself lives
+        // in `plan`, and cudarc frees it stream-ordered after this launch.
+        unsafe { launch.launch(cfg) }?;
+        drop(table_read);
+        drop(reads);
+        drop(writes);
+        Ok(())
+    }
+
+    /// [`plan`](Self::plan) + [`launch`](Self::launch): validates, uploads the problem table
+    /// and enqueues one launch on `stream`.
+    ///
+    /// The table is freed when this returns, stream-ordered after the launch
+    /// (`cuMemFreeAsync` on `stream`; on devices without memory pools cudarc synchronises
+    /// `stream` before freeing, and this call then waits for the kernel). Because of that
+    /// allocation and the upload, do not call `run` inside CUDA graph capture: capture
+    /// [`launch`](Self::launch) of a [`GroupPlan`] made beforehand.
+    ///
+    /// # Errors
+    /// As [`plan`](Self::plan) and [`launch`](Self::launch).
+    pub fn run<'a>(&self, stream: &Arc<CudaStream>, problems: &[Problem<'a>]) -> Result<()> {
+        let plan = self.plan(stream, problems)?;
+        self.launch(stream, &plan)
+    }
+
+    /// Runs a group whose operands are in host memory: validates the host buffers' lengths
+    /// ([`crate::validate::check_host`]: the same errors as [`plan`](Self::plan)), uploads
+    /// them on `stream`, runs, downloads and synchronises `stream`.
+    ///
+    /// Returns each problem's C, `m * n` fp16 values row-major (empty for an empty
+    /// problem). On the device each C is pre-filled with NaN, so an element the kernel
+    /// failed to write shows as NaN. Meant for tests, tools and one-off use: every call
+    /// allocates and copies everything.
+    ///
+    /// ```no_run
+    /// use nvfp4::cudarc::driver::CudaContext;
+    /// use nvfp4::{GroupedGemm, HostProblem, ScaleLayout};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ctx = CudaContext::new(0)?;
+    /// let gemm = GroupedGemm::new(ctx.clone())?;
+    /// let (m, n, k) = (2, 3, 32);
+    /// let problem = HostProblem {
+    ///     m, n, k,
+    ///     a: vec![0x22; m * k / 2],      // every FP4 element 1.0 (code 2)
+    ///     sfa: vec![0x38; m * k / 16],   // E4M3 1.0
+    ///     sfa_layout: ScaleLayout::Plain,
+    ///     b: vec![0x22; n * k / 2],
+    ///     sfb: vec![0x38; n * k / 16],
+    ///     sfb_layout: ScaleLayout::Plain,
+    ///     alpha: 0.5,
+    /// };
+    /// let c = gemm.run_host(&ctx.default_stream(), &[problem])?;
+    /// assert!(c[0].iter().all(|x| x.to_f32() == 16.0)); // 0.5 * 32 * 1.0 * 1.0
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`plan`](Self::plan) and [`launch`](Self::launch); [`Error::Driver`] if an
+    /// allocation or copy fails.
+    pub fn run_host(
+        &self,
+        stream: &Arc<CudaStream>,
+        problems: &[HostProblem],
+    ) -> Result<Vec<Vec<f16>>> {
+        validate::check_host(problems)?;
+        self.check_stream(stream)?;
+        // Never allocate zero bytes (cuMemAlloc rejects it): empty operands get one byte.
+        let upload = |bytes: &[u8]| -> Result<CudaSlice<u8>> {
+            Ok(if bytes.is_empty() {
+                stream.clone_htod(&[0u8])?
+            } else {
+                stream.clone_htod(bytes)?
+            })
+        };
+        struct Operands {
+            a: CudaSlice<u8>,
+            sfa: CudaSlice<u8>,
+            b: CudaSlice<u8>,
+            sfb: CudaSlice<u8>,
+            c: CudaSlice<f16>,
+        }
+        let mut operands = Vec::with_capacity(problems.len());
+        for p in problems {
+            // Checked by check_host: m * n fits (C's byte length was computed saturating and
+            // compared against the shape's exact need).
+            let c_len = (p.m * p.n).max(1);
+            operands.push(Operands {
+                a: upload(&p.a)?,
+                sfa: upload(&p.sfa)?,
+                b: upload(&p.b)?,
+                sfb: upload(&p.sfb)?,
+                c: stream.clone_htod(&vec![f16::NAN; c_len])?,
+            });
+        }
+        let device_problems: Vec<Problem<'_>> = problems
+            .iter()
+            .zip(operands.iter_mut())
+            .map(|(p, o)| Problem {
+                m: p.m,
+                n: p.n,
+                k: p.k,
+                a: DeviceInput::from(&o.a),
+                lda: None,
+                sfa: DeviceInput::from(&o.sfa),
+                sfa_layout: p.sfa_layout,
+                b: DeviceInput::from(&o.b),
+                ldb: None,
+                sfb: DeviceInput::from(&o.sfb),
+                sfb_layout: p.sfb_layout,
+                c: DeviceOutput::from(&mut o.c),
+                ldc: None,
+                alpha: p.alpha,
+            })
+            .collect();
+        self.run(stream, &device_problems)?;
+        drop(device_problems);
+        let mut out = Vec::with_capacity(problems.len());
+        for (p, o) in problems.iter().zip(&operands) {
+            let mut c = stream.clone_dtoh(&o.c)?;
+            c.truncate(p.m * p.n);
+            out.push(c);
+        }
+        stream.synchronize()?;
+        Ok(out)
+    }
+}
+
+/// Services share these across threads: checked at compile time.
+#[allow(dead_code)]
+fn send_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<GroupedGemm>();
+    check::<Problem<'static>>();
+    check::<GroupPlan<'static>>();
+}

@@ -1,0 +1,601 @@
+//! The grouped GEMM on a GPU, checked against the f64 CPU reference.
+//!
+//! Every test needs a CUDA device and is `#[ignore]`d so that it is reported as ignored, not
+//! passed, where there is none. On a GPU machine:
+//! `cargo test -p nvfp4-tests --release --test gpu -- --ignored --nocapture`.
+//! Each test prints one line per problem or group: shape, max error, relative Frobenius.
+
+use nvfp4::cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use nvfp4::r#gen::{Distribution, Rng, group, problem};
+use nvfp4::reference::{Tolerance, gemm};
+use nvfp4::shapes::{GroupShape, gpu_mode_benchmarks, gpu_mode_tests, ragged};
+use nvfp4::{DeviceInput, DeviceOutput, Error, HostProblem, Problem, ScaleLayout, f16};
+use nvfp4_tests::{Gpu, Layout, POISON, check, check_group, problems, upload_on};
+
+use ScaleLayout::{Blocked, Plain};
+use kernels_gpu::layout::scale_offset;
+
+/// Runs `ps` through the device path with `layout`, returns each C (`m * n`).
+fn run_group(gpu: &Gpu, ps: &[HostProblem], layout: Layout) -> Vec<Vec<f16>> {
+    let mut dps = gpu.upload_all(ps, layout);
+    gpu.run(&mut dps).expect("run");
+    dps.iter().map(|dp| gpu.download(dp)).collect()
+}
+
+/// Every GPU MODE test shape with the given scale layouts (per shape index), GpuMode data.
+fn gpu_mode_tests_with(label: &str, layouts: impl Fn(usize) -> (ScaleLayout, ScaleLayout)) {
+    let gpu = Gpu::new();
+    for (i, shape) in gpu_mode_tests().iter().enumerate() {
+        let (sfa, sfb) = layouts(i);
+        let ps = group(1000 + i as u64, shape, Distribution::GpuMode, sfa, sfb);
+        let got = run_group(&gpu, &ps, Layout::default());
+        let s = check_group(
+            &format!("{label}/{}", shape.name),
+            &ps,
+            &got,
+            Tolerance::GpuMode,
+        );
+        assert!(s.passed(), "{label}/{}: {} bad elements", shape.name, s.bad);
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn gpu_mode_tests_plain_scales() {
+    gpu_mode_tests_with("plain", |_| (Plain, Plain));
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn gpu_mode_tests_blocked_scales() {
+    gpu_mode_tests_with("blocked", |_| (Blocked, Blocked));
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn gpu_mode_tests_mixed_scales() {
+    gpu_mode_tests_with("mixed", |i| {
+        if i % 2 == 0 {
+            (Plain, Blocked)
+        } else {
+            (Blocked, Plain)
+        }
+    });
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn gpu_mode_benchmarks_full_range() {
+    let gpu = Gpu::new();
+    let mut worst_frob: f64 = 0.0;
+    for (i, shape) in gpu_mode_benchmarks().iter().enumerate() {
+        let (sfa, sfb) = if i % 2 == 0 {
+            (Blocked, Blocked)
+        } else {
+            (Plain, Plain)
+        };
+        let ps = group(2000 + i as u64, shape, Distribution::FullRange, sfa, sfb);
+        let got = run_group(&gpu, &ps, Layout::default());
+        let s = check_group(&shape.name, &ps, &got, Tolerance::FullRange);
+        worst_frob = worst_frob.max(s.rel_frobenius);
+        assert!(
+            s.passed(),
+            "{}: {} elements outside the FullRange bound",
+            shape.name,
+            s.bad
+        );
+    }
+    println!("benchmarks: worst relative Frobenius error {worst_frob:.3e} (fp16 rounding ~2e-4)");
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn ragged_shapes_full_range() {
+    let gpu = Gpu::new();
+    let mut shapes = ragged();
+    shapes.push(GroupShape::new(
+        "ragged_more",
+        &[1, 7, 40, 76, 0, 129, 65],
+        &[1, 127, 129, 200, 64, 16, 300],
+        &[16, 48, 16, 48, 16, 80, 1040],
+    ));
+    for (i, shape) in shapes.iter().enumerate() {
+        for (j, (sfa, sfb)) in [(Plain, Plain), (Blocked, Blocked), (Blocked, Plain)]
+            .into_iter()
+            .enumerate()
+        {
+            let seed = 3000 + 10 * i as u64 + j as u64;
+            let ps = group(seed, shape, Distribution::FullRange, sfa, sfb);
+            let got = run_group(&gpu, &ps, Layout::default());
+            let label = format!("{}/{sfa:?}-{sfb:?}", shape.name);
+            let s = check_group(&label, &ps, &got, Tolerance::FullRange);
+            assert!(s.passed(), "{label}: {} bad elements", s.bad);
+            for (p, c) in ps.iter().zip(&got) {
+                assert_eq!(c.len(), p.m * p.n);
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn alpha_uniform_and_per_problem() {
+    let gpu = Gpu::new();
+    let shape = &gpu_mode_tests()[8]; // M = 40, 56, 384, 512
+    let mut ps = group(4000, shape, Distribution::GpuMode, Blocked, Blocked);
+    for p in &mut ps {
+        p.alpha = 0.375;
+    }
+    let got = run_group(&gpu, &ps, Layout::default());
+    assert!(check_group("alpha=0.375", &ps, &got, Tolerance::GpuMode).passed());
+
+    let alphas = [2.0f32, -1.5, 1.0 / 1024.0, 0.8125];
+    let mut ps = group(4001, shape, Distribution::FullRange, Plain, Blocked);
+    for (p, &alpha) in ps.iter_mut().zip(&alphas) {
+        p.alpha = alpha;
+    }
+    let got = run_group(&gpu, &ps, Layout::default());
+    assert!(check_group("alpha per problem", &ps, &got, Tolerance::FullRange).passed());
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn poisoned_output_fully_written_padding_untouched() {
+    let gpu = Gpu::new();
+    let shape = GroupShape::new(
+        "poison",
+        &[0, 1, 40, 76, 128, 200],
+        &[128, 130, 96, 328, 256, 72],
+        &[64, 128, 256, 320, 512, 64],
+    );
+    for (sfa, sfb) in [(Plain, Plain), (Blocked, Blocked)] {
+        let ps = group(5000, &shape, Distribution::GpuMode, sfa, sfb);
+        let layout = Layout {
+            ldc_pad: 24,
+            poison: POISON,
+            ..Layout::default()
+        };
+        let mut dps = gpu.upload_all(&ps, layout);
+        gpu.run(&mut dps).expect("run");
+        for (i, (p, dp)) in ps.iter().zip(&dps).enumerate() {
+            let bits = gpu.download_bits(dp);
+            let mut unwritten = 0;
+            let mut pad_touched = 0;
+            for r in 0..p.m {
+                let row = &bits[r * dp.ldc..(r + 1) * dp.ldc];
+                unwritten += row[..p.n].iter().filter(|&&b| b == POISON).count();
+                pad_touched += row[p.n..].iter().filter(|&&b| b != POISON).count();
+            }
+            if p.m == 0 {
+                assert!(
+                    bits.iter().all(|&b| b == POISON),
+                    "problem {i} (m = 0): C was written"
+                );
+            }
+            println!(
+                "poison {sfa:?}/{sfb:?}[{i}] m={} n={} k={} ldc={}: unwritten={unwritten} \
+                 padding touched={pad_touched}",
+                p.m, p.n, p.k, dp.ldc
+            );
+            assert_eq!(unwritten, 0, "problem {i}: elements left poisoned");
+            assert_eq!(
+                pad_touched, 0,
+                "problem {i}: padding columns beyond n were written"
+            );
+            let got = gpu.download(dp);
+            assert!(check(&format!("poison[{i}]"), p, &got, Tolerance::GpuMode).passed);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn bitwise_repeatable() {
+    let gpu = Gpu::new();
+    let shape = &gpu_mode_benchmarks()[1]; // G = 8, N = 7168, K = 2048
+    let ps = group(6000, shape, Distribution::FullRange, Blocked, Blocked);
+    let mut dps = gpu.upload_all(&ps, Layout::default());
+    gpu.run(&mut dps).expect("first run");
+    let first: Vec<Vec<u16>> = dps.iter().map(|dp| gpu.download_bits(dp)).collect();
+    for run in 1..3 {
+        gpu.run(&mut dps).expect("repeat run");
+        let again: Vec<Vec<u16>> = dps.iter().map(|dp| gpu.download_bits(dp)).collect();
+        for (i, (a, b)) in first.iter().zip(&again).enumerate() {
+            let diff = a.iter().zip(b).filter(|(x, y)| x != y).count();
+            assert_eq!(
+                diff, 0,
+                "run {run}, problem {i}: {diff} elements changed bits"
+            );
+        }
+    }
+    let host = gpu.gemm.run_host(&gpu.stream, &ps).expect("run_host");
+    for (i, (a, b)) in first.iter().zip(&host).enumerate() {
+        assert!(
+            a.iter().zip(b).all(|(x, y)| *x == y.to_bits()),
+            "run_host differs, problem {i}"
+        );
+    }
+    println!("bitwise repeatable: {} (3 runs + run_host)", shape.name);
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn nan_scale_poisons_exactly_its_row_and_column() {
+    let gpu = Gpu::new();
+    for layout in [Plain, Blocked] {
+        let mut rng = Rng::new(7000);
+        let (m, n, k) = (72, 200, 256);
+        let mut p = problem(&mut rng, m, n, k, Distribution::GpuMode, layout, layout);
+        let (row, col) = (37usize, 131usize);
+        // NaN in A's scale for (row, scale column 5) and B's for (col, scale column 11).
+        let at = |r: usize, c: usize, rows_k: u32| {
+            scale_offset(layout, r as u64, c as u64, rows_k) as usize
+        };
+        p.sfa[at(row, 5, k as u32)] = 0x7F;
+        p.sfb[at(col, 11, k as u32)] = 0xFF;
+        let got = run_group(&gpu, std::slice::from_ref(&p), Layout::default()).remove(0);
+        let mut wrong = 0;
+        for r in 0..m {
+            for c in 0..n {
+                let nan = got[r * n + c].is_nan();
+                if nan != (r == row || c == col) {
+                    wrong += 1;
+                }
+            }
+        }
+        let want = gemm(&p);
+        assert!(
+            want[row * n].is_nan() && want[col].is_nan(),
+            "the reference propagates NaN"
+        );
+        let cmp = check(
+            &format!("nan scale {layout:?}"),
+            &p,
+            &got,
+            Tolerance::GpuMode,
+        );
+        println!(
+            "nan scale {layout:?}: row {row} and column {col} NaN, {wrong} misplaced NaN/finite"
+        );
+        assert_eq!(
+            wrong, 0,
+            "NaN must be exactly in row {row} and column {col}"
+        );
+        assert!(cmp.passed);
+    }
+}
+
+fn strided(label: &str, layout: Layout, seed: u64) {
+    let gpu = Gpu::new();
+    let shape = GroupShape::new(
+        label,
+        &[40, 1, 76, 128],
+        &[256, 130, 72, 96],
+        &[256, 48, 1024, 64],
+    );
+    for (sfa, sfb) in [(Plain, Blocked), (Blocked, Plain)] {
+        let ps = group(seed, &shape, Distribution::FullRange, sfa, sfb);
+        let mut dps = gpu.upload_all(&ps, layout);
+        gpu.run(&mut dps).expect("run");
+        let got: Vec<Vec<f16>> = dps.iter().map(|dp| gpu.download(dp)).collect();
+        let s = check_group(
+            &format!("{label} {layout:?}"),
+            &ps,
+            &got,
+            Tolerance::FullRange,
+        );
+        assert!(s.passed(), "{label}: {} bad elements", s.bad);
+        for dp in &dps {
+            let bits = gpu.download_bits(dp);
+            for r in 0..dp.m {
+                let pad = &bits[r * dp.ldc + dp.n..(r + 1) * dp.ldc];
+                assert!(
+                    pad.iter().all(|&b| b == layout.poison),
+                    "{label}: padding written"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn strided_lda_ldb_ldc() {
+    let layout = Layout {
+        lda_pad: 24,
+        ldb_pad: 8,
+        ldc_pad: 8,
+        poison: POISON,
+    };
+    strided("strided", layout, 8000);
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn strided_odd_ldc() {
+    // ldc = n + 1: rows of C start at odd element offsets (2-byte aligned only).
+    let layout = Layout {
+        lda_pad: 0,
+        ldb_pad: 16,
+        ldc_pad: 1,
+        poison: POISON,
+    };
+    strided("odd ldc", layout, 8100);
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn many_problems_sharing_shapes() {
+    // L = 4 copies of every problem of a GPU MODE test shape (what the reference's batch
+    // dimension means), different data each.
+    let gpu = Gpu::new();
+    let base = &gpu_mode_tests()[4];
+    let copies: Vec<(usize, usize, usize)> = (0..4).flat_map(|_| base.problems.clone()).collect();
+    let shape = GroupShape {
+        name: "L4".into(),
+        problems: copies,
+    };
+    let ps = group(9000, &shape, Distribution::GpuMode, Blocked, Blocked);
+    let got = run_group(&gpu, &ps, Layout::default());
+    assert!(check_group("L=4", &ps, &got, Tolerance::GpuMode).passed());
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn many_problems_sharing_one_weight_buffer() {
+    // 64 experts' worth of token groups all multiplying the same B (inputs may overlap).
+    let gpu = Gpu::new();
+    let (n, k) = (384, 512);
+    let mut rng = Rng::new(9100);
+    let weights = problem(&mut rng, 0, n, k, Distribution::FullRange, Plain, Blocked);
+    let ms: Vec<usize> = (0..64).map(|i| [0, 1, 7, 40, 64, 76, 130][i % 7]).collect();
+    let ps: Vec<HostProblem> = ms
+        .iter()
+        .map(|&m| {
+            let mut p = problem(&mut rng, m, 0, k, Distribution::FullRange, Plain, Blocked);
+            p.n = n;
+            p.b = weights.b.clone();
+            p.sfb = weights.sfb.clone();
+            p
+        })
+        .collect();
+    let b = gpu.stream.clone_htod(&weights.b).unwrap();
+    let sfb = gpu.stream.clone_htod(&weights.sfb).unwrap();
+    let mut dps = gpu.upload_all(&ps, Layout::default());
+    let group: Vec<Problem<'_>> = dps
+        .iter_mut()
+        .map(|dp| Problem {
+            b: DeviceInput::from(&b),
+            sfb: DeviceInput::from(&sfb),
+            ..dp.problem()
+        })
+        .collect();
+    gpu.gemm.run(&gpu.stream, &group).expect("run");
+    drop(group);
+    let got: Vec<Vec<f16>> = dps.iter().map(|dp| gpu.download(dp)).collect();
+    assert!(check_group("shared B", &ps, &got, Tolerance::FullRange).passed());
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn plan_reused_with_views_of_one_buffer() {
+    // The three problems' C are views of one allocation, their A views of another; one plan
+    // is launched three times, C re-poisoned before each launch.
+    let gpu = Gpu::new();
+    let shape = &gpu_mode_tests()[3];
+    let ps = group(10_000, shape, Distribution::GpuMode, Plain, Plain);
+    assert_eq!(ps.len(), 3);
+    let a_all: Vec<u8> = ps.iter().flat_map(|p| p.a.iter().copied()).collect();
+    let a_dev = gpu.stream.clone_htod(&a_all).unwrap();
+    let lens: Vec<usize> = ps.iter().map(|p| p.m * p.n).collect();
+    let c_len: usize = lens.iter().sum();
+    let mut c_dev = gpu
+        .stream
+        .clone_htod(&vec![f16::from_bits(POISON); c_len])
+        .unwrap();
+    let mut dps = gpu.upload_all(&ps, Layout::default());
+
+    let (c0, mut rest) = c_dev.split_at_mut(lens[0]);
+    let (c1, c2) = rest.split_at_mut(lens[1]);
+    let mut a_off = 0;
+    let mut group = Vec::new();
+    for ((p, dp), c_view) in ps.iter().zip(dps.iter_mut()).zip([c0, c1, c2]) {
+        let a_view = a_dev.slice(a_off..a_off + p.a.len());
+        a_off += p.a.len();
+        group.push(Problem {
+            a: DeviceInput::from(a_view),
+            c: DeviceOutput::from(c_view),
+            ..dp.problem()
+        });
+    }
+    let c_addr = group[0].c.addr();
+    let plan = gpu.gemm.plan(&gpu.stream, &group).expect("plan");
+    assert_eq!(plan.num_problems(), 3);
+    let mut first: Vec<u16> = Vec::new();
+    for launch in 0..3 {
+        // C is borrowed by the plan: poison and read it through its raw address (the stream
+        // is idle around these synchronous copies).
+        gpu.stream.synchronize().unwrap();
+        let mut out = vec![f16::ZERO; c_len];
+        // SAFETY: c_addr .. + 2 * c_len is c_dev, alive and not in use by the GPU.
+        unsafe { nvfp4::cudarc::driver::result::memset_d8_sync(c_addr, 0xFF, 2 * c_len) }.unwrap();
+        gpu.gemm.launch(&gpu.stream, &plan).expect("launch");
+        gpu.stream.synchronize().unwrap();
+        // SAFETY: as above; the launch has finished.
+        unsafe { nvfp4::cudarc::driver::result::memcpy_dtoh_sync(&mut out, c_addr) }.unwrap();
+        let out: Vec<u16> = out.iter().map(|x| x.to_bits()).collect();
+        assert!(
+            !out.contains(&POISON),
+            "launch {launch} left poisoned elements"
+        );
+        if launch == 0 {
+            first = out;
+        } else {
+            assert_eq!(first, out, "launch {launch} of one plan differs bitwise");
+        }
+    }
+    drop(plan);
+    drop(group);
+    let mut off = 0;
+    let got: Vec<Vec<f16>> = lens
+        .iter()
+        .map(|&len| {
+            let c = first[off..off + len]
+                .iter()
+                .map(|&b| f16::from_bits(b))
+                .collect();
+            off += len;
+            c
+        })
+        .collect();
+    assert!(check_group("views + plan x3", &ps, &got, Tolerance::GpuMode).passed());
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn multi_stream_event_tracking() {
+    // Upload on one stream, compute on a second, download on the first: cudarc's events
+    // (recorded by `launch`) must order the three.
+    let gpu = Gpu::new();
+    let upload = gpu.ctx.new_stream().unwrap();
+    let compute = gpu.ctx.new_stream().unwrap();
+    let shape = &gpu_mode_benchmarks()[3];
+    let ps = group(11_000, shape, Distribution::GpuMode, Blocked, Plain);
+    let mut dps: Vec<_> = ps
+        .iter()
+        .map(|p| upload_on(&upload, p, Layout::default()))
+        .collect();
+    let group = problems(&mut dps);
+    gpu.gemm
+        .run(&compute, &group)
+        .expect("run on the compute stream");
+    drop(group);
+    let got: Vec<Vec<f16>> = ps
+        .iter()
+        .zip(&dps)
+        .map(|(p, dp)| {
+            let c = upload.clone_dtoh(&dp.c).unwrap();
+            c[..p.m * p.n].to_vec()
+        })
+        .collect();
+    upload.synchronize().unwrap();
+    assert!(check_group("multi-stream", &ps, &got, Tolerance::GpuMode).passed());
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn cuda_graph_replays_launch() {
+    let gpu = Gpu::new();
+    let stream = gpu.ctx.new_stream().unwrap();
+    let shape = &gpu_mode_tests()[9];
+    let ps = group(12_000, shape, Distribution::GpuMode, Blocked, Blocked);
+    let mut dps: Vec<_> = ps
+        .iter()
+        .map(|p| upload_on(&stream, p, Layout::default()))
+        .collect();
+    let group = problems(&mut dps);
+    let plan = gpu.gemm.plan(&stream, &group).expect("plan");
+    stream.synchronize().unwrap();
+    stream
+        .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        .unwrap();
+    let launched = gpu.gemm.launch(&stream, &plan);
+    let graph = stream.end_capture(CUgraphInstantiate_flags(0));
+    launched.expect("launch while capturing");
+    let graph = graph.expect("end capture").expect("a graph");
+    graph.launch().unwrap();
+    graph.launch().unwrap();
+    stream.synchronize().unwrap();
+    drop(graph);
+    drop(plan);
+    drop(group);
+    let got: Vec<Vec<f16>> = ps
+        .iter()
+        .zip(&dps)
+        .map(|(p, dp)| stream.clone_dtoh(&dp.c).unwrap()[..p.m * p.n].to_vec())
+        .collect();
+    stream.synchronize().unwrap();
+    assert!(check_group("graph", &ps, &got, Tolerance::GpuMode).passed());
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn invalid_group_launches_nothing() {
+    let gpu = Gpu::new();
+    let mut rng = Rng::new(13_000);
+    let good = problem(&mut rng, 40, 128, 256, Distribution::GpuMode, Plain, Plain);
+    let mut dps = gpu.upload_all(std::slice::from_ref(&good), Layout::default());
+    let mut group = problems(&mut dps);
+    group[0].k = 40;
+    let err = gpu.gemm.run(&gpu.stream, &group).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidDimension {
+                problem: 0,
+                field: "k",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    drop(group);
+    let bits = gpu.download_bits(&dps[0]);
+    assert!(
+        bits.iter().all(|&b| b == POISON),
+        "a rejected group must not be launched"
+    );
+    // run_host rejects short host buffers with the same error as the device path.
+    let mut short = good.clone();
+    short.a.truncate(100);
+    let err = gpu.gemm.run_host(&gpu.stream, &[good, short]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::BufferTooSmall {
+                problem: 1,
+                field: "a",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    println!("invalid group: rejected with `{err}`, nothing launched");
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn empty_groups_are_no_ops() {
+    let gpu = Gpu::new();
+    gpu.gemm.run(&gpu.stream, &[]).expect("G = 0");
+    let shape = ragged()
+        .into_iter()
+        .find(|s| s.name == "ragged_all_empty")
+        .unwrap();
+    let ps = group(14_000, &shape, Distribution::GpuMode, Plain, Plain);
+    let mut dps = gpu.upload_all(&ps, Layout::default());
+    let group = problems(&mut dps);
+    let plan = gpu.gemm.plan(&gpu.stream, &group).expect("plan");
+    assert_eq!(plan.total_tiles(), 0);
+    gpu.gemm
+        .launch(&gpu.stream, &plan)
+        .expect("launch of nothing");
+    drop(plan);
+    drop(group);
+    for dp in &dps {
+        assert!(gpu.download_bits(dp).iter().all(|&b| b == POISON));
+    }
+    let out = gpu.gemm.run_host(&gpu.stream, &ps).expect("run_host");
+    assert!(out.iter().all(Vec::is_empty));
+    println!("empty groups: no launch, outputs untouched");
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn run_host_matches_reference() {
+    let gpu = Gpu::new();
+    let shape = &gpu_mode_tests()[5];
+    let ps = group(15_000, shape, Distribution::FullRange, Blocked, Plain);
+    let got = gpu.gemm.run_host(&gpu.stream, &ps).expect("run_host");
+    assert!(check_group("run_host", &ps, &got, Tolerance::FullRange).passed());
+}
