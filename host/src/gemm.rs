@@ -14,7 +14,7 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 use half::f16;
-use kernels_gpu::kernels::{GROUPED_GEMM_MMA, KernelInfo};
+use kernels_gpu::kernels::{GROUPED_GEMM_MMA, GROUPED_GEMM_WGMMA, KernelInfo};
 use kernels_gpu::problem::ProblemDesc;
 use std::sync::Arc;
 
@@ -23,8 +23,35 @@ const PTX_SM90A: &str = include_str!("../ptx/nvfp4_sm90a.ptx");
 /// PTX for every other compute capability from 8.0 up (JIT-compiled by the driver).
 const PTX_SM80: &str = include_str!("../ptx/nvfp4_sm80.ptx");
 
-/// The kernel every launch runs.
-const KERNEL: KernelInfo = GROUPED_GEMM_MMA;
+/// Which kernel a [`GroupedGemm`] launches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelPath {
+    /// `nvfp4_grouped_gemm_mma`: cp.async + mma.sync m16n8k16, any GPU from sm_80 up.
+    Portable,
+    /// `nvfp4_grouped_gemm_wgmma`: wgmma with FP4 weights dequantized in registers; compute
+    /// capability 9.0 (H100, H200) only.
+    Hopper,
+}
+
+impl KernelPath {
+    /// The fastest path for compute capability `(major, minor)`: [`KernelPath::Hopper`] on
+    /// 9.0, [`KernelPath::Portable`] elsewhere.
+    pub fn best_for(major: i32, minor: i32) -> Self {
+        if (major, minor) == (9, 0) {
+            Self::Hopper
+        } else {
+            Self::Portable
+        }
+    }
+
+    /// Launch facts of the path's kernel.
+    pub fn kernel(self) -> &'static KernelInfo {
+        match self {
+            Self::Portable => &GROUPED_GEMM_MMA,
+            Self::Hopper => &GROUPED_GEMM_WGMMA,
+        }
+    }
+}
 
 /// CTAs per SM assumed when the occupancy query fails.
 const FALLBACK_CTAS_PER_SM: u32 = 2;
@@ -197,6 +224,7 @@ impl GroupPlan<'_> {
 pub struct GroupedGemm {
     ctx: Arc<CudaContext>,
     func: CudaFunction,
+    path: KernelPath,
     compute_capability: (i32, i32),
     ptx_arch: &'static str,
     sm_count: u32,
@@ -214,8 +242,23 @@ impl GroupedGemm {
     /// query fails.
     pub fn new(ctx: Arc<CudaContext>) -> Result<Self> {
         let (major, minor) = ctx.compute_capability()?;
+        Self::with_path(ctx, KernelPath::best_for(major, minor))
+    }
+
+    /// As [`GroupedGemm::new`], but launching the kernel of `path` (e.g. the portable path on
+    /// an H100, to compare or to test it).
+    ///
+    /// # Errors
+    /// As [`GroupedGemm::new`]; [`Error::UnsupportedGpu`] also when `path` needs a newer GPU
+    /// ([`KernelPath::Hopper`] needs compute capability 9.0).
+    pub fn with_path(ctx: Arc<CudaContext>, path: KernelPath) -> Result<Self> {
+        let kernel = path.kernel();
+        let (major, minor) = ctx.compute_capability()?;
         let cc = major.saturating_mul(10).saturating_add(minor);
-        if major < 8 || cc < KERNEL.min_cc as i32 {
+        if major < 8 || cc < kernel.min_cc as i32 {
+            return Err(Error::UnsupportedGpu { major, minor });
+        }
+        if kernel.sm90a_only && (major, minor) != (9, 0) {
             return Err(Error::UnsupportedGpu { major, minor });
         }
         let (ptx, ptx_arch) = if (major, minor) == (9, 0) {
@@ -223,20 +266,17 @@ impl GroupedGemm {
         } else {
             (PTX_SM80, "sm_80")
         };
-        if KERNEL.sm90a_only && ptx_arch != "sm_90a" {
-            return Err(Error::UnsupportedGpu { major, minor });
-        }
         let module = ctx
             .load_module(Ptx::from_src(ptx))
             .map_err(|e| Error::PtxLoad(format!("the driver rejected the {ptx_arch} PTX: {e}")))?;
-        let func = module.load_function(KERNEL.name).map_err(|e| {
+        let func = module.load_function(kernel.name).map_err(|e| {
             Error::PtxLoad(format!(
                 "kernel `{}` is not in the {ptx_arch} PTX ({e}); is host/ptx a placeholder? \
                  run `cargo xtask build-ptx`",
-                KERNEL.name
+                kernel.name
             ))
         })?;
-        match KERNEL.dynamic_smem_bytes {
+        match kernel.dynamic_smem_bytes {
             0 => {}
             bytes => func.set_attribute(
                 CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
@@ -248,8 +288,8 @@ impl GroupedGemm {
         let sm_count = u32::try_from(sm_count).unwrap_or(1).max(1);
         let ctas_per_sm = func
             .occupancy_max_active_blocks_per_multiprocessor(
-                KERNEL.threads,
-                KERNEL.dynamic_smem_bytes as usize,
+                kernel.threads,
+                kernel.dynamic_smem_bytes as usize,
                 None,
             )
             .ok()
@@ -258,6 +298,7 @@ impl GroupedGemm {
         Ok(Self {
             ctx,
             func,
+            path,
             compute_capability: (major, minor),
             ptx_arch,
             sm_count,
@@ -277,7 +318,12 @@ impl GroupedGemm {
 
     /// PTX entry name of the kernel that launches run.
     pub fn kernel_name(&self) -> &'static str {
-        KERNEL.name
+        self.path.kernel().name
+    }
+
+    /// The kernel path launches run.
+    pub fn path(&self) -> KernelPath {
+        self.path
     }
 
     /// Which embedded PTX was loaded: `"sm_90a"` or `"sm_80"`.
@@ -329,7 +375,7 @@ impl GroupedGemm {
     ) -> Result<GroupPlan<'a>> {
         self.check_stream(stream)?;
         let specs: Vec<ProblemSpec> = problems.iter().map(Problem::spec).collect();
-        let packed = table::pack(&specs)?;
+        let packed = table::pack_for(&specs, self.path.kernel())?;
         for (i, p) in problems.iter().enumerate() {
             let buffers = p.inputs().map(|(field, input)| (field, input.context()));
             for (field, ctx) in buffers.into_iter().chain([("c", p.c.context())]) {
@@ -409,8 +455,8 @@ impl GroupedGemm {
 
         let cfg = LaunchConfig {
             grid_dim: (self.grid_size(total_tiles), 1, 1),
-            block_dim: (KERNEL.threads, 1, 1),
-            shared_mem_bytes: KERNEL.dynamic_smem_bytes,
+            block_dim: (self.path.kernel().threads, 1, 1),
+            shared_mem_bytes: self.path.kernel().dynamic_smem_bytes,
         };
         let mut launch = stream.launch_builder(&self.func);
         launch.arg(&table_ptr).arg(&num_problems).arg(&total_tiles);

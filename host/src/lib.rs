@@ -55,7 +55,7 @@ pub use kernels_gpu::layout::ScaleLayout;
 
 pub use buffer::{DeviceInput, DeviceOutput};
 pub use error::{Error, Result};
-pub use gemm::{GroupPlan, GroupedGemm, Problem};
+pub use gemm::{GroupPlan, GroupedGemm, KernelPath, Problem};
 pub use problem::HostProblem;
 
 mod buffer;

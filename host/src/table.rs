@@ -9,8 +9,8 @@
 
 use crate::Result;
 use crate::validate::{self, ProblemSpec};
+use kernels_gpu::kernels::{GROUPED_GEMM_MMA, KernelInfo};
 use kernels_gpu::problem::ProblemDesc;
-use kernels_gpu::tiling::{TILE_M, TILE_N};
 
 /// A validated group as the kernels read it.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,6 +19,10 @@ pub struct PackedTable {
     pub descs: Vec<ProblemDesc>,
     /// Tiles of the whole group (0: nothing to launch).
     pub total_tiles: u32,
+    /// Weight rows (N) per tile of the kernel the table was packed for.
+    pub tile_n: u32,
+    /// Tokens (M) per tile of the kernel the table was packed for.
+    pub tile_m: u32,
 }
 
 /// Where one linear tile index of a launch lands.
@@ -32,11 +36,20 @@ pub struct TileCoord {
     pub m0: u32,
 }
 
-/// Validates `specs` ([`validate::check_specs`]) and packs them.
+/// Validates `specs` ([`validate::check_specs`]) and packs them for the portable kernel.
 ///
 /// # Errors
 /// Any validation error of [`validate::check_specs`].
 pub fn pack(specs: &[ProblemSpec]) -> Result<PackedTable> {
+    pack_for(specs, &GROUPED_GEMM_MMA)
+}
+
+/// Validates `specs` and packs them for `kernel`'s tile shape (`tiles_m`, `tile_start`).
+///
+/// # Errors
+/// Any validation error of [`validate::check_specs`]. (Validation bounds the tile count with
+/// the portable kernel's tiles, the smallest of all kernels, so every kernel's count fits.)
+pub fn pack_for(specs: &[ProblemSpec], kernel: &KernelInfo) -> Result<PackedTable> {
     let checked = validate::check_group(specs)?;
     let mut descs = Vec::with_capacity(specs.len());
     let mut tile_start: u64 = 0;
@@ -58,13 +71,20 @@ pub fn pack(specs: &[ProblemSpec]) -> Result<PackedTable> {
             alpha: s.alpha,
             // Validation bounded the sum of tiles by u32::MAX.
             tile_start: tile_start as u32,
-            tiles_m: c.m.div_ceil(TILE_M),
+            tiles_m: c.m.div_ceil(kernel.tile_m),
         });
-        tile_start += c.tiles;
+        tile_start += if c.m == 0 || c.n == 0 {
+            0
+        } else {
+            kernel.tiles_for(c.m, c.n)
+        };
     }
+    debug_assert!(tile_start <= u64::from(u32::MAX));
     Ok(PackedTable {
         descs,
         total_tiles: tile_start as u32,
+        tile_n: kernel.tile_n,
+        tile_m: kernel.tile_m,
     })
 }
 
@@ -84,8 +104,8 @@ impl PackedTable {
         let local = tile - d.tile_start;
         Some(TileCoord {
             problem,
-            n0: (local / d.tiles_m) * TILE_N,
-            m0: (local % d.tiles_m) * TILE_M,
+            n0: (local / d.tiles_m) * self.tile_n,
+            m0: (local % d.tiles_m) * self.tile_m,
         })
     }
 }

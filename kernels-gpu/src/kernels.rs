@@ -18,6 +18,18 @@ pub struct KernelInfo {
     pub min_cc: u32,
     /// Whether the kernel is only in the sm_90a PTX.
     pub sm90a_only: bool,
+    /// Weight rows (N) per tile.
+    pub tile_n: u32,
+    /// Tokens (M) per tile.
+    pub tile_m: u32,
+}
+
+impl KernelInfo {
+    /// Tiles of one `m` x `n` problem for this kernel: `ceil(n / tile_n) * ceil(m / tile_m)`
+    /// (0 when `m` or `n` is 0). The problem table's `tiles_m` is `ceil(m / tile_m)`.
+    pub const fn tiles_for(&self, m: u32, n: u32) -> u64 {
+        (n.div_ceil(self.tile_n) as u64) * (m.div_ceil(self.tile_m) as u64)
+    }
 }
 
 /// Portable grouped GEMM: cp.async pipeline + mma.sync m16n8k16 (sm_80 and newer).
@@ -28,6 +40,8 @@ pub const GROUPED_GEMM_MMA: KernelInfo = KernelInfo {
     dynamic_smem_bytes: 0,
     min_cc: 80,
     sm90a_only: false,
+    tile_n: crate::tiling::TILE_N,
+    tile_m: crate::tiling::TILE_M,
 };
 
 /// Hopper grouped GEMM: in-register FP4 dequantization into wgmma A fragments (sm_90a only).
@@ -38,6 +52,8 @@ pub const GROUPED_GEMM_WGMMA: KernelInfo = KernelInfo {
     dynamic_smem_bytes: crate::tiling::wgmma::SMEM_BYTES,
     min_cc: 90,
     sm90a_only: true,
+    tile_n: crate::tiling::wgmma::TILE_N,
+    tile_m: crate::tiling::wgmma::TILE_M,
 };
 
 /// Every kernel of the crate.

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use nvfp4::cudarc::driver::{CudaContext, CudaSlice, CudaStream};
 use nvfp4::reference::{Comparison, Tolerance, compare_k, gemm_with_abs};
-use nvfp4::{DeviceInput, DeviceOutput, GroupedGemm, HostProblem, Problem, ScaleLayout, f16};
+use nvfp4::{
+    DeviceInput, DeviceOutput, GroupedGemm, HostProblem, KernelPath, Problem, ScaleLayout, f16,
+};
 
 /// Filler for the padding bytes of strided A / B rows: FP4 code 7 (6.0) in both nibbles, so
 /// a kernel that reads past `k / 2` bytes of a row gets visibly wrong results.
@@ -37,13 +39,21 @@ impl Gpu {
         Self::with_context(ctx)
     }
 
-    /// [`Gpu::new`] on an existing context.
+    /// [`Gpu::new`] on an existing context. The kernel path is the device's best
+    /// ([`GroupedGemm::new`]) unless `NVFP4_PATH` says `portable` or `hopper`, so the same
+    /// suite checks both paths on an H100 / H200 (`scripts/device-verify.sh` runs it twice).
     ///
     /// # Panics
-    /// If the kernels cannot be loaded.
+    /// If the kernels cannot be loaded, or `NVFP4_PATH` holds anything else.
     pub fn with_context(ctx: Arc<CudaContext>) -> Self {
         let stream = ctx.default_stream();
-        let gemm = GroupedGemm::new(ctx.clone()).expect("loading the NVFP4 kernels");
+        let gemm = match std::env::var("NVFP4_PATH").as_deref() {
+            Err(_) | Ok("") | Ok("auto") => GroupedGemm::new(ctx.clone()),
+            Ok("portable") => GroupedGemm::with_path(ctx.clone(), KernelPath::Portable),
+            Ok("hopper") => GroupedGemm::with_path(ctx.clone(), KernelPath::Hopper),
+            Ok(other) => panic!("NVFP4_PATH={other}: expected auto, portable or hopper"),
+        }
+        .expect("loading the NVFP4 kernels");
         let (major, minor) = gemm.compute_capability();
         eprintln!(
             "device: {} (sm_{major}{minor}), {} SMs x {} CTAs, PTX {}, kernel {}",

@@ -1,0 +1,432 @@
+//! Command-line parsing (hand-rolled: no dependency) and the usage text.
+
+use super::spec;
+use nvfp4::ScaleLayout;
+use nvfp4::shapes::GroupShape;
+use std::path::PathBuf;
+
+/// Default generator seed of both commands.
+pub const DEFAULT_SEED: u64 = 0x5eed;
+/// Default and minimum timed iterations of `bench` (fewer only with `--quick`).
+pub const DEFAULT_ITERS: usize = 20;
+/// Timed iterations of `bench --quick` when `--iters` is not given.
+pub const QUICK_ITERS: usize = 5;
+
+pub const USAGE: &str = "\
+nvfp4: benchmark and check the NVFP4 grouped GEMM
+
+USAGE:
+    nvfp4 bench [OPTIONS]
+    nvfp4 check [OPTIONS]
+    nvfp4 help | --help | -h
+
+COMMANDS:
+    bench   For each shape: generate full-range inputs (seeded), run the grouped GEMM once
+            and check it against the f64 CPU reference, then time it (CUDA events, L2
+            flushed by a 256 MiB memset before every iteration, median/min/max). Also times
+            cuBLAS fp16 (cublasGemmEx, f16 in/out, fp32 compute) on the same problems
+            dequantized to fp16 (results checked too), and measures the fp16 tensor-core
+            rate (8192^3 hgemm) to give each shape its fp16 floor. Exit status 1 if a check
+            fails (the table is still printed).
+    check   Correctness: the ten GPU MODE test shapes (GPU MODE inputs and tolerance) and
+            the ragged shapes (full-range inputs and the derived fp32 bound), each with
+            scale layouts plain/plain, blocked/blocked and plain/blocked; the output is
+            poisoned with 0xFFFF first and any element left unwritten fails. Prints
+            \"N passed, M failed\"; exit status 1 if any failed.
+
+    Without a CUDA GPU (no libcuda, no device, or the context fails), or with --cpu, both
+    commands run the CPU reference instead, on reduced shapes, and say so.
+
+BENCH OPTIONS:
+    --shapes SPEC   Shapes to run (repeatable; default: the four GPU MODE benchmarks).
+                    SPEC is a name, case-insensitive (G8_N4096_K7168, G8_N7168_K2048,
+                    G2_N3072_K4096, G2_N4096_K1536, test0..test9, ragged_m, ragged_k16,
+                    ragged_all_empty), a set (benchmarks, tests, ragged), several of those
+                    joined by commas, or a literal group
+                        'm=80,176;n=4096;k=7168'
+                    with keys m, n, k (and optional name=...), parts separated by ';', '/'
+                    or spaces, values comma-separated. The group has as many problems as the
+                    longest list; a single value is used for every problem. k must be a
+                    positive multiple of 16; m and n may be 0. Quote it for the shell.
+    --iters N       Timed iterations per shape (default 20; at least 20 unless --quick).
+    --quick         Fewer iterations (default 5) for a smoke run.
+    --scales L      Scale layout of both operands: plain (default) or blocked.
+    --json FILE     Also write every number (device, kernel, fp16 rate, per-shape timings
+                    and errors, geomeans) to FILE as JSON.
+
+COMMON OPTIONS:
+    --seed S        Generator seed, decimal or 0x-hex (default 0x5eed); shape i of a run
+                    uses seed S + i.
+    --portable      Run the portable mma.sync kernel (KernelPath::Portable) even on sm_90,
+                    where the Hopper wgmma kernel is the default.
+    --cpu           Run the CPU reference path even when a GPU is present.
+    -h, --help      This text.
+
+EXAMPLES:
+    cargo run --release -p host --bin nvfp4 -- bench
+    cargo run --release -p host --bin nvfp4 -- bench --shapes G8_N4096_K7168 --iters 50 --json out.json
+    cargo run --release -p host --bin nvfp4 -- bench --quick --shapes 'm=40,76;n=7168;k=2048'
+    cargo run --release -p host --bin nvfp4 -- check --seed 7
+";
+
+/// A parsed command line.
+#[derive(Debug)]
+pub enum Command {
+    Help,
+    Bench(BenchOpts),
+    Check(CheckOpts),
+}
+
+/// Options of `bench`.
+#[derive(Debug)]
+pub struct BenchOpts {
+    pub shapes: Vec<GroupShape>,
+    pub iters: usize,
+    pub quick: bool,
+    pub scales: ScaleLayout,
+    pub json: Option<PathBuf>,
+    pub common: CommonOpts,
+}
+
+/// Options of `check`.
+#[derive(Debug)]
+pub struct CheckOpts {
+    pub common: CommonOpts,
+}
+
+/// Options both commands take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommonOpts {
+    pub seed: u64,
+    pub portable: bool,
+    pub cpu: bool,
+}
+
+impl Default for CommonOpts {
+    fn default() -> Self {
+        Self {
+            seed: DEFAULT_SEED,
+            portable: false,
+            cpu: false,
+        }
+    }
+}
+
+/// A bad command line; the message says what is wrong.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, UsageError> {
+    Err(UsageError(msg.into()))
+}
+
+/// Walks the arguments, splitting `--opt=value` and handing out option values.
+struct Cursor<'a> {
+    args: &'a [String],
+    pos: usize,
+    /// The value of the last `--opt=value`, returned by the next `value()`.
+    pending: Option<&'a str>,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(args: &'a [String]) -> Self {
+        Self {
+            args,
+            pos: 0,
+            pending: None,
+        }
+    }
+
+    /// The next option name (`--iters`), or a positional argument.
+    fn next(&mut self) -> Result<Option<&'a str>, UsageError> {
+        if let Some(v) = self.pending.take() {
+            return err(format!("unexpected value `{v}`"));
+        }
+        let Some(arg) = self.args.get(self.pos) else {
+            return Ok(None);
+        };
+        self.pos += 1;
+        if arg.starts_with("--")
+            && let Some((name, value)) = arg.split_once('=')
+        {
+            self.pending = Some(value);
+            return Ok(Some(name));
+        }
+        Ok(Some(arg))
+    }
+
+    /// The value of option `name`.
+    fn value(&mut self, name: &str) -> Result<&'a str, UsageError> {
+        if let Some(v) = self.pending.take() {
+            return Ok(v);
+        }
+        match self.args.get(self.pos) {
+            Some(v) => {
+                self.pos += 1;
+                Ok(v)
+            }
+            None => err(format!("`{name}` needs a value")),
+        }
+    }
+
+    /// Rejects `--flag=value` for a flag that takes none.
+    fn flag(&mut self, name: &str) -> Result<(), UsageError> {
+        match self.pending.take() {
+            Some(v) => err(format!("`{name}` takes no value (got `{v}`)")),
+            None => Ok(()),
+        }
+    }
+}
+
+fn parse_u64(name: &str, v: &str) -> Result<u64, UsageError> {
+    let v = v.trim();
+    let parsed = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => v.parse::<u64>(),
+    };
+    parsed.or_else(|_| err(format!("`{name}`: `{v}` is not a non-negative integer")))
+}
+
+/// Handles an option both commands take; `Ok(false)` if `name` is not one.
+fn common(name: &str, cur: &mut Cursor<'_>, opts: &mut CommonOpts) -> Result<bool, UsageError> {
+    match name {
+        "--seed" => opts.seed = parse_u64(name, cur.value(name)?)?,
+        "--portable" => {
+            cur.flag(name)?;
+            opts.portable = true;
+        }
+        "--cpu" => {
+            cur.flag(name)?;
+            opts.cpu = true;
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+fn is_help(arg: &str) -> bool {
+    matches!(arg, "-h" | "--help" | "help")
+}
+
+/// Parses the arguments after the program name.
+pub fn parse(args: &[String]) -> Result<Command, UsageError> {
+    let Some(cmd) = args.first() else {
+        return err("no command given (bench, check or help)");
+    };
+    let rest = &args[1..];
+    if is_help(cmd) {
+        return Ok(Command::Help);
+    }
+    if rest.iter().any(|a| a == "-h" || a == "--help") {
+        return Ok(Command::Help);
+    }
+    match cmd.as_str() {
+        "bench" => parse_bench(rest).map(Command::Bench),
+        "check" => parse_check(rest).map(Command::Check),
+        other => err(format!("unknown command `{other}` (bench, check or help)")),
+    }
+}
+
+fn unknown(name: &str, cmd: &str) -> UsageError {
+    if name.starts_with('-') {
+        UsageError(format!("unknown option `{name}` for `{cmd}`"))
+    } else {
+        UsageError(format!("unexpected argument `{name}` for `{cmd}`"))
+    }
+}
+
+fn parse_bench(args: &[String]) -> Result<BenchOpts, UsageError> {
+    let mut cur = Cursor::new(args);
+    let mut common_opts = CommonOpts::default();
+    let (mut shapes, mut iters, mut quick, mut json) = (Vec::new(), None, false, None);
+    let mut scales = ScaleLayout::Plain;
+    while let Some(name) = cur.next()? {
+        if common(name, &mut cur, &mut common_opts)? {
+            continue;
+        }
+        match name {
+            "--shapes" | "--shape" => {
+                let v = cur.value(name)?;
+                shapes.extend(spec::parse(v).map_err(|e| UsageError(format!("--shapes: {e}")))?);
+            }
+            "--iters" => {
+                let v = parse_u64(name, cur.value(name)?)?;
+                iters = Some(usize::try_from(v).unwrap_or(usize::MAX));
+            }
+            "--quick" => {
+                cur.flag(name)?;
+                quick = true;
+            }
+            "--scales" => {
+                scales = match cur.value(name)?.to_ascii_lowercase().as_str() {
+                    "plain" => ScaleLayout::Plain,
+                    "blocked" => ScaleLayout::Blocked,
+                    v => return err(format!("`--scales`: `{v}` is neither plain nor blocked")),
+                }
+            }
+            "--json" => {
+                let v = cur.value(name)?;
+                if v.is_empty() {
+                    return err("`--json` needs a file name");
+                }
+                json = Some(PathBuf::from(v));
+            }
+            _ => return Err(unknown(name, "bench")),
+        }
+    }
+    let iters = match iters {
+        None if quick => QUICK_ITERS,
+        None => DEFAULT_ITERS,
+        Some(0) => return err("`--iters` must be at least 1"),
+        Some(n) if n < DEFAULT_ITERS && !quick => {
+            return err(format!(
+                "`--iters {n}`: at least {DEFAULT_ITERS} for a measurement (add --quick for fewer)"
+            ));
+        }
+        Some(n) => n,
+    };
+    if shapes.is_empty() {
+        shapes = nvfp4::shapes::gpu_mode_benchmarks();
+    }
+    Ok(BenchOpts {
+        shapes,
+        iters,
+        quick,
+        scales,
+        json,
+        common: common_opts,
+    })
+}
+
+fn parse_check(args: &[String]) -> Result<CheckOpts, UsageError> {
+    let mut cur = Cursor::new(args);
+    let mut common_opts = CommonOpts::default();
+    while let Some(name) = cur.next()? {
+        if !common(name, &mut cur, &mut common_opts)? {
+            return Err(unknown(name, "check"));
+        }
+    }
+    Ok(CheckOpts {
+        common: common_opts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(s: &str) -> Result<Command, UsageError> {
+        let args: Vec<String> = s.split_whitespace().map(String::from).collect();
+        parse(&args)
+    }
+
+    fn bench(s: &str) -> BenchOpts {
+        match parse_str(s) {
+            Ok(Command::Bench(b)) => b,
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    fn usage_err(s: &str) -> String {
+        match parse_str(s) {
+            Err(UsageError(m)) => m,
+            other => panic!("{s}: expected a usage error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn help_forms() {
+        for s in [
+            "help",
+            "--help",
+            "-h",
+            "bench --help",
+            "check -h",
+            "bench --iters 3 -h",
+        ] {
+            assert!(matches!(parse_str(s), Ok(Command::Help)), "{s}");
+        }
+    }
+
+    #[test]
+    fn bench_defaults() {
+        let b = bench("bench");
+        assert_eq!(b.shapes, nvfp4::shapes::gpu_mode_benchmarks());
+        assert_eq!(b.iters, DEFAULT_ITERS);
+        assert!(!b.quick && b.json.is_none());
+        assert_eq!(b.scales, ScaleLayout::Plain);
+        assert_eq!(b.common, CommonOpts::default());
+        assert_eq!(bench("bench --quick").iters, QUICK_ITERS);
+    }
+
+    #[test]
+    fn bench_options() {
+        let b = bench(
+            "bench --shapes G8_N4096_K7168 --shapes=m=1,2;n=128;k=64 --iters=50 --json out.json \
+             --seed 0x10 --portable --cpu --scales BLOCKED",
+        );
+        assert_eq!(b.shapes.len(), 2);
+        assert_eq!(b.shapes[1].problems, vec![(1, 128, 64), (2, 128, 64)]);
+        assert_eq!(b.iters, 50);
+        assert_eq!(b.json.as_deref(), Some(std::path::Path::new("out.json")));
+        assert_eq!(
+            b.common,
+            CommonOpts {
+                seed: 16,
+                portable: true,
+                cpu: true
+            }
+        );
+        assert_eq!(b.scales, ScaleLayout::Blocked);
+        assert_eq!(bench("bench --quick --iters 3").iters, 3);
+        assert_eq!(bench("bench --iters 20").iters, 20);
+    }
+
+    #[test]
+    fn check_options() {
+        match parse_str("check --seed=7 --cpu") {
+            Ok(Command::Check(c)) => {
+                assert_eq!(
+                    c.common,
+                    CommonOpts {
+                        seed: 7,
+                        portable: false,
+                        cpu: true
+                    }
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn usage_errors() {
+        for (s, needle) in [
+            ("", "no command"),
+            ("frobnicate", "unknown command"),
+            ("bench --iters", "needs a value"),
+            ("bench --iters 5", "at least 20"),
+            ("bench --iters 0 --quick", "at least 1"),
+            ("bench --iters many", "not a non-negative integer"),
+            ("bench --seed -3", "not a non-negative integer"),
+            ("bench --seed 0xzz", "not a non-negative integer"),
+            ("bench --shapes nope", "--shapes: unknown shape"),
+            ("bench --shapes m=1;n=1;k=8", "multiple of 16"),
+            ("bench --scales diagonal", "neither plain nor blocked"),
+            ("bench --cpu=yes", "takes no value"),
+            ("bench --wat", "unknown option `--wat`"),
+            ("bench extra", "unexpected argument"),
+            ("check --iters 20", "unknown option `--iters` for `check`"),
+            ("check --seed", "needs a value"),
+        ] {
+            let m = usage_err(s);
+            assert!(m.contains(needle), "{s}: {m}");
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Finding a CUDA GPU without panicking.
+//!
+//! cudarc with `dynamic-loading` opens `libcuda` on first use and *panics* when it cannot
+//! (and panics on a missing symbol, e.g. a driver older than the bindings). So, in order:
+//! 1. `cudarc::driver::sys::is_culib_present()`: cudarc's own probe, which tries the same
+//!    library names its loader would and only reports whether one opens. No panic, no hook
+//!    games, and the common "no driver on this machine" case gets a clear reason.
+//! 2. The first driver calls (`cuInit` through `device_count`, then `CudaContext::new`) run
+//!    under `catch_unwind` with the panic hook silenced, as a backstop for a library that
+//!    opens but lacks a symbol; a driver error (no device, driver too old, ...) is an
+//!    ordinary `Err`.
+//!
+//! cuBLAS gets the same probe (`cudarc::cublas::sys::is_culib_present()`) before
+//! `CudaBlas::new`, which also panics when the library is missing.
+
+use nvfp4::cudarc::driver::CudaContext;
+use nvfp4::{GroupedGemm, KernelPath};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+
+/// Runs `f`, turning a panic into `Err(message)` without printing the panic.
+pub fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    let hook = panic::take_hook();
+    panic::set_hook(Box::new(|_| {}));
+    let out = panic::catch_unwind(AssertUnwindSafe(f));
+    panic::set_hook(hook);
+    out.map_err(|payload| {
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".into())
+    })
+}
+
+/// The CUDA context of device 0, or why there is none.
+pub fn open_gpu() -> Result<Arc<CudaContext>, String> {
+    // SAFETY: `is_culib_present` only `dlopen`s candidate names of libcuda (running the
+    // library's initialisers, exactly what cudarc's loader does on first use) and drops the
+    // handle; it touches no other state.
+    if !unsafe { nvfp4::cudarc::driver::sys::is_culib_present() } {
+        return Err("the CUDA driver library libcuda.so could not be loaded".into());
+    }
+    let count = quietly(CudaContext::device_count)
+        .map_err(|p| format!("the CUDA driver could not be used: {p}"))?
+        .map_err(|e| format!("CUDA initialisation failed: {e}"))?;
+    if count < 1 {
+        return Err("the CUDA driver reports no device".into());
+    }
+    quietly(|| CudaContext::new(0))
+        .map_err(|p| format!("the CUDA driver could not be used: {p}"))?
+        .map_err(|e| format!("creating a context on device 0 failed: {e}"))
+}
+
+/// Loads the kernels: the library's best path for the device, or the portable mma.sync path
+/// when `portable` is set. Prints the device and the kernel that will run.
+pub fn load_gemm(ctx: Arc<CudaContext>, portable: bool) -> nvfp4::Result<GroupedGemm> {
+    let name = ctx.name()?;
+    let gemm = if portable {
+        GroupedGemm::with_path(ctx, KernelPath::Portable)?
+    } else {
+        GroupedGemm::new(ctx)?
+    };
+    let (major, minor) = gemm.compute_capability();
+    println!(
+        "device: {name} (compute capability {major}.{minor}, {} SMs)",
+        gemm.sm_count()
+    );
+    println!(
+        "kernel: {} ({:?} path{}, {} PTX, {} CTAs/SM)",
+        gemm.kernel_name(),
+        gemm.path(),
+        if portable {
+            ", requested by --portable"
+        } else {
+            ""
+        },
+        gemm.ptx_arch(),
+        gemm.ctas_per_sm()
+    );
+    Ok(gemm)
+}
+
+/// Whether cuBLAS can be loaded (`CudaBlas::new` panics otherwise).
+pub fn cublas_present() -> bool {
+    // SAFETY: as for libcuda above: a dlopen probe of libcublas' candidate names.
+    unsafe { nvfp4::cudarc::cublas::sys::is_culib_present() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quietly_catches_panics() {
+        assert_eq!(quietly(|| 3), Ok(3));
+        assert_eq!(
+            quietly(|| -> u8 { panic!("boom {}", 1) }),
+            Err("boom 1".to_string())
+        );
+        assert_eq!(
+            quietly(|| -> u8 { panic!("static") }),
+            Err("static".to_string())
+        );
+    }
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine (CUDA 13, no Rust) over what scripts/stage-device.sh staged in
+# .device-bin/: the SASS check, every test executable with the GPU tests included, the CLI's
+# `check` and `bench` (ours and cuBLAS in the same run). Logs go to $OUT (or ./device-out).
+#   bash scripts/device-verify.sh [all|tests|check|bench|sass] [extra bench args...]
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+out=${OUT:-device-out}
+mkdir -p "$out"
+what=${1:-all}
+shift || true
+bin=.device-bin
+status=0
+run() { # run NAME CMD...: tee to $out/NAME.log, remember failures
+  local name=$1; shift
+  echo "### $name: $*"
+  local t0=$SECONDS
+  "$@" > >(tee "$out/$name.log") 2>&1
+  local rc=$?
+  echo "### $name: exit $rc in $((SECONDS - t0))s"
+  [ $rc -eq 0 ] || status=1
+}
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.total --format=csv | tee "$out/gpu.txt"
+if [[ $what == all || $what == sass ]]; then
+  for arch in sm_90a; do
+    ptxas -arch=$arch -v $bin/nvfp4_sm90a.ptx -o /tmp/k90.cubin > "$out/ptxas.log" 2>&1
+    cuobjdump -sass /tmp/k90.cubin > /tmp/k90.sass
+    python3 - <<'PY' | tee "$out/sass-summary.txt"
+import re
+cur=None; counts={}
+for line in open('/tmp/k90.sass'):
+    m=re.search(r'Function : (\S+)', line)
+    if m: cur=m.group(1); counts[cur]={}
+    elif cur:
+        for op in ('HGMMA','HMMA','LDL','STL','LDS','STS','LDGSTS','BAR'):
+            if re.search(r'\b'+op+r'\b', line): counts[cur][op]=counts[cur].get(op,0)+1
+for f,c in counts.items(): print(f, c)
+PY
+  done
+fi
+if [[ $what == all || $what == tests ]]; then
+  for t in $bin/tests/*; do
+    run "test-$(basename "$t")" "$t" --include-ignored --test-threads=1
+  done
+  # The GPU suite again on the portable path (the default above is the device's best path).
+  for t in $bin/tests/*gpu*; do
+    NVFP4_PATH=portable run "test-$(basename "$t")-portable" "$t" --ignored --test-threads=1
+  done
+fi
+if [[ $what == all || $what == check ]]; then
+  run check $bin/nvfp4 check
+  run check-portable $bin/nvfp4 check --portable
+fi
+if [[ $what == all || $what == bench ]]; then
+  run bench $bin/nvfp4 bench --json "$out/bench.json" "$@"
+  run bench-portable $bin/nvfp4 bench --portable --json "$out/bench-portable.json" "$@"
+fi
+echo "device-verify: overall status $status"
+exit $status
