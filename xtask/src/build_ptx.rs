@@ -495,6 +495,8 @@ mod tests {
             dynamic_smem_bytes,
             min_cc: 90,
             sm90a_only: true,
+            tile_n: 128,
+            tile_m: 128,
         };
         let report = |arch: &str, smem_bytes| ptxas::Report {
             arch: arch.into(),

@@ -360,6 +360,8 @@ mod tests {
             dynamic_smem_bytes: 0,
             min_cc: 80,
             sm90a_only: false,
+            tile_n: 128,
+            tile_m: 64,
         }
     }
 
