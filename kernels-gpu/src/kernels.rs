@@ -36,6 +36,8 @@ impl KernelInfo {
 pub const GROUPED_GEMM_MMA: KernelInfo = KernelInfo {
     name: "nvfp4_grouped_gemm_mma",
     threads: crate::tiling::THREADS,
+    // Two CTAs per SM: three (ptxas capped at 168 registers, no spills) ran 16% slower on an
+    // H200 (PERF.md), the SM's shared-memory pipe being the shared limit.
     min_ctas_per_sm: 2,
     dynamic_smem_bytes: 0,
     min_cc: 80,
@@ -48,7 +50,9 @@ pub const GROUPED_GEMM_MMA: KernelInfo = KernelInfo {
 pub const GROUPED_GEMM_WGMMA: KernelInfo = KernelInfo {
     name: "nvfp4_grouped_gemm_wgmma",
     threads: crate::tiling::wgmma::THREADS,
-    min_ctas_per_sm: 1,
+    // Two CTAs per SM: ptxas then caps registers at 128, which the kernel fits without
+    // spilling, and one CTA's dequantization overlaps the other's wgmmas.
+    min_ctas_per_sm: 2,
     dynamic_smem_bytes: crate::tiling::wgmma::SMEM_BYTES,
     min_cc: 90,
     sm90a_only: true,

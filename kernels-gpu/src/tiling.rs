@@ -33,8 +33,9 @@ pub const fn tiles_for(m: u32, n: u32) -> u64 {
 ///
 /// Two consumer warpgroups, each one m64 wgmma tile of weights against up to 128 tokens as
 /// four n32 subtiles (64 fp32 accumulators per thread). Shared memory per stage: 128 + 128
-/// rows x 32 bytes of FP4 plus 4 + 4 scale bytes a row = 9 KiB; four stages and the 16 KiB
-/// fp16 token tile make 52 KiB (dynamic), so two CTAs fit an SM.
+/// rows x 32 bytes of FP4 plus 4 + 4 scale bytes a row = 9 KiB; four stages and two 16 KiB
+/// fp16 token buffers (chunk c's MMAs read one while chunk c + 1 is dequantized into the
+/// other) make 68 KiB of dynamic shared memory.
 pub mod wgmma {
     /// Weight rows (N) per CTA tile: two warpgroups x 64.
     pub const TILE_N: u32 = 128;
@@ -49,7 +50,7 @@ pub mod wgmma {
     /// rows for a 64-element chunk) + the fp16 token tile (`TILE_M` x 64 x 2 bytes).
     pub const SMEM_BYTES: u32 =
         STAGES * (TILE_N + TILE_M) * (super::CHUNK_K / 2 + super::CHUNK_K / 16)
-            + TILE_M * super::CHUNK_K * 2;
+            + 2 * TILE_M * super::CHUNK_K * 2;
 
     /// Tiles of one problem for this kernel.
     #[inline(always)]

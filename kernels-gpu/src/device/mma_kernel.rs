@@ -27,9 +27,10 @@
 //! rows in registers and runs 64 MMAs.
 
 use super::arch::{copy, half, mma, shared, thread};
+use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow};
 use super::sched::problem_of_tile;
 use crate::fp4::{E2M1_F16_SHIFT, e2m1x8_to_f16x2_scaled, e4m3_to_f16_bits_scaled};
-use crate::layout::{ScaleLayout, scale_offset};
+use crate::layout::ScaleLayout;
 use crate::problem::ProblemDesc;
 use crate::tiling::{CHUNK_K, STAGES, THREADS, TILE_M, TILE_N};
 
@@ -40,10 +41,6 @@ macro_rules! unroll {
     ($i:ident in [$($v:literal),*] $body:block) => { $( { let $i: usize = $v; $body } )* };
 }
 
-/// Bytes of FP4 per row per chunk.
-const ROW_BYTES: u32 = CHUNK_K / 2;
-/// Scale bytes per row per chunk.
-const ROW_SCALES: u32 = CHUNK_K / 16;
 /// Offsets inside one stage: weights' FP4, tokens' FP4, weights' scales, tokens' scales.
 const W_RAW: u32 = 0;
 const T_RAW: u32 = W_RAW + TILE_N * ROW_BYTES;
@@ -54,7 +51,9 @@ const STAGE_BYTES: u32 = T_SF + TILE_M * ROW_SCALES;
 /// swizzled by `row & 1` so a quarter-warp's 16-byte loads hit distinct banks.
 const TOK_F16: u32 = STAGES * STAGE_BYTES;
 const TOK_ROW_BYTES: u32 = CHUNK_K * 2;
-const SMEM_BYTES: u32 = TOK_F16 + TILE_M * TOK_ROW_BYTES;
+/// Two token buffers: chunk c's MMAs read one while chunk c + 1 is dequantized into the other.
+const TOK_BUF_BYTES: u32 = TILE_M * TOK_ROW_BYTES;
+const SMEM_BYTES: u32 = TOK_F16 + 2 * TOK_BUF_BYTES;
 
 const _: () = assert!(STAGE_BYTES % 16 == 0 && T_SF % 4 == 0 && W_SF % 16 == 0);
 const _: () = assert!(
@@ -85,66 +84,6 @@ fn scale_f16x2(b: u32) -> u32 {
     half::mul2(h | (h << 16), F16X2_256)
 }
 
-/// One operand's K-walk for this thread: where its rows' bytes come from.
-#[derive(Clone, Copy)]
-struct Operand {
-    data: u64,
-    ld: u64,
-    scales: u64,
-    layout: ScaleLayout,
-    rows: u32,
-}
-
-impl Operand {
-    /// Issues the copies of FP4 unit `unit` (8 bytes = one scale block) of tile row `row`
-    /// (global row `row0 + row`) for chunk `chunk` into `dst_row` (the row's 32-byte slot).
-    #[inline(always)]
-    unsafe fn copy_fp4(&self, dst_row: u32, row0: u32, row: u32, chunk: u32, unit: u32, k: u32) {
-        let grow = row0 + row;
-        let kk = chunk * CHUNK_K + unit * 16;
-        let ok = grow < self.rows && kk < k;
-        let src = if ok {
-            self.data + grow as u64 * self.ld + (kk / 2) as u64
-        } else {
-            self.data
-        };
-        unsafe { copy::async_8(dst_row + unit * 8, src, if ok { 8 } else { 0 }) };
-    }
-
-    /// Fills the 4 scale bytes of tile row `row` for chunk `chunk` at `dst`: zeros past the
-    /// operand's rows and past K, so padding (which may hold NaN codes) is never read.
-    #[inline(always)]
-    unsafe fn copy_scales(&self, dst: u32, row0: u32, row: u32, chunk: u32, k: u32) {
-        let grow = row0 + row;
-        let col = chunk * ROW_SCALES;
-        let cols = k / 16;
-        let valid = if grow < self.rows {
-            (cols - col).min(ROW_SCALES)
-        } else {
-            0
-        };
-        let aligned = matches!(self.layout, ScaleLayout::Blocked) || cols % 4 == 0;
-        if aligned {
-            let src = if valid > 0 {
-                self.scales + scale_offset(self.layout, grow as u64, col as u64, k)
-            } else {
-                self.scales
-            };
-            unsafe { copy::async_4(dst, src, valid) };
-        } else {
-            // Plain layout with K/16 not a multiple of 4: a row's 4 bytes are not 4-aligned.
-            let src = self.scales + grow as u64 * cols as u64 + col as u64;
-            let mut v = 0u32;
-            for j in 0..ROW_SCALES {
-                if j < valid {
-                    v |= unsafe { copy::ld_global_u8(src + j as u64) } << (8 * j);
-                }
-            }
-            unsafe { shared::st_u32(dst, v) };
-        }
-    }
-}
-
 /// Portable NVFP4 grouped GEMM (sm_80+): one persistent launch for every problem of a group.
 ///
 /// Parameters: `table`, the device problem table ([`ProblemDesc`], `num_problems` entries,
@@ -166,18 +105,23 @@ pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_mma(
     let mut tile = thread::ctaid();
     while tile < total_tiles {
         let p = unsafe { problem_of_tile(table, num_problems, tile) };
-        let desc = unsafe { core::ptr::read(table.add(p as usize)) };
-        let local = tile - desc.tile_start;
-        let n0 = (local / desc.tiles_m) * TILE_N;
-        let m0 = (local % desc.tiles_m) * TILE_M;
-        unsafe { gemm_tile(smem, &desc, n0, m0) };
+        let desc = unsafe { table.add(p as usize) };
+        let (tile_start, tiles_m) = unsafe { ((*desc).tile_start, (*desc).tiles_m) };
+        let local = tile - tile_start;
+        let n0 = (local / tiles_m) * TILE_N;
+        let m0 = (local % tiles_m) * TILE_M;
+        unsafe { gemm_tile(smem, desc, n0, m0) };
         tile += thread::nctaid();
     }
 }
 
 /// Computes and stores one `TILE_N x TILE_M` tile of `C^T` (weights x tokens).
 #[inline(always)]
-unsafe fn gemm_tile(smem: u32, d: &ProblemDesc, n0: u32, m0: u32) {
+unsafe fn gemm_tile(smem: u32, desc: *const ProblemDesc, n0: u32, m0: u32) {
+    // Only the main loop's fields are read here; the epilogue reads its own after the loop
+    // (the memory-clobbering asm in between keeps them from being hoisted), which keeps
+    // c, ldc and alpha out of registers during the loop.
+    let d = unsafe { &*desc };
     let tid = thread::tid();
     let lane = tid % 32;
     let warp = tid / 32;
@@ -191,6 +135,7 @@ unsafe fn gemm_tile(smem: u32, d: &ProblemDesc, n0: u32, m0: u32) {
         scales: d.sfb,
         layout: ScaleLayout::from_code(d.sfb_layout).unwrap_or(ScaleLayout::Plain),
         rows: d.n,
+        k,
     };
     let tokens = Operand {
         data: d.a,
@@ -198,28 +143,28 @@ unsafe fn gemm_tile(smem: u32, d: &ProblemDesc, n0: u32, m0: u32) {
         scales: d.sfa,
         layout: ScaleLayout::from_code(d.sfa_layout).unwrap_or(ScaleLayout::Plain),
         rows: d.m,
+        k,
     };
     let m_rem = d.m - m0; // tokens of this tile (may exceed TILE_M)
 
     // Copy roles: 128 weight rows x 4 units = 4 per thread; 64 token rows x 4 units = 2 per
     // thread; one weight scale row per thread; token scale rows for threads 0..63.
-    let unit = tid % 4;
-    let row_q = tid / 4;
+    let (unit, row_q) = (tid % 4, tid / 4);
+    let w_rows = Fp4Rows::<4>::new(&weights, n0, row_q, 32, unit);
+    let t_rows = Fp4Rows::<2>::new(&tokens, m0, row_q, 32, unit);
+    let w_scales = ScaleRow::new(&weights, n0 + tid);
+    let t_scales = ScaleRow::new(&tokens, m0 + tid);
     let issue = |chunk: u32, stage: u32| {
         let base = smem + stage * STAGE_BYTES;
-        for i in 0..4 {
-            let row = row_q + 32 * i;
-            unsafe {
-                weights.copy_fp4(base + W_RAW + row * ROW_BYTES, n0, row, chunk, unit, k);
+        let tid = thread::tid_fresh();
+        let row_q = tid / 4;
+        unsafe {
+            w_rows.issue(chunk, base + W_RAW + row_q * ROW_BYTES, 32 * ROW_BYTES);
+            t_rows.issue(chunk, base + T_RAW + row_q * ROW_BYTES, 32 * ROW_BYTES);
+            w_scales.issue(chunk, base + W_SF + tid * ROW_SCALES);
+            if tid < TILE_M {
+                t_scales.issue(chunk, base + T_SF + tid * ROW_SCALES);
             }
-        }
-        for i in 0..2 {
-            let row = row_q + 32 * i;
-            unsafe { tokens.copy_fp4(base + T_RAW + row * ROW_BYTES, m0, row, chunk, unit, k) };
-        }
-        unsafe { weights.copy_scales(base + W_SF + tid * ROW_SCALES, n0, tid, chunk, k) };
-        if tid < TILE_M {
-            unsafe { tokens.copy_scales(base + T_SF + tid * ROW_SCALES, m0, tid, chunk, k) };
         }
     };
 
@@ -231,9 +176,21 @@ unsafe fn gemm_tile(smem: u32, d: &ProblemDesc, n0: u32, m0: u32) {
         unsafe { copy::commit() };
     }
 
+    // Prologue: chunk 0's tokens into token buffer 0.
+    unsafe {
+        copy::wait::<{ STAGES - 2 }>();
+        thread::sync_cta();
+        dequant_tokens(smem, smem + TOK_F16, tid);
+    }
+
+    // Per chunk c, one barrier: this CTA's warps dequantize chunk c + 1's tokens into the
+    // other buffer and run chunk c's MMAs, in whatever order the warps interleave.
     for chunk in 0..chunks {
         unsafe {
-            copy::wait::<{ STAGES - 2 }>();
+            // Chunk c + 1 has landed (a group is committed for every chunk, empty or not).
+            copy::wait::<{ STAGES - 3 }>();
+            // Token buffer c % 2 is written; buffer (c + 1) % 2 and stage (c - 1) % STAGES
+            // are no longer read.
             thread::sync_cta();
         }
         let ahead = chunk + STAGES - 1;
@@ -242,30 +199,12 @@ unsafe fn gemm_tile(smem: u32, d: &ProblemDesc, n0: u32, m0: u32) {
         }
         unsafe { copy::commit() };
         let stage = smem + (chunk % STAGES) * STAGE_BYTES;
-
-        // Tokens: 64 rows x 8 groups of 8 codes, 4 groups per thread, into the fp16 tile.
-        for i in 0..4 {
-            let job = tid + THREADS * i;
-            let row = job / 8;
-            let grp = job % 8; // (scale block, half) = (grp / 2, grp % 2)
-            let x = unsafe { shared::ld_u32(stage + T_RAW + row * ROW_BYTES + grp * 4) };
-            let sf =
-                scale_f16x2(unsafe { shared::ld_u8(stage + T_SF + row * ROW_SCALES + grp / 2) });
-            let w = e2m1x8_to_f16x2_scaled(x);
-            let v = [
-                half::mul2(w[0], sf),
-                half::mul2(w[1], sf),
-                half::mul2(w[2], sf),
-                half::mul2(w[3], sf),
-            ];
-            unsafe {
-                shared::st_v4(
-                    smem + TOK_F16 + row * TOK_ROW_BYTES + (grp ^ (row & 1)) * 16,
-                    v,
-                )
-            };
+        let tok = smem + TOK_F16 + (chunk % 2) * TOK_BUF_BYTES;
+        if chunk + 1 < chunks {
+            let next = smem + ((chunk + 1) % STAGES) * STAGE_BYTES;
+            let buf = smem + TOK_F16 + ((chunk + 1) % 2) * TOK_BUF_BYTES;
+            unsafe { dequant_tokens(next, buf, thread::tid_fresh()) };
         }
-        unsafe { thread::sync_cta() };
 
         // Weights: this thread's 4 rows (2 m16 tiles x rows g, g+8), scale block t.
         let mut raw = [[[0u32; 2]; 2]; 2];
@@ -298,10 +237,12 @@ unsafe fn gemm_tile(smem: u32, d: &ProblemDesc, n0: u32, m0: u32) {
                 if (j as u32) * 8 < m_rem {
                     let row = j as u32 * 8 + g;
                     let slot = (2 * t + h as u32) ^ (row & 1);
-                    let b = unsafe { shared::ld_v4(smem + TOK_F16 + row * TOK_ROW_BYTES + slot * 16) };
-                    unroll!(mt in [0, 1] {
-                        mma::m16n8k16(&mut acc[mt][j], a[mt][0], b[0], b[1]);
-                        mma::m16n8k16(&mut acc[mt][j], a[mt][1], b[2], b[3]);
+                    let b = unsafe { shared::ld_v4(tok + row * TOK_ROW_BYTES + slot * 16) };
+                    // k-step outer: consecutive MMAs write different accumulators.
+                    unroll!(e in [0, 1] {
+                        unroll!(mt in [0, 1] {
+                            mma::m16n8k16(&mut acc[mt][j], a[mt][e], b[2 * e], b[2 * e + 1]);
+                        });
                     });
                 }
             });
@@ -309,8 +250,14 @@ unsafe fn gemm_tile(smem: u32, d: &ProblemDesc, n0: u32, m0: u32) {
     }
 
     // Epilogue: C[m][n] = fp16(acc * alpha * 2^28); acc[mt][j] = (rows g, g+8) x (tokens 2t, 2t+1).
-    let factor = d.alpha * (E2M1_F16_SHIFT * E2M1_F16_SHIFT);
-    let c = d.c as *mut u16;
+    let (alpha, c, ldc) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*desc).alpha),
+            core::ptr::read_volatile(&raw const (*desc).c) as *mut u16,
+            core::ptr::read_volatile(&raw const (*desc).ldc),
+        )
+    };
+    let factor = alpha * (E2M1_F16_SHIFT * E2M1_F16_SHIFT);
     unroll!(mt in [0, 1] {
         unroll!(half_row in [0, 1] {
             let n = n0 + warp * 32 + mt as u32 * 16 + half_row as u32 * 8 + g;
@@ -320,7 +267,7 @@ unsafe fn gemm_tile(smem: u32, d: &ProblemDesc, n0: u32, m0: u32) {
                         let m = j as u32 * 8 + 2 * t + e as u32;
                         if m < m_rem {
                             let v = acc[mt][j][half_row * 2 + e] * factor;
-                            let idx = (m0 + m) as u64 * d.ldc + n as u64;
+                            let idx = (m0 + m) as u64 * ldc + n as u64;
                             unsafe { c.add(idx as usize).write(half::f32_to_f16(v)) };
                         }
                     });
@@ -330,4 +277,26 @@ unsafe fn gemm_tile(smem: u32, d: &ProblemDesc, n0: u32, m0: u32) {
     });
     // The next tile's prologue overwrites stages other warps may still read: wait for them.
     unsafe { thread::sync_cta() };
+}
+
+/// Dequantizes one chunk's 64 tokens from the raw stage at `stage` into the fp16 token buffer
+/// at `buf`: 64 rows x 8 groups of 8 codes, 4 groups per thread. Group `grp` = (scale block
+/// `grp / 2`, half `grp % 2`) is one 16-byte slot of the row, swizzled by `row & 1`.
+#[inline(always)]
+unsafe fn dequant_tokens(stage: u32, buf: u32, tid: u32) {
+    for i in 0..4 {
+        let job = tid + THREADS * i;
+        let row = job / 8;
+        let grp = job % 8;
+        let x = unsafe { shared::ld_u32(stage + T_RAW + row * ROW_BYTES + grp * 4) };
+        let sf = scale_f16x2(unsafe { shared::ld_u8(stage + T_SF + row * ROW_SCALES + grp / 2) });
+        let w = e2m1x8_to_f16x2_scaled(x);
+        let v = [
+            half::mul2(w[0], sf),
+            half::mul2(w[1], sf),
+            half::mul2(w[2], sf),
+            half::mul2(w[3], sf),
+        ];
+        unsafe { shared::st_v4(buf + row * TOK_ROW_BYTES + (grp ^ (row & 1)) * 16, v) };
+    }
 }

@@ -19,9 +19,10 @@
 //! core (group, kc) at `group * 1024 + kc * 128`, so LBO = 128 and SBO = 1024.
 
 use super::arch::{copy, dyn_smem_base, half, shared, thread, wgmma};
+use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow};
 use super::sched::problem_of_tile;
 use crate::fp4::{E2M1_F16_SHIFT, e2m1x8_to_f16x2_scaled, e4m3_to_f16_bits_scaled};
-use crate::layout::{ScaleLayout, scale_offset};
+use crate::layout::ScaleLayout;
 use crate::problem::ProblemDesc;
 use crate::tiling::CHUNK_K;
 use crate::tiling::wgmma::{STAGES, THREADS, TILE_M, TILE_N};
@@ -30,8 +31,6 @@ macro_rules! unroll {
     ($i:ident in [$($v:literal),*] $body:block) => { $( { let $i: usize = $v; $body } )* };
 }
 
-const ROW_BYTES: u32 = CHUNK_K / 2;
-const ROW_SCALES: u32 = CHUNK_K / 16;
 const W_RAW: u32 = 0;
 const T_RAW: u32 = W_RAW + TILE_N * ROW_BYTES;
 const W_SF: u32 = T_RAW + TILE_M * ROW_BYTES;
@@ -40,7 +39,9 @@ const STAGE_BYTES: u32 = T_SF + TILE_M * ROW_SCALES;
 const TOK_F16: u32 = STAGES * STAGE_BYTES;
 /// Bytes of one 8-token group of the fp16 tile (8 core matrices along the 64-k chunk).
 const TOK_GROUP_BYTES: u32 = 1024;
-const _: () = assert!(TOK_F16 + (TILE_M / 8) * TOK_GROUP_BYTES == crate::tiling::wgmma::SMEM_BYTES);
+/// Bytes of one fp16 token buffer (two, alternating by chunk).
+const TOK_BUF_BYTES: u32 = (TILE_M / 8) * TOK_GROUP_BYTES;
+const _: () = assert!(TOK_F16 + 2 * TOK_BUF_BYTES == crate::tiling::wgmma::SMEM_BYTES);
 
 const _: () = assert!(STAGE_BYTES % 128 == 0 && TOK_F16 % 1024 == 0);
 const _: () = assert!(THREADS == 256 && TILE_N == 128 && TILE_M == 128 && CHUNK_K == 64);
@@ -51,60 +52,6 @@ const F16X2_256: u32 = 0x5C00_5C00;
 fn scale_f16x2(b: u32) -> u32 {
     let h = e4m3_to_f16_bits_scaled(b as u8) as u32;
     half::mul2(h | (h << 16), F16X2_256)
-}
-
-#[derive(Clone, Copy)]
-struct Operand {
-    data: u64,
-    ld: u64,
-    scales: u64,
-    layout: ScaleLayout,
-    rows: u32,
-}
-
-impl Operand {
-    #[inline(always)]
-    unsafe fn copy_fp4(&self, dst_row: u32, row0: u32, row: u32, chunk: u32, unit: u32, k: u32) {
-        let grow = row0 + row;
-        let kk = chunk * CHUNK_K + unit * 16;
-        let ok = grow < self.rows && kk < k;
-        let src = if ok {
-            self.data + grow as u64 * self.ld + (kk / 2) as u64
-        } else {
-            self.data
-        };
-        unsafe { copy::async_8(dst_row + unit * 8, src, if ok { 8 } else { 0 }) };
-    }
-
-    #[inline(always)]
-    unsafe fn copy_scales(&self, dst: u32, row0: u32, row: u32, chunk: u32, k: u32) {
-        let grow = row0 + row;
-        let col = chunk * ROW_SCALES;
-        let cols = k / 16;
-        let valid = if grow < self.rows {
-            (cols - col).min(ROW_SCALES)
-        } else {
-            0
-        };
-        let aligned = matches!(self.layout, ScaleLayout::Blocked) || cols % 4 == 0;
-        if aligned {
-            let src = if valid > 0 {
-                self.scales + scale_offset(self.layout, grow as u64, col as u64, k)
-            } else {
-                self.scales
-            };
-            unsafe { copy::async_4(dst, src, valid) };
-        } else {
-            let src = self.scales + grow as u64 * cols as u64 + col as u64;
-            let mut v = 0u32;
-            for j in 0..ROW_SCALES {
-                if j < valid {
-                    v |= unsafe { copy::ld_global_u8(src + j as u64) } << (8 * j);
-                }
-            }
-            unsafe { shared::st_u32(dst, v) };
-        }
-    }
 }
 
 /// Hopper NVFP4 grouped GEMM (sm_90a): one persistent launch for every problem of a group.
@@ -125,17 +72,22 @@ pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_wgmma(
     let mut tile = thread::ctaid();
     while tile < total_tiles {
         let p = unsafe { problem_of_tile(table, num_problems, tile) };
-        let desc = unsafe { core::ptr::read(table.add(p as usize)) };
-        let local = tile - desc.tile_start;
-        let n0 = (local / desc.tiles_m) * TILE_N;
-        let m0 = (local % desc.tiles_m) * TILE_M;
-        unsafe { gemm_tile(smem, &desc, n0, m0) };
+        let desc = unsafe { table.add(p as usize) };
+        let (tile_start, tiles_m) = unsafe { ((*desc).tile_start, (*desc).tiles_m) };
+        let local = tile - tile_start;
+        let n0 = (local / tiles_m) * TILE_N;
+        let m0 = (local % tiles_m) * TILE_M;
+        unsafe { gemm_tile(smem, desc, n0, m0) };
         tile += thread::nctaid();
     }
 }
 
 #[inline(always)]
-unsafe fn gemm_tile(smem: u32, d: &ProblemDesc, n0: u32, m0: u32) {
+unsafe fn gemm_tile(smem: u32, desc: *const ProblemDesc, n0: u32, m0: u32) {
+    // Only the main loop's fields are read here; the epilogue reads its own after the loop
+    // (the memory-clobbering asm in between keeps them from being hoisted), which keeps
+    // c, ldc and alpha out of registers during the loop.
+    let d = unsafe { &*desc };
     let tid = thread::tid();
     let lane = tid % 32;
     let warp = tid / 32; // 0..8; warpgroup = warp / 4
@@ -149,6 +101,7 @@ unsafe fn gemm_tile(smem: u32, d: &ProblemDesc, n0: u32, m0: u32) {
         scales: d.sfb,
         layout: ScaleLayout::from_code(d.sfb_layout).unwrap_or(ScaleLayout::Plain),
         rows: d.n,
+        k,
     };
     let tokens = Operand {
         data: d.a,
@@ -156,31 +109,33 @@ unsafe fn gemm_tile(smem: u32, d: &ProblemDesc, n0: u32, m0: u32) {
         scales: d.sfa,
         layout: ScaleLayout::from_code(d.sfa_layout).unwrap_or(ScaleLayout::Plain),
         rows: d.m,
+        k,
     };
     let m_rem = d.m - m0;
 
     // Copies per stage: 128 weight rows + 128 token rows, 4 units of 8 bytes each: 4 per
     // thread; scales: one row per thread (threads 0..127 weights, 128..255 tokens).
-    let unit = tid % 4;
-    let row_q = tid / 4; // 0..64
+    let (unit, row_q) = (tid % 4, tid / 4); // row_q < 64
+    let w_rows = Fp4Rows::<2>::new(&weights, n0, row_q, 64, unit);
+    let t_rows = Fp4Rows::<2>::new(&tokens, m0, row_q, 64, unit);
+    let scales = if tid < TILE_N {
+        ScaleRow::new(&weights, n0 + tid)
+    } else {
+        ScaleRow::new(&tokens, m0 + tid - TILE_N)
+    };
     let issue = |chunk: u32, stage: u32| {
         let base = smem + stage * STAGE_BYTES;
-        for i in 0..2 {
-            let row = row_q + 64 * i;
-            unsafe {
-                weights.copy_fp4(base + W_RAW + row * ROW_BYTES, n0, row, chunk, unit, k);
-                tokens.copy_fp4(base + T_RAW + row * ROW_BYTES, m0, row, chunk, unit, k);
-            }
-        }
-        if tid < TILE_N {
-            unsafe { weights.copy_scales(base + W_SF + tid * ROW_SCALES, n0, tid, chunk, k) };
-        } else {
-            let row = tid - TILE_N;
-            unsafe { tokens.copy_scales(base + T_SF + row * ROW_SCALES, m0, row, chunk, k) };
+        let tid = thread::tid_fresh();
+        let row_q = tid / 4;
+        unsafe {
+            w_rows.issue(chunk, base + W_RAW + row_q * ROW_BYTES, 64 * ROW_BYTES);
+            t_rows.issue(chunk, base + T_RAW + row_q * ROW_BYTES, 64 * ROW_BYTES);
+            // W_SF and T_SF are adjacent: thread tid's scale row is at W_SF + tid * 4.
+            scales.issue(chunk, base + W_SF + tid * ROW_SCALES);
         }
     };
 
-    let mut acc = [[0f32; 16]; 4];
+    let mut acc = [0f32; 64];
     for s in 0..STAGES - 1 {
         if s < chunks {
             issue(s, s);
@@ -192,9 +147,21 @@ unsafe fn gemm_tile(smem: u32, d: &ProblemDesc, n0: u32, m0: u32) {
     let wrow = (warp / 4) * 64 + (warp % 4) * 16 + g;
     let subtiles = m_rem.min(TILE_M).div_ceil(32);
 
+    // Prologue: chunk 0's tokens into token buffer 0.
+    unsafe {
+        copy::wait::<{ STAGES - 2 }>();
+        thread::sync_cta();
+        dequant_tokens(smem, smem + TOK_F16, tid);
+    }
+
+    // Per chunk c, one barrier: the MMAs of chunk c run asynchronously while this warpgroup
+    // dequantizes chunk c + 1's tokens into the other buffer, then waits for them.
     for chunk in 0..chunks {
         unsafe {
-            copy::wait::<{ STAGES - 2 }>();
+            // Chunk c + 1 has landed (groups are committed for every chunk, empty or not).
+            copy::wait::<{ STAGES - 3 }>();
+            // Token buffer c % 2 is written; buffer (c + 1) % 2 and stage (c - 1) % STAGES
+            // are no longer read by anyone.
             thread::sync_cta();
         }
         let ahead = chunk + STAGES - 1;
@@ -203,28 +170,6 @@ unsafe fn gemm_tile(smem: u32, d: &ProblemDesc, n0: u32, m0: u32) {
         }
         unsafe { copy::commit() };
         let stage = smem + (chunk % STAGES) * STAGE_BYTES;
-
-        // Tokens: job = (token row, half h of each scale block); 256 jobs, one per thread.
-        {
-            let row = tid % TILE_M;
-            let h = tid / TILE_M;
-            let mut w = [[0u32; 4]; 4]; // [scale block][word]
-            unroll!(blk in [0, 1, 2, 3] {
-                let x = unsafe { shared::ld_u32(stage + T_RAW + row * ROW_BYTES + blk as u32 * 8 + h * 4) };
-                let sf = scale_f16x2(unsafe { shared::ld_u8(stage + T_SF + row * ROW_SCALES + blk as u32) });
-                let p = e2m1x8_to_f16x2_scaled(x);
-                unroll!(i in [0, 1, 2, 3] { w[blk][i] = half::mul2(p[i], sf); });
-            });
-            // Word i of block blk belongs to k-step 2h + i/2, core matrix 2*step + i%2,
-            // byte 4 * blk of the token's 16-byte row in that core matrix.
-            let group_base = smem + TOK_F16 + (row / 8) * TOK_GROUP_BYTES + (row % 8) * 16;
-            unroll!(i in [0, 1, 2, 3] {
-                let kc = 2 * (2 * h + (i as u32) / 2) + (i as u32) % 2;
-                unsafe { shared::st_v4(group_base + kc * 128, [w[0][i], w[1][i], w[2][i], w[3][i]]) };
-            });
-            unsafe { wgmma::fence_proxy_async_shared() };
-        }
-        unsafe { thread::sync_cta() };
 
         // Weights: rows wrow and wrow + 8, scale block t, both halves of the block.
         let lo_raw = unsafe { shared::ld_v2(stage + W_RAW + wrow * ROW_BYTES + t * 8) };
@@ -245,20 +190,35 @@ unsafe fn gemm_tile(smem: u32, d: &ProblemDesc, n0: u32, m0: u32) {
                 ];
             });
         });
-        // Straight-line wgmma sequences per subtile count: a branch between two wgmmas makes
-        // ptxas insert extra warpgroup.arrive fences (C7519) and serialise them.
-        let tok = smem + TOK_F16;
+        let tok = smem + TOK_F16 + (chunk % 2) * TOK_BUF_BYTES;
+        // One wgmma per k-step, as wide as the tile's tokens (a branch between wgmmas would
+        // make ptxas serialise them, C7519).
         match subtiles {
-            1 => unsafe { mma_chunk::<1>(&mut acc, &a, tok) },
-            2 => unsafe { mma_chunk::<2>(&mut acc, &a, tok) },
-            3 => unsafe { mma_chunk::<3>(&mut acc, &a, tok) },
-            _ => unsafe { mma_chunk::<4>(&mut acc, &a, tok) },
+            1 => unsafe { issue_mma(&mut acc, &a, tok, wgmma::m64n32k16) },
+            2 => unsafe { issue_mma(&mut acc, &a, tok, wgmma::m64n64k16) },
+            3 => unsafe { issue_mma(&mut acc, &a, tok, wgmma::m64n96k16) },
+            _ => unsafe { issue_mma(&mut acc, &a, tok, wgmma::m64n128k16) },
+        }
+        if chunk + 1 < chunks {
+            let next = smem + ((chunk + 1) % STAGES) * STAGE_BYTES;
+            let buf = smem + TOK_F16 + ((chunk + 1) % 2) * TOK_BUF_BYTES;
+            unsafe { dequant_tokens(next, buf, tid) };
+        }
+        unsafe {
+            wgmma::wait0(&a);
+            wgmma::pin_acc(&mut acc);
         }
     }
 
     // Epilogue: subtile i, n8 block j: acc[i][4j..4j+4] = (rows g, g+8) x (tokens 2t, 2t+1).
-    let factor = d.alpha * (E2M1_F16_SHIFT * E2M1_F16_SHIFT);
-    let c = d.c as *mut u16;
+    let (alpha, c, ldc) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*desc).alpha),
+            core::ptr::read_volatile(&raw const (*desc).c) as *mut u16,
+            core::ptr::read_volatile(&raw const (*desc).ldc),
+        )
+    };
+    let factor = alpha * (E2M1_F16_SHIFT * E2M1_F16_SHIFT);
     unroll!(half_row in [0, 1] {
         let n = n0 + wrow + half_row as u32 * 8;
         if n < d.n {
@@ -267,8 +227,8 @@ unsafe fn gemm_tile(smem: u32, d: &ProblemDesc, n0: u32, m0: u32) {
                     unroll!(e in [0, 1] {
                         let m = (i as u32) * 32 + (j as u32) * 8 + 2 * t + e as u32;
                         if m < m_rem && m < TILE_M {
-                            let v = acc[i][4 * j + 2 * half_row + e] * factor;
-                            let idx = (m0 + m) as u64 * d.ldc + n as u64;
+                            let v = acc[16 * i + 4 * j + 2 * half_row + e] * factor;
+                            let idx = (m0 + m) as u64 * ldc + n as u64;
                             unsafe { c.add(idx as usize).write(half::f32_to_f16(v)) };
                         }
                     });
@@ -279,27 +239,51 @@ unsafe fn gemm_tile(smem: u32, d: &ProblemDesc, n0: u32, m0: u32) {
     unsafe { thread::sync_cta() };
 }
 
-/// One chunk's MMAs for `NS` active n32 subtiles: 4 k-steps x `NS` wgmmas, one commit, and
-/// the wait (which also pins the A fragments and accumulators until the MMAs are done).
+/// Issues one chunk's four k-steps of `mma` (one wgmma variant: m64 x n{32,64,96,128})
+/// on the token buffer at `tok` and commits them as one group.
 #[inline(always)]
-unsafe fn mma_chunk<const NS: usize>(acc: &mut [[f32; 16]; 4], a: &[[u32; 4]; 4], tok: u32) {
+unsafe fn issue_mma(
+    acc: &mut [f32; 64],
+    a: &[[u32; 4]; 4],
+    tok: u32,
+    mma: unsafe fn(&mut [f32; 64], &[u32; 4], u64),
+) {
     unsafe { wgmma::fence() };
     unroll!(s in [0, 1, 2, 3] {
-        unroll!(i in [0, 1, 2, 3] {
-            if i < NS {
-                let start = tok + (i as u32) * 4 * TOK_GROUP_BYTES + (s as u32) * 256;
-                let desc = wgmma::desc_no_swizzle(start, 128, TOK_GROUP_BYTES);
-                unsafe { wgmma::m64n32k16(&mut acc[i], &a[s], desc) };
-            }
+        let desc = wgmma::desc_no_swizzle(tok + (s as u32) * 256, 128, TOK_GROUP_BYTES);
+        unsafe { mma(acc, &a[s], desc) };
+    });
+    unsafe { wgmma::commit() };
+}
+
+/// Dequantizes one chunk's tokens from the raw stage at `stage` into the fp16 token buffer at
+/// `buf`. Thread `tid` takes token row `tid / 2`, scale blocks `2p` and `2p + 1` with
+/// `p = tid % 2`: one conflict-free 16-byte load of FP4 (a warp reads 512 contiguous bytes)
+/// and one of 2 scale bytes. Word `i` (of 4) of block `blk`, half `h`, belongs to k-step
+/// `2h + i/2`, core matrix `2 * step + i%2`, bytes `4 blk ..` of the token's 16-byte row in
+/// that core matrix; this thread writes blocks `2p, 2p + 1` there (8 bytes). Ends with the
+/// async-proxy fence that wgmma's reads need; the caller's next barrier publishes the buffer.
+#[inline(always)]
+unsafe fn dequant_tokens(stage: u32, buf: u32, tid: u32) {
+    let row = tid / 2;
+    let p = tid % 2;
+    let raw = unsafe { shared::ld_v4(stage + T_RAW + row * ROW_BYTES + p * 16) };
+    let sf2 = unsafe { shared::ld_u16(stage + T_SF + row * ROW_SCALES + p * 2) };
+    let sf = [scale_f16x2(sf2 & 0xFF), scale_f16x2(sf2 >> 8)];
+    // raw[2b + h]: block 2p + b, half h.
+    let mut w = [[[0u32; 4]; 2]; 2]; // [b][h][word]
+    unroll!(b in [0, 1] {
+        unroll!(h in [0, 1] {
+            let q = e2m1x8_to_f16x2_scaled(raw[2 * b + h]);
+            unroll!(i in [0, 1, 2, 3] { w[b][h][i] = half::mul2(q[i], sf[b]); });
         });
     });
-    unsafe {
-        wgmma::commit();
-        wgmma::wait0(a);
-    }
-    unroll!(i in [0, 1, 2, 3] {
-        if i < NS {
-            unsafe { wgmma::wait0_acc(&mut acc[i]) };
-        }
+    let base = buf + (row / 8) * TOK_GROUP_BYTES + (row % 8) * 16 + p * 8;
+    unroll!(h in [0, 1] {
+        unroll!(i in [0, 1, 2, 3] {
+            let kc = 2 * (2 * h as u32 + (i as u32) / 2) + (i as u32) % 2;
+            unsafe { shared::st_v2(base + kc * 128, [w[0][h][i], w[1][h][i]]) };
+        });
     });
+    unsafe { wgmma::fence_proxy_async_shared() };
 }

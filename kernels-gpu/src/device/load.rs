@@ -1,0 +1,144 @@
+//! Global -> shared copies of FP4 rows and their scales, shared by both kernels.
+//!
+//! A K chunk of a row is `CHUNK_K / 2` = 32 bytes of FP4 (four 8-byte units, one per scale
+//! block) and `CHUNK_K / 16` = 4 scale bytes. Everything that does not change along K (row
+//! pointers, row validity, the scale layout's per-chunk step) is computed once per tile, so a
+//! chunk costs one add and one `cp.async` per copy. Copies past the operand's rows or past K
+//! are zero-filled, so padding (which may hold NaN scale codes) is never read.
+
+use super::arch::{copy, shared};
+use crate::layout::{ScaleLayout, scale_offset};
+use crate::tiling::CHUNK_K;
+
+/// FP4 bytes per row per chunk.
+pub const ROW_BYTES: u32 = CHUNK_K / 2;
+/// Scale bytes per row per chunk.
+pub const ROW_SCALES: u32 = CHUNK_K / 16;
+
+/// One operand of a problem as the copies see it.
+#[derive(Clone, Copy)]
+pub struct Operand {
+    /// Device address of row 0.
+    pub data: u64,
+    /// Bytes between rows.
+    pub ld: u64,
+    /// Device address of the scales.
+    pub scales: u64,
+    /// Layout of the scales.
+    pub layout: ScaleLayout,
+    /// Rows of the operand.
+    pub rows: u32,
+    /// K of the problem (a multiple of 16).
+    pub k: u32,
+}
+
+/// This thread's share of the FP4 copies of one operand's tile rows: unit `unit` (8 bytes)
+/// of rows `row0 + first + step * i`, `i < N`.
+#[derive(Clone, Copy)]
+pub struct Fp4Rows<const N: usize> {
+    src: [u64; N],
+    valid: u32, // bit i: row i exists
+    unit: u32,
+    k: u32,
+}
+
+impl<const N: usize> Fp4Rows<N> {
+    /// Prepares the copies of tile rows `first + step * i` (tile origin `row0`), unit `unit`.
+    #[inline(always)]
+    pub fn new(op: &Operand, row0: u32, first: u32, step: u32, unit: u32) -> Self {
+        let mut src = [op.data; N];
+        let mut valid = 0;
+        for (i, s) in src.iter_mut().enumerate() {
+            let row = row0 + first + step * i as u32;
+            if row < op.rows {
+                *s = op.data + row as u64 * op.ld + (unit * 8) as u64;
+                valid |= 1 << i;
+            }
+        }
+        Self {
+            src,
+            valid,
+            unit,
+            k: op.k,
+        }
+    }
+
+    /// Issues chunk `chunk`'s copies; row `i` lands at `dst + i * dst_step + unit * 8`.
+    #[inline(always)]
+    pub unsafe fn issue(&self, chunk: u32, dst: u32, dst_step: u32) {
+        // Inside K: every unit of a full chunk; in the last chunk, units below K.
+        let in_k = chunk * CHUNK_K + self.unit * 16 < self.k;
+        for i in 0..N {
+            let ok = in_k && self.valid & (1 << i) != 0;
+            let src = if ok {
+                self.src[i] + (chunk * ROW_BYTES) as u64
+            } else {
+                self.src[0]
+            };
+            let dst = dst + i as u32 * dst_step + self.unit * 8;
+            unsafe { copy::async_8(dst, src, if ok { 8 } else { 0 }) };
+        }
+    }
+}
+
+/// This thread's copy of one tile row's 4 scale bytes per chunk.
+#[derive(Clone, Copy)]
+pub struct ScaleRow {
+    /// Address of the row's scales for chunk 0 (0 when the row does not exist).
+    src: u64,
+    /// Bytes from one chunk's 4 scales to the next: 4 (plain), 512 (blocked).
+    step: u64,
+    /// Scale columns of a row (K / 16); 0 when the row does not exist.
+    cols: u32,
+    /// Whether 4-byte copies are aligned (blocked layout, or K / 16 a multiple of 4).
+    aligned: bool,
+}
+
+impl ScaleRow {
+    /// Prepares the copies of global row `row` of `op`.
+    #[inline(always)]
+    pub fn new(op: &Operand, row: u32) -> Self {
+        let cols = op.k / 16;
+        let blocked = matches!(op.layout, ScaleLayout::Blocked);
+        let exists = row < op.rows;
+        Self {
+            src: if exists {
+                op.scales + scale_offset(op.layout, row as u64, 0, op.k)
+            } else {
+                op.scales
+            },
+            step: if blocked { 512 } else { ROW_SCALES as u64 },
+            cols: if exists { cols } else { 0 },
+            aligned: blocked || cols % 4 == 0,
+        }
+    }
+
+    /// Copies chunk `chunk`'s 4 scale bytes to `dst` (zeros past the row's K / 16 columns).
+    #[inline(always)]
+    pub unsafe fn issue(&self, chunk: u32, dst: u32) {
+        let col = chunk * ROW_SCALES;
+        let valid = if col < self.cols {
+            (self.cols - col).min(ROW_SCALES)
+        } else {
+            0
+        };
+        if self.aligned {
+            let src = if valid > 0 {
+                self.src + chunk as u64 * self.step
+            } else {
+                self.src
+            };
+            unsafe { copy::async_4(dst, src, valid) };
+        } else {
+            // Plain layout with K / 16 not a multiple of 4: the row's bytes are unaligned.
+            let src = self.src + col as u64;
+            let mut v = 0u32;
+            for j in 0..ROW_SCALES {
+                if j < valid {
+                    v |= unsafe { copy::ld_global_u8(src + j as u64) } << (8 * j);
+                }
+            }
+            unsafe { shared::st_u32(dst, v) };
+        }
+    }
+}
