@@ -2,7 +2,7 @@
 # Runs on the GPU machine (CUDA 13, no Rust) over what scripts/stage-device.sh staged in
 # .device-bin/: the SASS check, every test executable with the GPU tests included, the CLI's
 # `check` and `bench` (ours and cuBLAS in the same run). Logs go to $OUT (or ./device-out).
-#   bash scripts/device-verify.sh [all|tests|check|bench|sass] [extra bench args...]
+#   bash scripts/device-verify.sh [all|tests|check|bench|sass|sanitize] [extra bench args...]
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${OUT:-device-out}
@@ -43,9 +43,25 @@ if [[ $what == all || $what == tests ]]; then
     run "test-$(basename "$t")" "$t" --include-ignored --test-threads=1
   done
   # The GPU suite again on the portable path (the default above is the device's best path).
-  for t in $bin/tests/*gpu*; do
+  for t in $bin/tests/test-gpu; do
     NVFP4_PATH=portable run "test-$(basename "$t")-portable" "$t" --ignored --test-threads=1
   done
+fi
+if [[ $what == all || $what == sanitize ]]; then
+  # compute-sanitizer on the GPU suite, both kernel paths. memcheck runs every test but the
+  # benchmark shapes (same code paths, 10-100x slower under the tool); racecheck, synccheck
+  # and initcheck run the GPU MODE test shapes and the ragged shapes.
+  gpu_tests=$bin/tests/test-gpu
+  for path in auto portable; do
+    NVFP4_PATH=$path run "memcheck-$path" timeout 300 compute-sanitizer --tool memcheck \
+      --error-exitcode 1 "$gpu_tests" --ignored --test-threads=1 --skip gpu_mode_benchmarks
+    for tool in racecheck synccheck initcheck; do
+      NVFP4_PATH=$path run "$tool-$path" timeout 300 compute-sanitizer --tool $tool \
+        --error-exitcode 1 "$gpu_tests" --ignored --test-threads=1 --exact \
+        gpu_mode_tests_plain_scales ragged_shapes_full_range
+    done
+  done
+  grep -h "ERROR SUMMARY\|RACECHECK SUMMARY" "$out"/memcheck-* "$out"/racecheck-* "$out"/synccheck-* "$out"/initcheck-* 2>/dev/null | sort | uniq -c
 fi
 if [[ $what == all || $what == check ]]; then
   run check $bin/nvfp4 check
