@@ -4,8 +4,8 @@ use cudarc::driver::DriverError;
 
 /// Everything that can go wrong in this crate.
 ///
-/// Validation errors (all but [`Error::UnsupportedGpu`], [`Error::PtxLoad`] and
-/// [`Error::Driver`]) are found on the host before anything is launched; their messages name
+/// Validation errors (all but [`Error::UnsupportedGpu`], [`Error::PtxLoad`],
+/// [`Error::Driver`] and [`Error::NoDevice`]) are found on the host before anything is launched; their messages name
 /// the problem index (`problem 3`) and the offending field in backticks (`` `lda` ``), e.g.
 /// ``problem 3: `k` = 40 is not a multiple of 16 (one E4M3 scale block)``.
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +144,10 @@ pub enum Error {
     /// A CUDA driver call failed.
     #[error("CUDA driver error: {0}")]
     Driver(#[from] DriverError),
+    /// No usable CUDA device: the driver library cannot be loaded, or it reports no device
+    /// with that ordinal ([`crate::open_device`]).
+    #[error("no CUDA device: {0}")]
+    NoDevice(String),
 }
 
 /// `Result` with this crate's [`Error`].

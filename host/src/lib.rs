@@ -50,6 +50,36 @@
 //! kernels' PTX (compiled from Rust by `cargo xtask build-ptx`) is embedded in the crate.
 
 pub use cudarc;
+
+/// Opens CUDA device `ordinal` (a primary-context [`cudarc::driver::CudaContext`]), or says
+/// why there is none, without panicking where cudarc would: cudarc loads `libcuda` on first
+/// use and panics if it is missing, so this checks that the library loads first.
+///
+/// # Errors
+/// [`Error::NoDevice`] if `libcuda` cannot be loaded or there is no device `ordinal`;
+/// [`Error::Driver`] if the driver fails to initialise or create the context.
+///
+/// ```no_run
+/// let ctx = nvfp4::open_device(0)?;
+/// let gemm = nvfp4::GroupedGemm::new(ctx)?;
+/// # Ok::<(), nvfp4::Error>(())
+/// ```
+pub fn open_device(ordinal: usize) -> Result<std::sync::Arc<cudarc::driver::CudaContext>> {
+    // SAFETY: `is_culib_present` only tries to load the driver library and reports whether
+    // it could; it calls nothing in it.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err(Error::NoDevice(
+            "the CUDA driver library (libcuda.so) could not be loaded".into(),
+        ));
+    }
+    let count = cudarc::driver::CudaContext::device_count()?;
+    if usize::try_from(count).map_or(true, |count| ordinal >= count) {
+        return Err(Error::NoDevice(format!(
+            "device {ordinal} requested, the driver reports {count}"
+        )));
+    }
+    Ok(cudarc::driver::CudaContext::new(ordinal)?)
+}
 pub use half::f16;
 pub use kernels_gpu::layout::ScaleLayout;
 

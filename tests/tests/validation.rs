@@ -876,3 +876,14 @@ fn spec_round_trips_through_problem() {
     assert_eq!(spec.c, Span::new(r.c.0, r.c.1));
     validate::check_specs(&[spec]).unwrap();
 }
+
+/// `open_device` answers with an error instead of panicking, with or without a GPU: device
+/// 1000 does not exist on any machine (no driver here: `libcuda` missing; on a GPU machine:
+/// past the device count).
+#[test]
+fn open_device_reports_missing_device_without_panicking() {
+    match nvfp4::open_device(1000) {
+        Err(nvfp4::Error::NoDevice(msg)) => assert!(!msg.is_empty()),
+        other => panic!("expected Error::NoDevice, got {other:?}"),
+    }
+}

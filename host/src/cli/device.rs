@@ -35,25 +35,13 @@ pub fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 
 /// The CUDA context of device 0, or why there is none.
 pub fn open_gpu() -> Result<Arc<CudaContext>, String> {
-    // SAFETY: `is_culib_present` only `dlopen`s candidate names of libcuda (running the
-    // library's initialisers, exactly what cudarc's loader does on first use) and drops the
-    // handle; it touches no other state.
-    if !unsafe { nvfp4::cudarc::driver::sys::is_culib_present() } {
-        return Err("the CUDA driver library libcuda.so could not be loaded".into());
-    }
-    let count = quietly(CudaContext::device_count)
+    // The library checks that libcuda loads; `quietly` also turns a panic of cudarc's lazy
+    // symbol loading (a driver missing a symbol) into a message.
+    quietly(|| nvfp4::open_device(0))
         .map_err(|p| format!("the CUDA driver could not be used: {p}"))?
-        .map_err(|e| format!("CUDA initialisation failed: {e}"))?;
-    if count < 1 {
-        return Err("the CUDA driver reports no device".into());
-    }
-    quietly(|| CudaContext::new(0))
-        .map_err(|p| format!("the CUDA driver could not be used: {p}"))?
-        .map_err(|e| format!("creating a context on device 0 failed: {e}"))
+        .map_err(|e| e.to_string())
 }
 
-/// Loads the kernels: the library's best path for the device, or the portable mma.sync path
-/// when `portable` is set. Prints the device and the kernel that will run.
 pub fn load_gemm(ctx: Arc<CudaContext>, portable: bool) -> nvfp4::Result<GroupedGemm> {
     let name = ctx.name()?;
     let gemm = if portable {
