@@ -777,8 +777,12 @@ fn max_problems_is_accepted() {
 
 #[test]
 fn too_many_tiles() {
-    // 2^20 x 2^20 problems: 2^13 * 2^14 = 2^27 tiles each; 32 of them make 2^32 > u32::MAX.
-    let group: Vec<Raw> = (0..32)
+    // 2^20 x 2^20 problems (2^27 tiles each with the portable kernel's 128 x 64 tiles):
+    // exactly enough of them to make 2^32 tiles, one more than u32::MAX.
+    let per_problem = kernels_gpu::tiling::tiles_for(1 << 20, 1 << 20);
+    let count = ((1u64 << 32) / per_problem) as usize;
+    assert_eq!(count as u64 * per_problem, 1 << 32);
+    let group: Vec<Raw> = (0..count as u64)
         .map(|slot| Raw::new(slot, 1 << 20, 1 << 20, 16))
         .collect();
     let err = check(&group).unwrap_err();
@@ -786,7 +790,7 @@ fn too_many_tiles() {
         matches!(err, Error::TooManyTiles { tiles, .. } if tiles == 1 << 32),
         "{err}"
     );
-    check(&group[..31]).unwrap();
+    check(&group[..count - 1]).unwrap();
 }
 
 // ----- host problems (run_host's pre-check) -----
