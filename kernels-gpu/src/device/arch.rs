@@ -86,6 +86,7 @@ pub mod shared {
         [x, y, z, w]
     }
     /// `ld.shared.u16` (2-byte aligned), zero-extended.
+    #[cfg_attr(not(nvfp4_sm90a), allow(dead_code))] // used by the sm_90a kernel only
     #[inline(always)]
     pub unsafe fn ld_u16(addr: u32) -> u32 {
         let v: u32;
@@ -96,6 +97,7 @@ pub mod shared {
         v
     }
     /// `st.shared.v2.u32` (8-byte aligned).
+    #[cfg_attr(not(nvfp4_sm90a), allow(dead_code))] // used by the sm_90a kernel only
     #[inline(always)]
     pub unsafe fn st_v2(addr: u32, v: [u32; 2]) {
         unsafe {
@@ -273,287 +275,80 @@ pub mod wgmma {
         }
     }
 
-    /// `wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16` on the first 16 accumulators.
-    #[inline(always)]
-    pub unsafe fn m64n32k16(d: &mut [f32; 64], a: &[u32; 4], desc: u64) {
-        unsafe {
-            asm!(
-                "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {{{d0}, {d1}, {d2}, {d3}, {d4}, {d5}, {d6}, {d7}, {d8}, {d9}, {d10}, {d11}, {d12}, {d13}, {d14}, {d15}}}, {{{a0}, {a1}, {a2}, {a3}}}, {desc}, 1, 1, 1, 0;",
-                d0 = inout(reg32) d[0],
-                d1 = inout(reg32) d[1],
-                d2 = inout(reg32) d[2],
-                d3 = inout(reg32) d[3],
-                d4 = inout(reg32) d[4],
-                d5 = inout(reg32) d[5],
-                d6 = inout(reg32) d[6],
-                d7 = inout(reg32) d[7],
-                d8 = inout(reg32) d[8],
-                d9 = inout(reg32) d[9],
-                d10 = inout(reg32) d[10],
-                d11 = inout(reg32) d[11],
-                d12 = inout(reg32) d[12],
-                d13 = inout(reg32) d[13],
-                d14 = inout(reg32) d[14],
-                d15 = inout(reg32) d[15],
-                a0 = in(reg32) a[0], a1 = in(reg32) a[1], a2 = in(reg32) a[2], a3 = in(reg32) a[3],
-                desc = in(reg64) desc,
-                options(nostack, preserves_flags));
-        }
+    /// Defines `$name`: `wgmma.mma_async.sync.aligned.m64n$N k16.f32.f16.f16`, `d += a * B`,
+    /// on the first N/2 of 64 accumulators (listed as positional operands). A (64 x 16) comes
+    /// from registers in the `mma.m16n8k16` A layout per warp (warp w: rows 16w..16w+15), B
+    /// (16 x N, K-major) from shared memory through `desc`. Asynchronous: `d` and `a` must
+    /// not be touched until [`wait0`] and [`pin_acc`].
+    macro_rules! wgmma_a_regs {
+        ($name:ident, $n:literal, [$first:literal $(, $rest:literal)*]) => {
+            #[doc = concat!("`wgmma.mma_async.sync.aligned.m64n", $n, "k16.f32.f16.f16` (see [`wgmma_a_regs`]).")]
+            #[inline(always)]
+            pub unsafe fn $name(d: &mut [f32; 64], a: &[u32; 4], desc: u64) {
+                unsafe {
+                    asm!(
+                        concat!(
+                            "wgmma.mma_async.sync.aligned.m64n", $n, "k16.f32.f16.f16 {{{", $first, "}"
+                            $(, ", {", $rest, "}")*,
+                            "}}, {{{a0}, {a1}, {a2}, {a3}}}, {desc}, 1, 1, 1, 0;"
+                        ),
+                        inout(reg32) d[$first], $(inout(reg32) d[$rest],)*
+                        a0 = in(reg32) a[0], a1 = in(reg32) a[1], a2 = in(reg32) a[2],
+                        a3 = in(reg32) a[3], desc = in(reg64) desc,
+                        options(nostack, preserves_flags));
+                }
+            }
+        };
     }
-
-    /// `wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16` on the first 32 accumulators.
-    #[inline(always)]
-    pub unsafe fn m64n64k16(d: &mut [f32; 64], a: &[u32; 4], desc: u64) {
-        unsafe {
-            asm!(
-                "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {{{d0}, {d1}, {d2}, {d3}, {d4}, {d5}, {d6}, {d7}, {d8}, {d9}, {d10}, {d11}, {d12}, {d13}, {d14}, {d15}, {d16}, {d17}, {d18}, {d19}, {d20}, {d21}, {d22}, {d23}, {d24}, {d25}, {d26}, {d27}, {d28}, {d29}, {d30}, {d31}}}, {{{a0}, {a1}, {a2}, {a3}}}, {desc}, 1, 1, 1, 0;",
-                d0 = inout(reg32) d[0],
-                d1 = inout(reg32) d[1],
-                d2 = inout(reg32) d[2],
-                d3 = inout(reg32) d[3],
-                d4 = inout(reg32) d[4],
-                d5 = inout(reg32) d[5],
-                d6 = inout(reg32) d[6],
-                d7 = inout(reg32) d[7],
-                d8 = inout(reg32) d[8],
-                d9 = inout(reg32) d[9],
-                d10 = inout(reg32) d[10],
-                d11 = inout(reg32) d[11],
-                d12 = inout(reg32) d[12],
-                d13 = inout(reg32) d[13],
-                d14 = inout(reg32) d[14],
-                d15 = inout(reg32) d[15],
-                d16 = inout(reg32) d[16],
-                d17 = inout(reg32) d[17],
-                d18 = inout(reg32) d[18],
-                d19 = inout(reg32) d[19],
-                d20 = inout(reg32) d[20],
-                d21 = inout(reg32) d[21],
-                d22 = inout(reg32) d[22],
-                d23 = inout(reg32) d[23],
-                d24 = inout(reg32) d[24],
-                d25 = inout(reg32) d[25],
-                d26 = inout(reg32) d[26],
-                d27 = inout(reg32) d[27],
-                d28 = inout(reg32) d[28],
-                d29 = inout(reg32) d[29],
-                d30 = inout(reg32) d[30],
-                d31 = inout(reg32) d[31],
-                a0 = in(reg32) a[0], a1 = in(reg32) a[1], a2 = in(reg32) a[2], a3 = in(reg32) a[3],
-                desc = in(reg64) desc,
-                options(nostack, preserves_flags));
-        }
-    }
-
-    /// `wgmma.mma_async.sync.aligned.m64n96k16.f32.f16.f16` on the first 48 accumulators.
-    #[inline(always)]
-    pub unsafe fn m64n96k16(d: &mut [f32; 64], a: &[u32; 4], desc: u64) {
-        unsafe {
-            asm!(
-                "wgmma.mma_async.sync.aligned.m64n96k16.f32.f16.f16 {{{d0}, {d1}, {d2}, {d3}, {d4}, {d5}, {d6}, {d7}, {d8}, {d9}, {d10}, {d11}, {d12}, {d13}, {d14}, {d15}, {d16}, {d17}, {d18}, {d19}, {d20}, {d21}, {d22}, {d23}, {d24}, {d25}, {d26}, {d27}, {d28}, {d29}, {d30}, {d31}, {d32}, {d33}, {d34}, {d35}, {d36}, {d37}, {d38}, {d39}, {d40}, {d41}, {d42}, {d43}, {d44}, {d45}, {d46}, {d47}}}, {{{a0}, {a1}, {a2}, {a3}}}, {desc}, 1, 1, 1, 0;",
-                d0 = inout(reg32) d[0],
-                d1 = inout(reg32) d[1],
-                d2 = inout(reg32) d[2],
-                d3 = inout(reg32) d[3],
-                d4 = inout(reg32) d[4],
-                d5 = inout(reg32) d[5],
-                d6 = inout(reg32) d[6],
-                d7 = inout(reg32) d[7],
-                d8 = inout(reg32) d[8],
-                d9 = inout(reg32) d[9],
-                d10 = inout(reg32) d[10],
-                d11 = inout(reg32) d[11],
-                d12 = inout(reg32) d[12],
-                d13 = inout(reg32) d[13],
-                d14 = inout(reg32) d[14],
-                d15 = inout(reg32) d[15],
-                d16 = inout(reg32) d[16],
-                d17 = inout(reg32) d[17],
-                d18 = inout(reg32) d[18],
-                d19 = inout(reg32) d[19],
-                d20 = inout(reg32) d[20],
-                d21 = inout(reg32) d[21],
-                d22 = inout(reg32) d[22],
-                d23 = inout(reg32) d[23],
-                d24 = inout(reg32) d[24],
-                d25 = inout(reg32) d[25],
-                d26 = inout(reg32) d[26],
-                d27 = inout(reg32) d[27],
-                d28 = inout(reg32) d[28],
-                d29 = inout(reg32) d[29],
-                d30 = inout(reg32) d[30],
-                d31 = inout(reg32) d[31],
-                d32 = inout(reg32) d[32],
-                d33 = inout(reg32) d[33],
-                d34 = inout(reg32) d[34],
-                d35 = inout(reg32) d[35],
-                d36 = inout(reg32) d[36],
-                d37 = inout(reg32) d[37],
-                d38 = inout(reg32) d[38],
-                d39 = inout(reg32) d[39],
-                d40 = inout(reg32) d[40],
-                d41 = inout(reg32) d[41],
-                d42 = inout(reg32) d[42],
-                d43 = inout(reg32) d[43],
-                d44 = inout(reg32) d[44],
-                d45 = inout(reg32) d[45],
-                d46 = inout(reg32) d[46],
-                d47 = inout(reg32) d[47],
-                a0 = in(reg32) a[0], a1 = in(reg32) a[1], a2 = in(reg32) a[2], a3 = in(reg32) a[3],
-                desc = in(reg64) desc,
-                options(nostack, preserves_flags));
-        }
-    }
-
-    /// `wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16` on the first 64 accumulators.
-    #[inline(always)]
-    pub unsafe fn m64n128k16(d: &mut [f32; 64], a: &[u32; 4], desc: u64) {
-        unsafe {
-            asm!(
-                "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {{{d0}, {d1}, {d2}, {d3}, {d4}, {d5}, {d6}, {d7}, {d8}, {d9}, {d10}, {d11}, {d12}, {d13}, {d14}, {d15}, {d16}, {d17}, {d18}, {d19}, {d20}, {d21}, {d22}, {d23}, {d24}, {d25}, {d26}, {d27}, {d28}, {d29}, {d30}, {d31}, {d32}, {d33}, {d34}, {d35}, {d36}, {d37}, {d38}, {d39}, {d40}, {d41}, {d42}, {d43}, {d44}, {d45}, {d46}, {d47}, {d48}, {d49}, {d50}, {d51}, {d52}, {d53}, {d54}, {d55}, {d56}, {d57}, {d58}, {d59}, {d60}, {d61}, {d62}, {d63}}}, {{{a0}, {a1}, {a2}, {a3}}}, {desc}, 1, 1, 1, 0;",
-                d0 = inout(reg32) d[0],
-                d1 = inout(reg32) d[1],
-                d2 = inout(reg32) d[2],
-                d3 = inout(reg32) d[3],
-                d4 = inout(reg32) d[4],
-                d5 = inout(reg32) d[5],
-                d6 = inout(reg32) d[6],
-                d7 = inout(reg32) d[7],
-                d8 = inout(reg32) d[8],
-                d9 = inout(reg32) d[9],
-                d10 = inout(reg32) d[10],
-                d11 = inout(reg32) d[11],
-                d12 = inout(reg32) d[12],
-                d13 = inout(reg32) d[13],
-                d14 = inout(reg32) d[14],
-                d15 = inout(reg32) d[15],
-                d16 = inout(reg32) d[16],
-                d17 = inout(reg32) d[17],
-                d18 = inout(reg32) d[18],
-                d19 = inout(reg32) d[19],
-                d20 = inout(reg32) d[20],
-                d21 = inout(reg32) d[21],
-                d22 = inout(reg32) d[22],
-                d23 = inout(reg32) d[23],
-                d24 = inout(reg32) d[24],
-                d25 = inout(reg32) d[25],
-                d26 = inout(reg32) d[26],
-                d27 = inout(reg32) d[27],
-                d28 = inout(reg32) d[28],
-                d29 = inout(reg32) d[29],
-                d30 = inout(reg32) d[30],
-                d31 = inout(reg32) d[31],
-                d32 = inout(reg32) d[32],
-                d33 = inout(reg32) d[33],
-                d34 = inout(reg32) d[34],
-                d35 = inout(reg32) d[35],
-                d36 = inout(reg32) d[36],
-                d37 = inout(reg32) d[37],
-                d38 = inout(reg32) d[38],
-                d39 = inout(reg32) d[39],
-                d40 = inout(reg32) d[40],
-                d41 = inout(reg32) d[41],
-                d42 = inout(reg32) d[42],
-                d43 = inout(reg32) d[43],
-                d44 = inout(reg32) d[44],
-                d45 = inout(reg32) d[45],
-                d46 = inout(reg32) d[46],
-                d47 = inout(reg32) d[47],
-                d48 = inout(reg32) d[48],
-                d49 = inout(reg32) d[49],
-                d50 = inout(reg32) d[50],
-                d51 = inout(reg32) d[51],
-                d52 = inout(reg32) d[52],
-                d53 = inout(reg32) d[53],
-                d54 = inout(reg32) d[54],
-                d55 = inout(reg32) d[55],
-                d56 = inout(reg32) d[56],
-                d57 = inout(reg32) d[57],
-                d58 = inout(reg32) d[58],
-                d59 = inout(reg32) d[59],
-                d60 = inout(reg32) d[60],
-                d61 = inout(reg32) d[61],
-                d62 = inout(reg32) d[62],
-                d63 = inout(reg32) d[63],
-                a0 = in(reg32) a[0], a1 = in(reg32) a[1], a2 = in(reg32) a[2], a3 = in(reg32) a[3],
-                desc = in(reg64) desc,
-                options(nostack, preserves_flags));
-        }
-    }
+    wgmma_a_regs!(
+        m64n32k16,
+        32,
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+    );
+    wgmma_a_regs!(
+        m64n64k16,
+        64,
+        [
+            0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
+            24, 25, 26, 27, 28, 29, 30, 31
+        ]
+    );
+    wgmma_a_regs!(
+        m64n96k16,
+        96,
+        [
+            0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
+            24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45,
+            46, 47
+        ]
+    );
+    wgmma_a_regs!(
+        m64n128k16,
+        128,
+        [
+            0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
+            24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45,
+            46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63
+        ]
+    );
 
     /// Names all 64 accumulators after [`wait0`] so the compiler keeps them in place (and
     /// reads none) until the asynchronous MMAs writing them are done.
     #[inline(always)]
     pub unsafe fn pin_acc(d: &mut [f32; 64]) {
-        unsafe {
-            asm!(
-                "// wgmma accumulators {d0} {d1} {d2} {d3} {d4} {d5} {d6} {d7} {d8} {d9} {d10} {d11} {d12} {d13} {d14} {d15} {d16} {d17} {d18} {d19} {d20} {d21} {d22} {d23} {d24} {d25} {d26} {d27} {d28} {d29} {d30} {d31} {d32} {d33} {d34} {d35} {d36} {d37} {d38} {d39} {d40} {d41} {d42} {d43} {d44} {d45} {d46} {d47} {d48} {d49} {d50} {d51} {d52} {d53} {d54} {d55} {d56} {d57} {d58} {d59} {d60} {d61} {d62} {d63}",
-                d0 = inout(reg32) d[0],
-                d1 = inout(reg32) d[1],
-                d2 = inout(reg32) d[2],
-                d3 = inout(reg32) d[3],
-                d4 = inout(reg32) d[4],
-                d5 = inout(reg32) d[5],
-                d6 = inout(reg32) d[6],
-                d7 = inout(reg32) d[7],
-                d8 = inout(reg32) d[8],
-                d9 = inout(reg32) d[9],
-                d10 = inout(reg32) d[10],
-                d11 = inout(reg32) d[11],
-                d12 = inout(reg32) d[12],
-                d13 = inout(reg32) d[13],
-                d14 = inout(reg32) d[14],
-                d15 = inout(reg32) d[15],
-                d16 = inout(reg32) d[16],
-                d17 = inout(reg32) d[17],
-                d18 = inout(reg32) d[18],
-                d19 = inout(reg32) d[19],
-                d20 = inout(reg32) d[20],
-                d21 = inout(reg32) d[21],
-                d22 = inout(reg32) d[22],
-                d23 = inout(reg32) d[23],
-                d24 = inout(reg32) d[24],
-                d25 = inout(reg32) d[25],
-                d26 = inout(reg32) d[26],
-                d27 = inout(reg32) d[27],
-                d28 = inout(reg32) d[28],
-                d29 = inout(reg32) d[29],
-                d30 = inout(reg32) d[30],
-                d31 = inout(reg32) d[31],
-                d32 = inout(reg32) d[32],
-                d33 = inout(reg32) d[33],
-                d34 = inout(reg32) d[34],
-                d35 = inout(reg32) d[35],
-                d36 = inout(reg32) d[36],
-                d37 = inout(reg32) d[37],
-                d38 = inout(reg32) d[38],
-                d39 = inout(reg32) d[39],
-                d40 = inout(reg32) d[40],
-                d41 = inout(reg32) d[41],
-                d42 = inout(reg32) d[42],
-                d43 = inout(reg32) d[43],
-                d44 = inout(reg32) d[44],
-                d45 = inout(reg32) d[45],
-                d46 = inout(reg32) d[46],
-                d47 = inout(reg32) d[47],
-                d48 = inout(reg32) d[48],
-                d49 = inout(reg32) d[49],
-                d50 = inout(reg32) d[50],
-                d51 = inout(reg32) d[51],
-                d52 = inout(reg32) d[52],
-                d53 = inout(reg32) d[53],
-                d54 = inout(reg32) d[54],
-                d55 = inout(reg32) d[55],
-                d56 = inout(reg32) d[56],
-                d57 = inout(reg32) d[57],
-                d58 = inout(reg32) d[58],
-                d59 = inout(reg32) d[59],
-                d60 = inout(reg32) d[60],
-                d61 = inout(reg32) d[61],
-                d62 = inout(reg32) d[62],
-                d63 = inout(reg32) d[63],
-                options(nostack, preserves_flags));
+        macro_rules! pin {
+            ($($i:literal),*) => {
+                unsafe {
+                    asm!(concat!("// wgmma accumulators" $(, " {", $i, "}")*),
+                         $(inout(reg32) d[$i],)* options(nostack, preserves_flags));
+                }
+            };
         }
+        pin!(
+            0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
+            24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45,
+            46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63
+        );
     }
 
     /// `wgmma.wait_group.sync.aligned 0`, naming 16 A-fragment registers that in-flight MMAs

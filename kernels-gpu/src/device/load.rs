@@ -8,6 +8,7 @@
 
 use super::arch::{copy, shared};
 use crate::layout::{ScaleLayout, scale_offset};
+use crate::problem::ProblemDesc;
 use crate::tiling::CHUNK_K;
 
 /// FP4 bytes per row per chunk.
@@ -30,6 +31,34 @@ pub struct Operand {
     pub rows: u32,
     /// K of the problem (a multiple of 16).
     pub k: u32,
+}
+
+impl Operand {
+    /// The weights `B` of problem `d` (`n` rows).
+    #[inline(always)]
+    pub fn weights(d: &ProblemDesc) -> Self {
+        Self {
+            data: d.b,
+            ld: d.ldb,
+            scales: d.sfb,
+            layout: ScaleLayout::from_code(d.sfb_layout).unwrap_or(ScaleLayout::Plain),
+            rows: d.n,
+            k: d.k,
+        }
+    }
+
+    /// The tokens `A` of problem `d` (`m` rows).
+    #[inline(always)]
+    pub fn tokens(d: &ProblemDesc) -> Self {
+        Self {
+            data: d.a,
+            ld: d.lda,
+            scales: d.sfa,
+            layout: ScaleLayout::from_code(d.sfa_layout).unwrap_or(ScaleLayout::Plain),
+            rows: d.m,
+            k: d.k,
+        }
+    }
 }
 
 /// This thread's share of the FP4 copies of one operand's tile rows: unit `unit` (8 bytes)

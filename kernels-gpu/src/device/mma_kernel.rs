@@ -27,10 +27,10 @@
 //! rows in registers and runs 64 MMAs.
 
 use super::arch::{copy, half, mma, shared, thread};
+use super::dequant::{a_fragments, fp4x8_scaled, scale_f16x2};
 use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow};
-use super::sched::problem_of_tile;
-use crate::fp4::{E2M1_F16_SHIFT, e2m1x8_to_f16x2_scaled, e4m3_to_f16_bits_scaled};
-use crate::layout::ScaleLayout;
+use super::sched::for_each_tile;
+use crate::fp4::E2M1_F16_SHIFT;
 use crate::problem::ProblemDesc;
 use crate::tiling::{CHUNK_K, STAGES, THREADS, TILE_M, TILE_N};
 
@@ -62,9 +62,6 @@ const _: () = assert!(
 );
 const _: () = assert!(THREADS == 128 && TILE_N == 128 && TILE_M == 64 && CHUNK_K == 64);
 
-/// fp16 256.0: undoes the 2^-8 of [`e4m3_to_f16_bits_scaled`] (exact).
-const F16X2_256: u32 = 0x5C00_5C00;
-
 /// Base address of this kernel's static shared memory.
 #[inline(always)]
 unsafe fn smem_base() -> u32 {
@@ -75,13 +72,6 @@ unsafe fn smem_base() -> u32 {
             r = out(reg32) r, bytes = const SMEM_BYTES, options(nostack, nomem, preserves_flags));
     }
     r
-}
-
-/// The E4M3 scale byte `b` as an fp16x2 word holding its exact value twice.
-#[inline(always)]
-fn scale_f16x2(b: u32) -> u32 {
-    let h = e4m3_to_f16_bits_scaled(b as u8) as u32;
-    half::mul2(h | (h << 16), F16X2_256)
 }
 
 /// Portable NVFP4 grouped GEMM (sm_80+): one persistent launch for every problem of a group.
@@ -102,16 +92,15 @@ pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_mma(
     total_tiles: u32,
 ) {
     let smem = unsafe { smem_base() };
-    let mut tile = thread::ctaid();
-    while tile < total_tiles {
-        let p = unsafe { problem_of_tile(table, num_problems, tile) };
-        let desc = unsafe { table.add(p as usize) };
-        let (tile_start, tiles_m) = unsafe { ((*desc).tile_start, (*desc).tiles_m) };
-        let local = tile - tile_start;
-        let n0 = (local / tiles_m) * TILE_N;
-        let m0 = (local % tiles_m) * TILE_M;
-        unsafe { gemm_tile(smem, desc, n0, m0) };
-        tile += thread::nctaid();
+    unsafe {
+        for_each_tile(
+            table,
+            num_problems,
+            total_tiles,
+            TILE_N,
+            TILE_M,
+            |desc, n0, m0| gemm_tile(smem, desc, n0, m0),
+        );
     }
 }
 
@@ -129,22 +118,8 @@ unsafe fn gemm_tile(smem: u32, desc: *const ProblemDesc, n0: u32, m0: u32) {
     let t = lane % 4; // thread in group: scale block within the chunk
     let k = d.k;
     let chunks = k.div_ceil(CHUNK_K);
-    let weights = Operand {
-        data: d.b,
-        ld: d.ldb,
-        scales: d.sfb,
-        layout: ScaleLayout::from_code(d.sfb_layout).unwrap_or(ScaleLayout::Plain),
-        rows: d.n,
-        k,
-    };
-    let tokens = Operand {
-        data: d.a,
-        ld: d.lda,
-        scales: d.sfa,
-        layout: ScaleLayout::from_code(d.sfa_layout).unwrap_or(ScaleLayout::Plain),
-        rows: d.m,
-        k,
-    };
+    let weights = Operand::weights(d);
+    let tokens = Operand::tokens(d);
     let m_rem = d.m - m0; // tokens of this tile (may exceed TILE_M)
 
     // Copy roles: 128 weight rows x 4 units = 4 per thread; 64 token rows x 4 units = 2 per
@@ -221,17 +196,7 @@ unsafe fn gemm_tile(smem: u32, desc: *const ProblemDesc, n0: u32, m0: u32) {
             // A fragments of k-steps 2h (words 0, 1) and 2h + 1 (words 2, 3).
             let mut a = [[[0u32; 4]; 2]; 2]; // [mt][step]
             unroll!(mt in [0, 1] {
-                let lo = e2m1x8_to_f16x2_scaled(raw[mt][0][h]);
-                let hi = e2m1x8_to_f16x2_scaled(raw[mt][1][h]);
-                let (s_lo, s_hi) = (sf[mt][0], sf[mt][1]);
-                unroll!(e in [0, 1] {
-                    a[mt][e] = [
-                        half::mul2(lo[2 * e], s_lo),
-                        half::mul2(hi[2 * e], s_hi),
-                        half::mul2(lo[2 * e + 1], s_lo),
-                        half::mul2(hi[2 * e + 1], s_hi),
-                    ];
-                });
+                a[mt] = a_fragments(raw[mt][0][h], raw[mt][1][h], sf[mt][0], sf[mt][1]);
             });
             unroll!(j in [0, 1, 2, 3, 4, 5, 6, 7] {
                 if (j as u32) * 8 < m_rem {
@@ -290,13 +255,7 @@ unsafe fn dequant_tokens(stage: u32, buf: u32, tid: u32) {
         let grp = job % 8;
         let x = unsafe { shared::ld_u32(stage + T_RAW + row * ROW_BYTES + grp * 4) };
         let sf = scale_f16x2(unsafe { shared::ld_u8(stage + T_SF + row * ROW_SCALES + grp / 2) });
-        let w = e2m1x8_to_f16x2_scaled(x);
-        let v = [
-            half::mul2(w[0], sf),
-            half::mul2(w[1], sf),
-            half::mul2(w[2], sf),
-            half::mul2(w[3], sf),
-        ];
+        let v = fp4x8_scaled(x, sf);
         unsafe { shared::st_v4(buf + row * TOK_ROW_BYTES + (grp ^ (row & 1)) * 16, v) };
     }
 }

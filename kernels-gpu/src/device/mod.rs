@@ -4,6 +4,7 @@
 //! only into the sm_90a PTX (`--cfg nvfp4_sm90a`).
 
 mod arch;
+mod dequant;
 mod load;
 mod mma_kernel;
 mod sched;

@@ -19,10 +19,10 @@
 //! core (group, kc) at `group * 1024 + kc * 128`, so LBO = 128 and SBO = 1024.
 
 use super::arch::{copy, dyn_smem_base, half, shared, thread, wgmma};
+use super::dequant::{a_fragments, fp4x8_scaled, scale_f16x2};
 use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow};
-use super::sched::problem_of_tile;
-use crate::fp4::{E2M1_F16_SHIFT, e2m1x8_to_f16x2_scaled, e4m3_to_f16_bits_scaled};
-use crate::layout::ScaleLayout;
+use super::sched::for_each_tile;
+use crate::fp4::E2M1_F16_SHIFT;
 use crate::problem::ProblemDesc;
 use crate::tiling::CHUNK_K;
 use crate::tiling::wgmma::{STAGES, THREADS, TILE_M, TILE_N};
@@ -46,14 +46,6 @@ const _: () = assert!(TOK_F16 + 2 * TOK_BUF_BYTES == crate::tiling::wgmma::SMEM_
 const _: () = assert!(STAGE_BYTES % 128 == 0 && TOK_F16 % 1024 == 0);
 const _: () = assert!(THREADS == 256 && TILE_N == 128 && TILE_M == 128 && CHUNK_K == 64);
 
-const F16X2_256: u32 = 0x5C00_5C00;
-
-#[inline(always)]
-fn scale_f16x2(b: u32) -> u32 {
-    let h = e4m3_to_f16_bits_scaled(b as u8) as u32;
-    half::mul2(h | (h << 16), F16X2_256)
-}
-
 /// Hopper NVFP4 grouped GEMM (sm_90a): one persistent launch for every problem of a group.
 ///
 /// Parameters as [`super::mma_kernel::nvfp4_grouped_gemm_mma`], but the table's `tiles_m` is
@@ -69,16 +61,15 @@ pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_wgmma(
     total_tiles: u32,
 ) {
     let smem = unsafe { dyn_smem_base() };
-    let mut tile = thread::ctaid();
-    while tile < total_tiles {
-        let p = unsafe { problem_of_tile(table, num_problems, tile) };
-        let desc = unsafe { table.add(p as usize) };
-        let (tile_start, tiles_m) = unsafe { ((*desc).tile_start, (*desc).tiles_m) };
-        let local = tile - tile_start;
-        let n0 = (local / tiles_m) * TILE_N;
-        let m0 = (local % tiles_m) * TILE_M;
-        unsafe { gemm_tile(smem, desc, n0, m0) };
-        tile += thread::nctaid();
+    unsafe {
+        for_each_tile(
+            table,
+            num_problems,
+            total_tiles,
+            TILE_N,
+            TILE_M,
+            |desc, n0, m0| gemm_tile(smem, desc, n0, m0),
+        );
     }
 }
 
@@ -95,22 +86,8 @@ unsafe fn gemm_tile(smem: u32, desc: *const ProblemDesc, n0: u32, m0: u32) {
     let t = lane % 4;
     let k = d.k;
     let chunks = k.div_ceil(CHUNK_K);
-    let weights = Operand {
-        data: d.b,
-        ld: d.ldb,
-        scales: d.sfb,
-        layout: ScaleLayout::from_code(d.sfb_layout).unwrap_or(ScaleLayout::Plain),
-        rows: d.n,
-        k,
-    };
-    let tokens = Operand {
-        data: d.a,
-        ld: d.lda,
-        scales: d.sfa,
-        layout: ScaleLayout::from_code(d.sfa_layout).unwrap_or(ScaleLayout::Plain),
-        rows: d.m,
-        k,
-    };
+    let weights = Operand::weights(d);
+    let tokens = Operand::tokens(d);
     let m_rem = d.m - m0;
 
     // Copies per stage: 128 weight rows + 128 token rows, 4 units of 8 bytes each: 4 per
@@ -179,16 +156,9 @@ unsafe fn gemm_tile(smem: u32, desc: *const ProblemDesc, n0: u32, m0: u32) {
             scale_f16x2(unsafe { shared::ld_u8(stage + W_SF + (wrow + 8) * ROW_SCALES + t) });
         let mut a = [[0u32; 4]; 4]; // [k-step][reg]
         unroll!(h in [0, 1] {
-            let lo = e2m1x8_to_f16x2_scaled(lo_raw[h]);
-            let hi = e2m1x8_to_f16x2_scaled(hi_raw[h]);
-            unroll!(e in [0, 1] {
-                a[2 * h + e] = [
-                    half::mul2(lo[2 * e], s_lo),
-                    half::mul2(hi[2 * e], s_hi),
-                    half::mul2(lo[2 * e + 1], s_lo),
-                    half::mul2(hi[2 * e + 1], s_hi),
-                ];
-            });
+            let [s0, s1] = a_fragments(lo_raw[h], hi_raw[h], s_lo, s_hi);
+            a[2 * h] = s0;
+            a[2 * h + 1] = s1;
         });
         let tok = smem + TOK_F16 + (chunk % 2) * TOK_BUF_BYTES;
         // One wgmma per k-step, as wide as the tile's tokens (a branch between wgmmas would
@@ -274,8 +244,7 @@ unsafe fn dequant_tokens(stage: u32, buf: u32, tid: u32) {
     let mut w = [[[0u32; 4]; 2]; 2]; // [b][h][word]
     unroll!(b in [0, 1] {
         unroll!(h in [0, 1] {
-            let q = e2m1x8_to_f16x2_scaled(raw[2 * b + h]);
-            unroll!(i in [0, 1, 2, 3] { w[b][h][i] = half::mul2(q[i], sf[b]); });
+            w[b][h] = fp4x8_scaled(raw[2 * b + h], sf[b]);
         });
     });
     let base = buf + (row / 8) * TOK_GROUP_BYTES + (row % 8) * 16 + p * 8;
