@@ -42,23 +42,26 @@ if [[ $what == all || $what == tests ]]; then
   for t in $bin/tests/*; do
     run "test-$(basename "$t")" "$t" --include-ignored --test-threads=1
   done
-  # The GPU suite again on the portable path (the default above is the device's best path).
-  for t in $bin/tests/test-gpu; do
+  # The GPU tests again on the portable path (the default above is the device's best path).
+  for t in $bin/tests/test-gpu $bin/tests/test-properties $bin/tests/test-offsets $bin/tests/test-reliability; do
     NVFP4_PATH=portable run "test-$(basename "$t")-portable" "$t" --ignored --test-threads=1
   done
 fi
 if [[ $what == all || $what == sanitize ]]; then
-  # compute-sanitizer on the GPU suite, both kernel paths. memcheck runs every test but the
-  # benchmark shapes (same code paths, 10-100x slower under the tool); racecheck, synccheck
-  # and initcheck run the GPU MODE test shapes and the ragged shapes.
+  # compute-sanitizer on the GPU suite, both kernel paths: memcheck on every GPU test (but
+  # the > 2 GiB offsets test); racecheck, synccheck and initcheck on every test of gpu.rs but
+  # the benchmark shapes (same code paths as the test shapes, 10-100x slower under them).
   gpu_tests=$bin/tests/test-gpu
   for path in auto portable; do
     NVFP4_PATH=$path run "memcheck-$path" timeout 300 compute-sanitizer --tool memcheck \
-      --error-exitcode 1 "$gpu_tests" --ignored --test-threads=1 --skip gpu_mode_benchmarks
+      --error-exitcode 1 "$gpu_tests" --ignored --test-threads=1
+    for t in $bin/tests/test-reliability $bin/tests/test-properties; do
+      NVFP4_PATH=$path run "memcheck-$path-$(basename "$t")" timeout 300 compute-sanitizer \
+        --tool memcheck --error-exitcode 1 "$t" --ignored --test-threads=1
+    done
     for tool in racecheck synccheck initcheck; do
       NVFP4_PATH=$path run "$tool-$path" timeout 300 compute-sanitizer --tool $tool \
-        --error-exitcode 1 "$gpu_tests" --ignored --test-threads=1 --exact \
-        gpu_mode_tests_plain_scales ragged_shapes_full_range
+        --error-exitcode 1 "$gpu_tests" --ignored --test-threads=1 --skip gpu_mode_benchmarks
     done
   done
   grep -h "ERROR SUMMARY\|RACECHECK SUMMARY" "$out"/memcheck-* "$out"/racecheck-* "$out"/synccheck-* "$out"/initcheck-* 2>/dev/null | sort | uniq -c

@@ -341,9 +341,9 @@ fn check_problem(i: usize, s: &ProblemSpec) -> Result<Checked> {
     check_buffer(i, "b", s.b, strided_len(n64, ldb, row_bytes), AB_ALIGN)?;
     let sfb_len = scale_len(s.sfb_layout, n64, k);
     check_buffer(i, "sfb", s.sfb, Some(sfb_len), SCALE_ALIGN)?;
-    let c_needed = ldc
-        .checked_mul(2)
-        .and_then(|stride| strided_len(m64, stride, n64 * 2));
+    // In elements first, then bytes: a huge `ldc` of a one-row or empty C needs no bytes
+    // past its row, so it must not overflow here.
+    let c_needed = strided_len(m64, ldc, n64).and_then(|elems| elems.checked_mul(2));
     check_buffer(i, "c", s.c, c_needed, C_ALIGN)?;
 
     let tiles = if m == 0 || n == 0 { 0 } else { tiles_for(m, n) };
@@ -480,7 +480,9 @@ fn check_overlaps(specs: &[ProblemSpec], checked: &[Checked]) -> Result<()> {
             s.c.addr,
             u64::from(c.m),
             c_row,
-            c.ldc * 2,
+            // Exact whenever C has two or more rows (its extent was validated); with one
+            // row the stride is never used.
+            c.ldc.saturating_mul(2),
         ));
     }
     outputs.sort_by_key(|r| (r.base, r.problem));
