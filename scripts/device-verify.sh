@@ -43,7 +43,7 @@ if [[ $what == all || $what == tests ]]; then
     run "test-$(basename "$t")" "$t" --include-ignored --test-threads=1
   done
   # The GPU tests again on the portable path (the default above is the device's best path).
-  for t in $bin/tests/test-gpu $bin/tests/test-properties $bin/tests/test-offsets $bin/tests/test-reliability; do
+  for t in $bin/tests/test-gpu $bin/tests/test-properties $bin/tests/test-offsets $bin/tests/test-reliability $bin/tests/test-device_fault; do
     NVFP4_PATH=portable run "test-$(basename "$t")-portable" "$t" --ignored --test-threads=1
   done
 fi
