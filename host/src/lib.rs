@@ -92,6 +92,7 @@ mod buffer;
 mod error;
 mod gemm;
 pub mod r#gen;
+pub mod io;
 pub mod problem;
 pub mod reference;
 pub mod shapes;

@@ -3,7 +3,9 @@
 //! `nvfp4 bench` times the kernel on the GPU MODE benchmark shapes (each run checked against
 //! the f64 CPU reference) next to the fp16 tensor-core floor and cuBLAS fp16; `nvfp4 check`
 //! runs the correctness suite. Without a GPU both fall back to the CPU reference on reduced
-//! shapes. `nvfp4 --help` lists every option.
+//! shapes. `nvfp4 run` computes a group read from a safetensors file and writes the fp16
+//! results to another (on the GPU, or with the CPU reference without one). `nvfp4 --help`
+//! lists every option.
 //!
 //! Exit status: 0 success, 1 a check failed or an error occurred, 2 a bad command line.
 
@@ -36,6 +38,16 @@ fn main() -> ExitCode {
             print!("{}", args::USAGE);
             return ExitCode::SUCCESS;
         }
+        Command::Run(o) => {
+            // Its own GPU / CPU choice and messages: full shapes either way.
+            return match cli::run::run(o, &progress) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Bench(o) => (o.common.cpu, !o.common.cpu),
         Command::Check(o) => (o.common.cpu, !o.common.cpu),
     };
@@ -67,7 +79,7 @@ fn main() -> ExitCode {
         (Command::Bench(o), None) => cli::bench::run_cpu(o, &why_cpu, &progress),
         (Command::Check(o), Some(ctx)) => cli::check::run_gpu(ctx, o, &progress),
         (Command::Check(o), None) => cli::check::run_cpu(o, &progress),
-        (Command::Help, _) => unreachable!("handled above"),
+        (Command::Help | Command::Run(_), _) => unreachable!("handled above"),
     };
     progress.step("done");
     match result {

@@ -13,11 +13,12 @@ pub const DEFAULT_ITERS: usize = 20;
 pub const QUICK_ITERS: usize = 5;
 
 pub const USAGE: &str = "\
-nvfp4: benchmark and check the NVFP4 grouped GEMM
+nvfp4: benchmark, check and run the NVFP4 grouped GEMM
 
 USAGE:
     nvfp4 bench [OPTIONS]
     nvfp4 check [OPTIONS]
+    nvfp4 run --input FILE.safetensors --output OUT.safetensors [--portable] [--cpu]
     nvfp4 help | --help | -h
 
 COMMANDS:
@@ -34,8 +35,30 @@ COMMANDS:
             poisoned with 0xFFFF first and any element left unwritten fails. Prints
             \"N passed, M failed\"; exit status 1 if any failed.
 
-    Without a CUDA GPU (no libcuda, no device, or the context fails), or with --cpu, both
-    commands run the CPU reference instead, on reduced shapes, and say so.
+    run     Real data: read a group of NVFP4 problems from a safetensors file, compute
+            them on the GPU in one launch (or with the CPU reference, see below) and write
+            the fp16 results to another safetensors file. Prints the groups' shapes, the
+            time and which path computed them.
+
+    Without a CUDA GPU (no libcuda, no device, or the context fails), or with --cpu, bench
+    and check run the CPU reference instead, on reduced shapes, and say so; run computes the
+    same results with the f64 CPU reference (rounded to fp16), saying so on stderr.
+
+RUN OPTIONS:
+    --input FILE    safetensors file holding, for each problem i = 0, 1, ... (no gaps):
+                        g<i>.a      U8               [M, K/2]  FP4 E2M1 pairs, element 2j in
+                                                               the low nibble of byte j
+                        g<i>.b      U8               [N, K/2]  same encoding (C = A * B^T)
+                        g<i>.sfa    F8_E4M3 (or U8)  [M, K/16] E4M3 scales, plain row-major
+                        g<i>.sfb    F8_E4M3 (or U8)  [N, K/16]
+                        g<i>.alpha  F32, optional    [] or [1] output factor (default 1.0)
+                    K: a positive multiple of 16; M (and N) may be 0. Only the plain scale
+                    layout is read. Any other tensor name, dtype or shape is an error naming
+                    the tensor.
+    --output FILE   Written with g<i>.c, F16 [M, N], for every problem and nothing else;
+                    written to a temporary file next to it and renamed at the end, so on any
+                    error neither FILE nor the temporary file is left behind.
+    (--portable and --cpu as below; --seed does not apply.)
 
 BENCH OPTIONS:
     --shapes SPEC   Shapes to run (repeatable; default: the four GPU MODE benchmarks).
@@ -67,6 +90,7 @@ EXAMPLES:
     cargo run --release -p host --bin nvfp4 -- bench --shapes G8_N4096_K7168 --iters 50 --json out.json
     cargo run --release -p host --bin nvfp4 -- bench --quick --shapes 'm=40,76;n=7168;k=2048'
     cargo run --release -p host --bin nvfp4 -- check --seed 7
+    cargo run --release -p host --bin nvfp4 -- run --input experts.safetensors --output c.safetensors
 ";
 
 /// A parsed command line.
@@ -75,6 +99,16 @@ pub enum Command {
     Help,
     Bench(BenchOpts),
     Check(CheckOpts),
+    Run(RunOpts),
+}
+
+/// Options of `run`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RunOpts {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    pub portable: bool,
+    pub cpu: bool,
 }
 
 /// Options of `bench`.
@@ -217,7 +251,7 @@ fn is_help(arg: &str) -> bool {
 /// Parses the arguments after the program name.
 pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     let Some(cmd) = args.first() else {
-        return err("no command given (bench, check or help)");
+        return err("no command given (bench, check, run or help)");
     };
     let rest = &args[1..];
     if is_help(cmd) {
@@ -229,7 +263,10 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     match cmd.as_str() {
         "bench" => parse_bench(rest).map(Command::Bench),
         "check" => parse_check(rest).map(Command::Check),
-        other => err(format!("unknown command `{other}` (bench, check or help)")),
+        "run" => parse_run(rest).map(Command::Run),
+        other => err(format!(
+            "unknown command `{other}` (bench, check, run or help)"
+        )),
     }
 }
 
@@ -314,6 +351,54 @@ fn parse_check(args: &[String]) -> Result<CheckOpts, UsageError> {
     }
     Ok(CheckOpts {
         common: common_opts,
+    })
+}
+
+fn parse_run(args: &[String]) -> Result<RunOpts, UsageError> {
+    let mut cur = Cursor::new(args);
+    let (mut input, mut output, mut portable, mut cpu) = (None, None, false, false);
+    while let Some(name) = cur.next()? {
+        match name {
+            "--input" | "--output" => {
+                let v = cur.value(name)?;
+                if v.is_empty() {
+                    return err(format!("`{name}` needs a file name"));
+                }
+                let slot = if name == "--input" {
+                    &mut input
+                } else {
+                    &mut output
+                };
+                if slot.is_some() {
+                    return err(format!("`{name}` given twice"));
+                }
+                *slot = Some(PathBuf::from(v));
+            }
+            "--portable" => {
+                cur.flag(name)?;
+                portable = true;
+            }
+            "--cpu" => {
+                cur.flag(name)?;
+                cpu = true;
+            }
+            _ => return Err(unknown(name, "run")),
+        }
+    }
+    let Some(input) = input else {
+        return err("`run` needs `--input FILE.safetensors`");
+    };
+    let Some(output) = output else {
+        return err("`run` needs `--output OUT.safetensors`");
+    };
+    if input == output {
+        return err("`--output` must differ from `--input`");
+    }
+    Ok(RunOpts {
+        input,
+        output,
+        portable,
+        cpu,
     })
 }
 
@@ -406,6 +491,26 @@ mod tests {
     }
 
     #[test]
+    fn run_options() {
+        match parse_str("run --input in.st --output=out.st --portable --cpu") {
+            Ok(Command::Run(r)) => assert_eq!(
+                r,
+                RunOpts {
+                    input: "in.st".into(),
+                    output: "out.st".into(),
+                    portable: true,
+                    cpu: true
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
+        match parse_str("run --output o --input i") {
+            Ok(Command::Run(r)) => assert!(!r.portable && !r.cpu && r.input.as_os_str() == "i"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn usage_errors() {
         for (s, needle) in [
             ("", "no command"),
@@ -424,6 +529,18 @@ mod tests {
             ("bench extra", "unexpected argument"),
             ("check --iters 20", "unknown option `--iters` for `check`"),
             ("check --seed", "needs a value"),
+            ("run", "needs `--input"),
+            ("run --input a", "needs `--output"),
+            ("run --output b", "needs `--input"),
+            ("run --input a --output a", "must differ"),
+            ("run --input a --input b --output c", "given twice"),
+            (
+                "run --input a --output b --seed 3",
+                "unknown option `--seed` for `run`",
+            ),
+            ("run --input a --output b extra", "unexpected argument"),
+            ("run --input=", "needs a file name"),
+            ("run --input a --output b --cpu=1", "takes no value"),
         ] {
             let m = usage_err(s);
             assert!(m.contains(needle), "{s}: {m}");

@@ -6,5 +6,6 @@ pub mod check;
 pub mod device;
 pub mod gpu;
 pub mod json;
+pub mod run;
 pub mod spec;
 pub mod util;
