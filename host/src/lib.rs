@@ -92,6 +92,7 @@ mod buffer;
 mod error;
 mod gemm;
 pub mod r#gen;
+#[cfg(feature = "io")]
 pub mod io;
 pub mod problem;
 pub mod reference;
