@@ -143,14 +143,21 @@ impl DeviceGroup {
 
     /// Every C, `m * n` values each (empty for an empty problem). Synchronises `stream`.
     pub fn download(&self, stream: &Arc<CudaStream>) -> Result<Vec<Vec<f16>>, DriverError> {
-        let out = self
-            .c
-            .iter()
-            .map(|c| c.as_ref().map_or(Ok(Vec::new()), |c| stream.clone_dtoh(c)))
-            .collect::<Result<Vec<_>, _>>()?;
-        stream.synchronize()?;
-        Ok(out)
+        download_all(&self.c, stream)
     }
+}
+
+/// Downloads every C (`None`: an empty problem, an empty vector) and synchronises `stream`.
+fn download_all(
+    c: &[Option<CudaSlice<f16>>],
+    stream: &Arc<CudaStream>,
+) -> Result<Vec<Vec<f16>>, DriverError> {
+    let out = c
+        .iter()
+        .map(|c| c.as_ref().map_or(Ok(Vec::new()), |c| stream.clone_dtoh(c)))
+        .collect::<Result<Vec<_>, _>>()?;
+    stream.synchronize()?;
+    Ok(out)
 }
 
 /// Elements of `c` still holding the poison pattern.
@@ -273,13 +280,7 @@ impl CublasGroup {
 
     /// Every C (see [`DeviceGroup::download`]).
     pub fn download(&self, stream: &Arc<CudaStream>) -> Result<Vec<Vec<f16>>, DriverError> {
-        let out = self
-            .c
-            .iter()
-            .map(|c| c.as_ref().map_or(Ok(Vec::new()), |c| stream.clone_dtoh(c)))
-            .collect::<Result<Vec<_>, _>>()?;
-        stream.synchronize()?;
-        Ok(out)
+        download_all(&self.c, stream)
     }
 }
 
