@@ -10,6 +10,16 @@
 ///   `sfa_layout` / `sfb_layout` (a [`crate::layout::ScaleLayout`] code);
 /// - `c`: `m` rows of `n` fp16 values, row `r` at element `r * ldc`.
 ///
+/// Token rows are counted from `m_offset`: row `r` of the problem is row `m_offset + r` of
+/// `a`, of `c` and of the scale tensor `sfa` (which matters for the blocked layout, whose
+/// 128-row blocks are counted from the start of `sfa`). Per-problem buffers have
+/// `m_offset == 0`; the contiguous MoE layout (one `[total_M, K/2]` A for all groups) points
+/// every problem at the same buffers and gives each its first row.
+///
+/// Where the row counts live on the device ([`SizeMode`]), `m` is the capacity (the most
+/// rows the buffers hold) and the kernel reads the actual counts at launch; `tile_start`
+/// and `tiles_m` are then unused.
+///
 /// All pointers are device addresses. The host checks every field before a table reaches
 /// the GPU (the `host` crate's validation); the kernels trust them.
 #[repr(C)]
@@ -48,13 +58,51 @@ pub struct ProblemDesc {
     pub tile_start: u32,
     /// Tiles of this problem along M (`ceil(m / TILE_M)` for the kernel it was packed for).
     pub tiles_m: u32,
+    /// First token row of this problem in `a`, `sfa` and `c` (see above).
+    pub m_offset: u32,
+    /// Zero; keeps the size a multiple of 8.
+    pub reserved: u32,
 }
 
 /// Size of [`ProblemDesc`] in bytes, fixed so the PTX and the host agree.
-pub const PROBLEM_DESC_BYTES: usize = 96;
+pub const PROBLEM_DESC_BYTES: usize = 104;
 
 const _: () = assert!(core::mem::size_of::<ProblemDesc>() == PROBLEM_DESC_BYTES);
 const _: () = assert!(core::mem::align_of::<ProblemDesc>() == 8);
 
 /// The most problems one launch takes (the tile search is a binary search over this table).
 pub const MAX_PROBLEMS: usize = 1 << 16;
+
+/// The most groups one launch takes when the row counts live on the device: the kernel
+/// scans them into shared memory (8 bytes a group) at the start of every CTA.
+pub const MAX_DEVICE_GROUPS: usize = 512;
+
+/// Where the token counts of a launch come from (the kernels' `mode` argument).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SizeMode {
+    /// From the table: problem `p` has `m` rows from row `m_offset`; `tile_start` and
+    /// `tiles_m` were computed on the host.
+    Host = 0,
+    /// From a device array `counts` of `u32`, one per problem: problem `p` has
+    /// `min(counts[p], m)` rows from row `m_offset` (its own buffers, `m` their capacity).
+    DevicePerGroup = 1,
+    /// From a device array `counts`, the groups' rows laid out one after another
+    /// (the contiguous MoE layout): problem `p` starts at row `m_offset + min(P, cap)`, where
+    /// `P = counts[0] + .. + counts[p - 1]` and `cap` is problem 0's `m` (every problem
+    /// carries the same `m` and `m_offset`), and has `min(P + counts[p], cap) - min(P, cap)`
+    /// rows: rows past the capacity are dropped, never read or written.
+    DeviceContiguous = 2,
+}
+
+impl SizeMode {
+    /// The mode with this `u32` code.
+    pub const fn from_code(code: u32) -> Option<Self> {
+        match code {
+            0 => Some(Self::Host),
+            1 => Some(Self::DevicePerGroup),
+            2 => Some(Self::DeviceContiguous),
+            _ => None,
+        }
+    }
+}

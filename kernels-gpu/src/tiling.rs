@@ -23,6 +23,11 @@ pub const STAGES: u32 = 4;
 /// Threads per CTA.
 pub const THREADS: u32 = 128;
 
+/// Shared memory of the device-side scheduler in every kernel (bytes): tile starts and rows
+/// of `MAX_DEVICE_GROUPS + 1` groups and one scan word per warp, rounded up to 16 bytes.
+pub const SCHED_SMEM_BYTES: u32 =
+    (8 * (crate::problem::MAX_DEVICE_GROUPS as u32 + 1) + 4 * 32).next_multiple_of(16);
+
 /// Tiles of one problem: `ceil(n / TILE_N) * ceil(m / TILE_M)`; 0 when `m` or `n` is 0.
 #[inline(always)]
 pub const fn tiles_for(m: u32, n: u32) -> u64 {
@@ -47,10 +52,12 @@ pub mod wgmma {
     pub const THREADS: u32 = 256;
 
     /// Dynamic shared memory: `STAGES` x (FP4 + scales of `TILE_N` weight and `TILE_M` token
-    /// rows for a 64-element chunk) + the fp16 token tile (`TILE_M` x 64 x 2 bytes).
+    /// rows for a 64-element chunk) + the fp16 token tile (`TILE_M` x 64 x 2 bytes) + the
+    /// scheduler's (`SCHED_SMEM_BYTES`, at the end).
     pub const SMEM_BYTES: u32 =
         STAGES * (TILE_N + TILE_M) * (super::CHUNK_K / 2 + super::CHUNK_K / 16)
-            + 2 * TILE_M * super::CHUNK_K * 2;
+            + 2 * TILE_M * super::CHUNK_K * 2
+            + super::SCHED_SMEM_BYTES;
 
     /// Tiles of one problem for this kernel.
     #[inline(always)]

@@ -50,6 +50,25 @@ pub mod thread {
     }
 }
 
+/// Warp-collective data movement.
+pub mod warp {
+    /// `shfl.sync.up.b32` over the full warp: lane `i` gets `v` of lane `i - delta`, lanes
+    /// below `delta` their own `v`.
+    ///
+    /// # Safety
+    /// All 32 lanes of the warp must call it together.
+    #[inline(always)]
+    pub unsafe fn shfl_up(v: u32, delta: u32) -> u32 {
+        let r: u32;
+        unsafe {
+            core::arch::asm!("shfl.sync.up.b32 {r}, {v}, {d}, 0, -1;", r = out(reg32) r,
+                             v = in(reg32) v, d = in(reg32) delta,
+                             options(nostack, nomem, preserves_flags));
+        }
+        r
+    }
+}
+
 /// Shared memory: loads and stores through 32-bit `.shared` addresses.
 pub mod shared {
     use super::asm;

@@ -47,15 +47,16 @@ impl Operand {
         }
     }
 
-    /// The tokens `A` of problem `d` (`m` rows).
+    /// The tokens `A` of problem `d`, rows `0..m_end` of its buffers (the problem's own rows
+    /// start at its first row; rows before it are never asked for).
     #[inline(always)]
-    pub fn tokens(d: &ProblemDesc) -> Self {
+    pub fn tokens(d: &ProblemDesc, m_end: u32) -> Self {
         Self {
             data: d.a,
             ld: d.lda,
             scales: d.sfa,
             layout: ScaleLayout::from_code(d.sfa_layout).unwrap_or(ScaleLayout::Plain),
-            rows: d.m,
+            rows: m_end,
             k: d.k,
         }
     }

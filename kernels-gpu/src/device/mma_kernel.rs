@@ -29,10 +29,10 @@
 use super::arch::{copy, half, mma, shared, thread};
 use super::dequant::{a_fragments, fp4x8_scaled, scale_f16x2};
 use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow};
-use super::sched::for_each_tile;
+use super::sched::{TileFn, for_each_tile};
 use crate::fp4::E2M1_F16_SHIFT;
 use crate::problem::ProblemDesc;
-use crate::tiling::{CHUNK_K, STAGES, THREADS, TILE_M, TILE_N};
+use crate::tiling::{CHUNK_K, SCHED_SMEM_BYTES, STAGES, THREADS, TILE_M, TILE_N};
 
 /// Repeats `$body` with `$i` bound to each listed constant, so indices into register arrays
 /// are compile-time constants (LLVM does not always unroll, and a run-time index sends the
@@ -53,7 +53,9 @@ const TOK_F16: u32 = STAGES * STAGE_BYTES;
 const TOK_ROW_BYTES: u32 = CHUNK_K * 2;
 /// Two token buffers: chunk c's MMAs read one while chunk c + 1 is dequantized into the other.
 const TOK_BUF_BYTES: u32 = TILE_M * TOK_ROW_BYTES;
-const SMEM_BYTES: u32 = TOK_F16 + 2 * TOK_BUF_BYTES;
+/// The scheduler's shared memory (device-side sizes), after the token buffers.
+const SCHED: u32 = TOK_F16 + 2 * TOK_BUF_BYTES;
+const SMEM_BYTES: u32 = SCHED + SCHED_SMEM_BYTES;
 
 const _: () = assert!(STAGE_BYTES % 16 == 0 && T_SF % 4 == 0 && W_SF % 16 == 0);
 const _: () = assert!(
@@ -76,10 +78,13 @@ unsafe fn smem_base() -> u32 {
 
 /// Portable NVFP4 grouped GEMM (sm_80+): one persistent launch for every problem of a group.
 ///
-/// Parameters: `table`, the device problem table ([`ProblemDesc`], `num_problems` entries,
-/// `tile_start` the exclusive prefix sum of [`crate::tiling::tiles_for`]); `total_tiles`, the
-/// sum of all problems' tiles. Launch with `THREADS` = 128 threads per CTA and any grid size;
-/// CTA `b` takes tiles `b, b + gridDim.x, ...`.
+/// Parameters: `table`, the device problem table ([`ProblemDesc`], `num_problems` entries);
+/// `mode`, a [`crate::problem::SizeMode`] code. With host sizes (`mode` 0) `tile_start` is the
+/// exclusive prefix sum of [`crate::tiling::tiles_for`], `total_tiles` the sum of all
+/// problems' tiles and `counts` unused; with device sizes `counts` points to `num_problems`
+/// (at most `MAX_DEVICE_GROUPS`) `u32` row counts and the kernel computes the tiles itself.
+/// Launch with `THREADS` = 128 threads per CTA and any grid size; CTA `b` takes tiles `b, b +
+/// gridDim.x, ...`.
 ///
 /// # Safety
 /// The host (the `host` crate's validation) guarantees every descriptor is consistent: buffers
@@ -90,6 +95,8 @@ pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_mma(
     table: *const ProblemDesc,
     num_problems: u32,
     total_tiles: u32,
+    counts: *const u32,
+    mode: u32,
 ) {
     let smem = unsafe { smem_base() };
     unsafe {
@@ -97,16 +104,51 @@ pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_mma(
             table,
             num_problems,
             total_tiles,
+            counts,
+            mode,
+            smem + SCHED,
+            THREADS,
             TILE_N,
             TILE_M,
-            |desc, n0, m0| gemm_tile(smem, desc, n0, m0),
+            &mut Tiles { smem },
         );
     }
 }
 
-/// Computes and stores one `TILE_N x TILE_M` tile of `C^T` (weights x tokens).
+/// The kernel's tile work for the scheduler.
+struct Tiles {
+    smem: u32,
+}
+
+impl TileFn for Tiles {
+    #[inline(always)]
+    unsafe fn tile(&mut self, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32) {
+        unsafe { gemm_tile(self.smem, desc, m_end, n0, m0) }
+    }
+}
+
+/// Computes and stores one `TILE_N x TILE_M` tile of `C^T` (weights x tokens): full tiles
+/// (all `TILE_M` tokens present, the common case) and partial ones are compiled separately.
+/// One predicate per n8 block in the full case made ptxas serialise the blocks' MMAs (25%
+/// slower on an H200, PERF.md run 21).
 #[inline(always)]
-unsafe fn gemm_tile(smem: u32, desc: *const ProblemDesc, n0: u32, m0: u32) {
+unsafe fn gemm_tile(smem: u32, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32) {
+    if m_end - m0 >= TILE_M {
+        unsafe { gemm_tile_impl::<true>(smem, desc, m_end, n0, m0) }
+    } else {
+        unsafe { gemm_tile_impl::<false>(smem, desc, m_end, n0, m0) }
+    }
+}
+
+/// [`gemm_tile`] for a full (`FULL`: `m_end - m0 >= TILE_M`) or partial token tile.
+#[inline(always)]
+unsafe fn gemm_tile_impl<const FULL: bool>(
+    smem: u32,
+    desc: *const ProblemDesc,
+    m_end: u32,
+    n0: u32,
+    m0: u32,
+) {
     // Only the main loop's fields are read here; the epilogue reads its own after the loop
     // (the memory-clobbering asm in between keeps them from being hoisted), which keeps
     // c, ldc and alpha out of registers during the loop.
@@ -119,8 +161,8 @@ unsafe fn gemm_tile(smem: u32, desc: *const ProblemDesc, n0: u32, m0: u32) {
     let k = d.k;
     let chunks = k.div_ceil(CHUNK_K);
     let weights = Operand::weights(d);
-    let tokens = Operand::tokens(d);
-    let m_rem = d.m - m0; // tokens of this tile (may exceed TILE_M)
+    let tokens = Operand::tokens(d, m_end);
+    let m_rem = m_end - m0; // tokens of this tile (may exceed TILE_M)
 
     // Copy roles: 128 weight rows x 4 units = 4 per thread; 64 token rows x 4 units = 2 per
     // thread; one weight scale row per thread; token scale rows for threads 0..63.
@@ -198,8 +240,10 @@ unsafe fn gemm_tile(smem: u32, desc: *const ProblemDesc, n0: u32, m0: u32) {
             unroll!(mt in [0, 1] {
                 a[mt] = a_fragments(raw[mt][0][h], raw[mt][1][h], sf[mt][0], sf[mt][1]);
             });
+            // The n8 blocks of tokens below the tile's token count: all eight in a full tile,
+            // with no predicate at all (FULL), so that ptxas interleaves the blocks' MMAs.
             unroll!(j in [0, 1, 2, 3, 4, 5, 6, 7] {
-                if (j as u32) * 8 < m_rem {
+                if FULL || (j as u32) * 8 < m_rem {
                     let row = j as u32 * 8 + g;
                     let slot = (2 * t + h as u32) ^ (row & 1);
                     let b = unsafe { shared::ld_v4(tok + row * TOK_ROW_BYTES + slot * 16) };

@@ -1,21 +1,32 @@
 //! The persistent group tile scheduler: which problem and tile a linear tile index names.
+//!
+//! With host-side sizes ([`SizeMode::Host`]) the table carries every problem's tile prefix
+//! sum and the scheduler binary-searches it in global memory. With device-side sizes the row
+//! counts are only known on the GPU: every CTA first reads them and computes the rows, row
+//! offsets and tile prefix sums of all groups into its own shared memory (a block-wide scan,
+//! at most [`MAX_DEVICE_GROUPS`] groups), then walks tiles the same way. A group with no rows
+//! has no tiles, so it costs one read of its count.
 
-use crate::problem::ProblemDesc;
+use super::arch::{shared, thread, warp};
+use crate::problem::{MAX_DEVICE_GROUPS, ProblemDesc, SizeMode};
+
+/// Shared memory the scheduler needs (per CTA): tile starts and rows (or row offsets) of
+/// `MAX_DEVICE_GROUPS + 1` groups, and one word per warp for the scan.
+pub const SCHED_SMEM_BYTES: u32 = crate::tiling::SCHED_SMEM_BYTES;
+const TILE_START: u32 = 0;
+const ROWS: u32 = TILE_START + 4 * (MAX_DEVICE_GROUPS as u32 + 1);
+const SCRATCH: u32 = ROWS + 4 * (MAX_DEVICE_GROUPS as u32 + 1);
+const _: () = assert!(SCRATCH + 4 * 32 <= SCHED_SMEM_BYTES);
 
 /// Index of the problem that owns linear tile `tile`: the largest `p` with
-/// `table[p].tile_start <= tile` (problems with no tiles share their successor's start and are
+/// `start(p) <= tile` (problems with no tiles share their successor's start and are
 /// skipped by taking the largest). Binary search: `num_problems` <= `MAX_PROBLEMS` = 2^16.
-///
-/// # Safety
-/// `table` points to `num_problems` >= 1 descriptors whose `tile_start` is non-decreasing,
-/// `table[0].tile_start == 0` and `tile` < the total tile count.
 #[inline(always)]
-pub unsafe fn problem_of_tile(table: *const ProblemDesc, num_problems: u32, tile: u32) -> u32 {
+fn search(num_problems: u32, tile: u32, start: impl Fn(u32) -> u32) -> u32 {
     let (mut lo, mut hi) = (0u32, num_problems); // answer in [lo, hi)
     while hi - lo > 1 {
         let mid = (lo + hi) / 2;
-        let start = unsafe { (*table.add(mid as usize)).tile_start };
-        if start <= tile {
+        if start(mid) <= tile {
             lo = mid;
         } else {
             hi = mid;
@@ -24,30 +35,220 @@ pub unsafe fn problem_of_tile(table: *const ProblemDesc, num_problems: u32, tile
     lo
 }
 
-/// The persistent loop of a kernel: this CTA takes linear tiles `blockIdx.x`,
-/// `blockIdx.x + gridDim.x`, ... below `total_tiles` and calls `tile(desc, n0, m0)` with the
-/// owning problem's descriptor and the tile's first weight row and first token (tile `t` of a
-/// problem covers weight rows from `(t / tiles_m) * tile_n`, tokens from
-/// `(t % tiles_m) * tile_m`).
+/// Exclusive prefix sum of `x` over the CTA's threads in thread order (saturating at
+/// `u32::MAX`), and the CTA's total. `scratch`: one shared word per warp.
 ///
 /// # Safety
-/// As [`problem_of_tile`]; every CTA thread calls it with the same arguments.
+/// Every thread of the CTA calls it (two `bar.sync`s); `threads` is the CTA size, a multiple
+/// of 32 and at most 1024.
+#[inline(always)]
+unsafe fn cta_exclusive_scan(x: u32, scratch: u32, threads: u32) -> (u32, u32) {
+    let tid = thread::tid();
+    let (lane, wid) = (tid % 32, tid / 32);
+    let mut incl = x;
+    let mut d = 1;
+    while d < 32 {
+        let y = unsafe { warp::shfl_up(incl, d) };
+        if lane >= d {
+            incl = incl.saturating_add(y);
+        }
+        d *= 2;
+    }
+    if lane == 31 {
+        unsafe { shared::st_u32(scratch + 4 * wid, incl) };
+    }
+    unsafe { thread::sync_cta() };
+    let (mut base, mut total) = (0u32, 0u32);
+    for w in 0..threads / 32 {
+        let t = unsafe { shared::ld_u32(scratch + 4 * w) };
+        if w < wid {
+            base = base.saturating_add(t);
+        }
+        total = total.saturating_add(t);
+    }
+    unsafe { thread::sync_cta() }; // scratch may be reused
+    let excl_in_warp = unsafe { warp::shfl_up(incl, 1) };
+    let excl = if lane == 0 { 0 } else { excl_in_warp };
+    (base.saturating_add(excl), total)
+}
+
+/// Groups per thread in the device-side scan (`MAX_DEVICE_GROUPS / threads`, at most 4).
+const MAX_PER_THREAD: usize = 4;
+
+/// Computes the rows and tile prefix sums of every group from the device counts into the
+/// scheduler's shared memory at `sched`; returns the launch's tile count.
+///
+/// # Safety
+/// Every thread calls it; `num_problems <= MAX_DEVICE_GROUPS`, `counts` holds
+/// `num_problems` words, `table` `num_problems` descriptors, and
+/// `MAX_DEVICE_GROUPS / threads <= MAX_PER_THREAD`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn device_schedule(
+    table: *const ProblemDesc,
+    num_problems: u32,
+    counts: *const u32,
+    contiguous: bool,
+    sched: u32,
+    threads: u32,
+    tile_n: u32,
+    tile_m: u32,
+) -> u32 {
+    let per = MAX_DEVICE_GROUPS as u32 / threads;
+    let first = thread::tid() * per;
+    let scratch = sched + SCRATCH;
+    let mut c = [0u32; MAX_PER_THREAD];
+    for j in 0..MAX_PER_THREAD {
+        let g = first + j as u32;
+        if (j as u32) < per && g < num_problems {
+            c[j] = unsafe { counts.add(g as usize).read_volatile() };
+        }
+    }
+    // Rows of each group: min(count, capacity) with its own buffers; with one contiguous
+    // buffer, the clamped prefix sums of the counts (the first row of each group).
+    let mut rows = [0u32; MAX_PER_THREAD];
+    if contiguous {
+        let cap = unsafe { (*table).m };
+        let mut local = 0u32;
+        for cj in c {
+            local = local.saturating_add(cj);
+        }
+        let (mut prefix, _) = unsafe { cta_exclusive_scan(local, scratch, threads) };
+        for j in 0..MAX_PER_THREAD {
+            let start = prefix.min(cap);
+            prefix = prefix.saturating_add(c[j]);
+            rows[j] = prefix.min(cap) - start;
+            let g = first + j as u32;
+            if (j as u32) < per && g < num_problems {
+                // Group g's first row; entry num_problems is the end of the last group.
+                unsafe { shared::st_u32(sched + ROWS + 4 * g, start) };
+                if g + 1 == num_problems {
+                    unsafe { shared::st_u32(sched + ROWS + 4 * num_problems, prefix.min(cap)) };
+                }
+            }
+        }
+    } else {
+        for j in 0..MAX_PER_THREAD {
+            let g = first + j as u32;
+            if (j as u32) < per && g < num_problems {
+                rows[j] = c[j].min(unsafe { (*table.add(g as usize)).m });
+                unsafe { shared::st_u32(sched + ROWS + 4 * g, rows[j]) };
+            }
+        }
+    }
+    let mut tiles = [0u32; MAX_PER_THREAD];
+    let mut local = 0u32;
+    for j in 0..MAX_PER_THREAD {
+        let g = first + j as u32;
+        if (j as u32) < per && g < num_problems {
+            let n = unsafe { (*table.add(g as usize)).n };
+            tiles[j] = n.div_ceil(tile_n).saturating_mul(rows[j].div_ceil(tile_m));
+        }
+        local = local.saturating_add(tiles[j]);
+    }
+    let (mut start, total) = unsafe { cta_exclusive_scan(local, scratch, threads) };
+    for j in 0..MAX_PER_THREAD {
+        let g = first + j as u32;
+        if (j as u32) < per && g < num_problems {
+            unsafe { shared::st_u32(sched + TILE_START + 4 * g, start) };
+        }
+        start = start.saturating_add(tiles[j]);
+    }
+    unsafe { thread::sync_cta() };
+    total
+}
+
+/// The work of one tile (a trait rather than a closure so that the kernel body is always
+/// inlined into the loop: LLVM declined to inline a closure this large, which cost a call
+/// with a stack frame).
+pub trait TileFn {
+    /// Computes the tile of `desc` at weight row `n0` and token row `m0`; the problem's token
+    /// rows end at `m_end`. Every thread of the CTA calls it.
+    ///
+    /// # Safety
+    /// As [`for_each_tile`].
+    unsafe fn tile(&mut self, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32);
+}
+
+/// The persistent loop of a kernel: this CTA takes linear tiles `blockIdx.x`,
+/// `blockIdx.x + gridDim.x`, ... of the launch and calls `tile_fn.tile(desc, m_end, n0, m0)` with the
+/// owning problem's descriptor, the tile's first weight row `n0` and first token row `m0`
+/// (rows counted in the problem's buffers, `m_offset` included) and the end `m_end` of the
+/// problem's token rows. Tile `t` of a problem covers weight rows from `(t / tiles_m) *
+/// tile_n` and tokens from `(t % tiles_m) * tile_m` past the problem's first row.
+///
+/// `mode` is a [`SizeMode`] code; with a device mode the counts are read from `counts`,
+/// `total_tiles` is ignored and `sched` (shared memory, [`SCHED_SMEM_BYTES`]) holds the
+/// schedule.
+///
+/// # Safety
+/// Every CTA thread calls it with the same arguments; the host validated the table for
+/// `mode` (see [`SizeMode`]): in host mode `tile_start` non-decreasing from 0 and `tile` <
+/// `total_tiles`; in device modes `num_problems <= MAX_DEVICE_GROUPS` and `counts` holds
+/// `num_problems` words.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub unsafe fn for_each_tile(
     table: *const ProblemDesc,
     num_problems: u32,
     total_tiles: u32,
+    counts: *const u32,
+    mode: u32,
+    sched: u32,
+    threads: u32,
     tile_n: u32,
     tile_m: u32,
-    mut tile_fn: impl FnMut(*const ProblemDesc, u32, u32),
+    tile_fn: &mut impl TileFn,
 ) {
-    let mut tile = super::arch::thread::ctaid();
-    while tile < total_tiles {
-        let p = unsafe { problem_of_tile(table, num_problems, tile) };
+    let mode = SizeMode::from_code(mode).unwrap_or(SizeMode::Host);
+    let contiguous = mode == SizeMode::DeviceContiguous;
+    let total = match mode {
+        SizeMode::Host => total_tiles,
+        _ => unsafe {
+            device_schedule(
+                table,
+                num_problems,
+                counts,
+                contiguous,
+                sched,
+                threads,
+                tile_n,
+                tile_m,
+            )
+        },
+    };
+    let mut tile = thread::ctaid();
+    while tile < total {
+        let (p, local, first_row, rows) = if mode == SizeMode::Host {
+            let p = search(num_problems, tile, |q| unsafe {
+                (*table.add(q as usize)).tile_start
+            });
+            let d = unsafe { &*table.add(p as usize) };
+            (p, tile - d.tile_start, 0, d.m)
+        } else {
+            let p = search(num_problems, tile, |q| unsafe {
+                shared::ld_u32(sched + TILE_START + 4 * q)
+            });
+            let start = unsafe { shared::ld_u32(sched + TILE_START + 4 * p) };
+            let row = unsafe { shared::ld_u32(sched + ROWS + 4 * p) };
+            if contiguous {
+                let end = unsafe { shared::ld_u32(sched + ROWS + 4 * (p + 1)) };
+                (p, tile - start, row, end - row)
+            } else {
+                (p, tile - start, 0, row)
+            }
+        };
         let desc = unsafe { table.add(p as usize) };
-        let (tile_start, tiles_m) = unsafe { ((*desc).tile_start, (*desc).tiles_m) };
-        let local = tile - tile_start;
-        tile_fn(desc, (local / tiles_m) * tile_n, (local % tiles_m) * tile_m);
-        tile += super::arch::thread::nctaid();
+        let first_row = first_row + unsafe { (*desc).m_offset };
+        let tiles_m = rows.div_ceil(tile_m);
+        unsafe {
+            tile_fn.tile(
+                desc,
+                first_row + rows,
+                (local / tiles_m) * tile_n,
+                first_row + (local % tiles_m) * tile_m,
+            )
+        };
+        tile += thread::nctaid();
     }
 }

@@ -21,7 +21,7 @@
 use super::arch::{copy, dyn_smem_base, half, shared, thread, wgmma};
 use super::dequant::{a_fragments, fp4x8_scaled, scale_f16x2};
 use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow};
-use super::sched::for_each_tile;
+use super::sched::{TileFn, for_each_tile};
 use crate::fp4::E2M1_F16_SHIFT;
 use crate::problem::ProblemDesc;
 use crate::tiling::CHUNK_K;
@@ -41,7 +41,10 @@ const TOK_F16: u32 = STAGES * STAGE_BYTES;
 const TOK_GROUP_BYTES: u32 = 1024;
 /// Bytes of one fp16 token buffer (two, alternating by chunk).
 const TOK_BUF_BYTES: u32 = (TILE_M / 8) * TOK_GROUP_BYTES;
-const _: () = assert!(TOK_F16 + 2 * TOK_BUF_BYTES == crate::tiling::wgmma::SMEM_BYTES);
+const _: () = assert!(
+    TOK_F16 + 2 * TOK_BUF_BYTES + crate::tiling::SCHED_SMEM_BYTES
+        == crate::tiling::wgmma::SMEM_BYTES
+);
 
 const _: () = assert!(STAGE_BYTES % 128 == 0 && TOK_F16 % 1024 == 0);
 const _: () = assert!(THREADS == 256 && TILE_N == 128 && TILE_M == 128 && CHUNK_K == 64);
@@ -59,6 +62,8 @@ pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_wgmma(
     table: *const ProblemDesc,
     num_problems: u32,
     total_tiles: u32,
+    counts: *const u32,
+    mode: u32,
 ) {
     let smem = unsafe { dyn_smem_base() };
     unsafe {
@@ -66,15 +71,31 @@ pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_wgmma(
             table,
             num_problems,
             total_tiles,
+            counts,
+            mode,
+            smem + TOK_F16 + 2 * TOK_BUF_BYTES,
+            THREADS,
             TILE_N,
             TILE_M,
-            |desc, n0, m0| gemm_tile(smem, desc, n0, m0),
+            &mut Tiles { smem },
         );
     }
 }
 
+/// The kernel's tile work for the scheduler.
+struct Tiles {
+    smem: u32,
+}
+
+impl TileFn for Tiles {
+    #[inline(always)]
+    unsafe fn tile(&mut self, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32) {
+        unsafe { gemm_tile(self.smem, desc, m_end, n0, m0) }
+    }
+}
+
 #[inline(always)]
-unsafe fn gemm_tile(smem: u32, desc: *const ProblemDesc, n0: u32, m0: u32) {
+unsafe fn gemm_tile(smem: u32, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32) {
     // Only the main loop's fields are read here; the epilogue reads its own after the loop
     // (the memory-clobbering asm in between keeps them from being hoisted), which keeps
     // c, ldc and alpha out of registers during the loop.
@@ -87,8 +108,8 @@ unsafe fn gemm_tile(smem: u32, desc: *const ProblemDesc, n0: u32, m0: u32) {
     let k = d.k;
     let chunks = k.div_ceil(CHUNK_K);
     let weights = Operand::weights(d);
-    let tokens = Operand::tokens(d);
-    let m_rem = d.m - m0;
+    let tokens = Operand::tokens(d, m_end);
+    let m_rem = m_end - m0;
 
     // Copies per stage: 128 weight rows + 128 token rows, 4 units of 8 bytes each: 4 per
     // thread; scales: one row per thread (threads 0..127 weights, 128..255 tokens).
