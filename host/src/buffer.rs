@@ -31,6 +31,8 @@ fn address_of<T, S: DevicePtr<T>>(buffer: &S) -> u64 {
 enum InputSource<'a> {
     Slice(&'a CudaSlice<u8>),
     View(CudaView<'a, u8>),
+    Words(&'a CudaSlice<u32>),
+    WordsView(CudaView<'a, u32>),
     Raw,
 }
 
@@ -60,6 +62,23 @@ impl<'a> DeviceInput<'a> {
         Self {
             span,
             source: InputSource::View(view),
+        }
+    }
+
+    /// The whole of a `u32` buffer (row counts).
+    pub(crate) fn from_words(slice: &'a CudaSlice<u32>) -> Self {
+        Self {
+            span: Span::new(address_of(slice), slice.num_bytes()),
+            source: InputSource::Words(slice),
+        }
+    }
+
+    /// The words of a `u32` view (row counts).
+    pub(crate) fn from_words_view(view: CudaView<'a, u32>) -> Self {
+        let span = Span::new(address_of(&view), view.num_bytes());
+        Self {
+            span,
+            source: InputSource::WordsView(view),
         }
     }
 
@@ -110,6 +129,8 @@ impl<'a> DeviceInput<'a> {
         match &self.source {
             InputSource::Slice(s) => Some(s.context()),
             InputSource::View(v) => Some(DeviceSlice::stream(v).context()),
+            InputSource::Words(s) => Some(s.context()),
+            InputSource::WordsView(v) => Some(DeviceSlice::stream(v).context()),
             InputSource::Raw => None,
         }
     }
@@ -120,6 +141,8 @@ impl<'a> DeviceInput<'a> {
         match &self.source {
             InputSource::Slice(s) => Some(s.device_ptr(stream).1),
             InputSource::View(v) => Some(v.device_ptr(stream).1),
+            InputSource::Words(s) => Some(s.device_ptr(stream).1),
+            InputSource::WordsView(v) => Some(v.device_ptr(stream).1),
             InputSource::Raw => None,
         }
     }
@@ -141,7 +164,8 @@ impl std::fmt::Debug for DeviceInput<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.source {
             InputSource::Slice(_) => "slice",
-            InputSource::View(_) => "view",
+            InputSource::View(_) | InputSource::WordsView(_) => "view",
+            InputSource::Words(_) => "slice",
             InputSource::Raw => "raw",
         };
         f.debug_struct("DeviceInput")

@@ -141,6 +141,15 @@ pub enum Error {
     /// The embedded PTX could not be loaded, or lacks the kernel.
     #[error("loading the kernels failed: {0}")]
     PtxLoad(String),
+    /// A group-level input of the MoE forms ([`crate::moe`]) is wrong: the row counts
+    /// (`counts`, `sizes`) or the capacity (`rows`).
+    #[error("group: `{field}` {reason}")]
+    InvalidGroup {
+        /// `"counts"`, `"sizes"` or `"rows"`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A CUDA driver call failed.
     #[error("CUDA driver error: {0}")]
     Driver(#[from] DriverError),

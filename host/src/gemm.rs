@@ -15,7 +15,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::Ptx;
 use half::f16;
 use kernels_gpu::kernels::{GROUPED_GEMM_MMA, GROUPED_GEMM_WGMMA, KernelInfo};
-use kernels_gpu::problem::ProblemDesc;
+use kernels_gpu::problem::{ProblemDesc, SizeMode};
 use std::sync::Arc;
 
 /// PTX for compute capability 9.0 (H100 / H200), built by `cargo xtask build-ptx`.
@@ -127,7 +127,7 @@ impl Problem<'_> {
         }
     }
 
-    fn inputs(&self) -> [(&'static str, &DeviceInput<'_>); 4] {
+    pub(crate) fn inputs(&self) -> [(&'static str, &DeviceInput<'_>); 4] {
         [
             ("a", &self.a),
             ("sfa", &self.sfa),
@@ -143,7 +143,7 @@ impl Problem<'_> {
 #[derive(Clone, Copy, Debug)]
 struct DeviceDesc(ProblemDesc);
 
-// SAFETY: `ProblemDesc` is `#[repr(C)]`, 96 bytes of integers and an f32 with no padding
+// SAFETY: `ProblemDesc` is `#[repr(C)]`, 104 bytes of integers and an f32 with no padding
 // (asserted in kernels-gpu), the layout the kernels read.
 unsafe impl DeviceRepr for DeviceDesc {}
 
@@ -158,8 +158,18 @@ unsafe impl DeviceRepr for DeviceDesc {}
 /// replay: keep the plan alive as long as the graph may be launched.
 #[derive(Debug)]
 pub struct GroupPlan<'a> {
-    problems: &'a [Problem<'a>],
+    /// Every buffer the kernel reads (the row counts included), for cudarc's bookkeeping.
+    inputs: Vec<&'a DeviceInput<'a>>,
+    /// Every buffer the kernel writes.
+    outputs: Vec<&'a DeviceOutput<'a>>,
     packed: PackedTable,
+    /// Where the row counts come from.
+    mode: SizeMode,
+    /// Device address of the row counts (0 with host sizes).
+    counts_addr: u64,
+    /// Tiles of the launch (host sizes) or an upper bound of them (device sizes): sizes the
+    /// grid; 0 means nothing to launch.
+    tile_bound: u32,
     /// `None` when the group has no tiles (nothing to launch).
     table: Option<CudaSlice<DeviceDesc>>,
     /// Device address of `table` (0 without one).
@@ -173,9 +183,16 @@ impl GroupPlan<'_> {
         self.packed.descs.len()
     }
 
-    /// Tiles of the whole group; 0 means [`GroupedGemm::launch`] does nothing.
+    /// Tiles of the whole group; 0 means [`GroupedGemm::launch`] does nothing. Where the
+    /// row counts live on the device, an upper bound (every group at its capacity; the
+    /// kernel computes the actual tiles).
     pub fn total_tiles(&self) -> u32 {
-        self.packed.total_tiles
+        self.tile_bound
+    }
+
+    /// Whether the launch reads the row counts from the device ([`crate::moe`]).
+    pub fn device_sizes(&self) -> bool {
+        self.mode != SizeMode::Host
     }
 
     /// The problem table as uploaded (a host copy, for inspection).
@@ -376,15 +393,80 @@ impl GroupedGemm {
         self.check_stream(stream)?;
         let specs: Vec<ProblemSpec> = problems.iter().map(Problem::spec).collect();
         let packed = table::pack_for(&specs, self.path.kernel())?;
+        let bound = packed.total_tiles;
+        self.make_plan(stream, problems, packed, None, bound)
+    }
+
+    /// Checks the buffers' contexts and uploads the table of a validated, packed group.
+    /// `counts`: the device row counts and how to read them (`None`: host sizes);
+    /// `tile_bound`: the tiles of the launch, or an upper bound with device sizes.
+    pub(crate) fn make_plan<'a>(
+        &self,
+        stream: &Arc<CudaStream>,
+        problems: &'a [Problem<'a>],
+        packed: PackedTable,
+        counts: Option<(&'a DeviceInput<'a>, SizeMode)>,
+        tile_bound: u32,
+    ) -> Result<GroupPlan<'a>> {
+        let mut inputs = Vec::with_capacity(problems.len() * 4 + 1);
+        let mut outputs = Vec::with_capacity(problems.len());
         for (i, p) in problems.iter().enumerate() {
-            let buffers = p.inputs().map(|(field, input)| (field, input.context()));
-            for (field, ctx) in buffers.into_iter().chain([("c", p.c.context())]) {
-                if ctx.is_some_and(|ctx| **ctx != *self.ctx) {
-                    return Err(Error::WrongContext { problem: i, field });
-                }
+            for (field, input) in p.inputs() {
+                self.check_context(i, field, input.context())?;
+                inputs.push(input);
             }
+            self.check_context(i, "c", p.c.context())?;
+            outputs.push(&p.c);
         }
-        let table = if packed.total_tiles == 0 {
+        let (mode, counts_addr) = match counts {
+            Some((input, mode)) => {
+                if input.context().is_some_and(|ctx| **ctx != *self.ctx) {
+                    return Err(Error::InvalidGroup {
+                        field: "counts",
+                        reason: "belongs to another CUDA context".into(),
+                    });
+                }
+                inputs.push(input);
+                (mode, input.addr())
+            }
+            None => (SizeMode::Host, 0),
+        };
+        self.upload_plan(
+            stream,
+            inputs,
+            outputs,
+            packed,
+            mode,
+            counts_addr,
+            tile_bound,
+        )
+    }
+
+    pub(crate) fn check_context(
+        &self,
+        problem: usize,
+        field: &'static str,
+        ctx: Option<&Arc<CudaContext>>,
+    ) -> Result<()> {
+        if ctx.is_some_and(|ctx| **ctx != *self.ctx) {
+            return Err(Error::WrongContext { problem, field });
+        }
+        Ok(())
+    }
+
+    /// Uploads the table (if there is anything to launch) and assembles the plan.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn upload_plan<'a>(
+        &self,
+        stream: &Arc<CudaStream>,
+        inputs: Vec<&'a DeviceInput<'a>>,
+        outputs: Vec<&'a DeviceOutput<'a>>,
+        packed: PackedTable,
+        mode: SizeMode,
+        counts_addr: u64,
+        tile_bound: u32,
+    ) -> Result<GroupPlan<'a>> {
+        let table = if tile_bound == 0 {
             None
         } else {
             let descs: Vec<DeviceDesc> = packed.descs.iter().copied().map(DeviceDesc).collect();
@@ -392,8 +474,12 @@ impl GroupedGemm {
         };
         let table_addr = table.as_ref().map_or(0, |t| t.device_ptr(stream).0);
         Ok(GroupPlan {
-            problems,
+            inputs,
+            outputs,
             packed,
+            mode,
+            counts_addr,
+            tile_bound,
             table,
             table_addr,
             context: self.ctx.clone(),
@@ -427,9 +513,10 @@ impl GroupedGemm {
         let Some(table) = &plan.table else {
             return Ok(());
         };
-        let total_tiles = plan.packed.total_tiles;
+        let total_tiles = plan.tile_bound;
         // At most MAX_PROBLEMS = 2^16 descriptors (validated).
         let num_problems = plan.packed.descs.len() as u32;
+        let (counts, mode) = (plan.counts_addr, plan.mode as u32);
 
         // cudarc's events: wait now, record when these guards drop (after the launch is
         // enqueued). Not while `stream` is being captured: waiting there on an event recorded
@@ -439,18 +526,15 @@ impl GroupedGemm {
             .is_ok_and(|status| status != CaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE);
         let track = (!capturing).then_some(&**stream);
         let table_read = track.map(|stream| table.device_ptr(stream).1);
-        let mut reads = Vec::new();
-        let mut writes = Vec::with_capacity(plan.problems.len());
-        for p in plan.problems {
-            if let Some(stream) = track {
-                reads.extend(
-                    p.inputs()
-                        .into_iter()
-                        .filter_map(|(_, i)| i.read_access(stream)),
-                );
-            }
-            writes.push(p.c.write_access(track));
-        }
+        let reads: Vec<_> = match track {
+            Some(stream) => plan
+                .inputs
+                .iter()
+                .filter_map(|i| i.read_access(stream))
+                .collect(),
+            None => Vec::new(),
+        };
+        let writes: Vec<_> = plan.outputs.iter().map(|c| c.write_access(track)).collect();
         let table_ptr = plan.table_addr;
 
         let cfg = LaunchConfig {
@@ -459,10 +543,17 @@ impl GroupedGemm {
             shared_mem_bytes: self.path.kernel().dynamic_smem_bytes,
         };
         let mut launch = stream.launch_builder(&self.func);
-        launch.arg(&table_ptr).arg(&num_problems).arg(&total_tiles);
-        // SAFETY: the arguments match the kernel's signature
-        // `(table: *const ProblemDesc, num_problems: u32, total_tiles: u32)`; the table holds
-        // `num_problems` descriptors packed from problems that passed validation, so every
+        launch
+            .arg(&table_ptr)
+            .arg(&num_problems)
+            .arg(&total_tiles)
+            .arg(&counts)
+            .arg(&mode);
+        // SAFETY: the arguments match the kernel's signature `(table: *const ProblemDesc,
+        // num_problems: u32, total_tiles: u32, counts: *const u32, mode: u32)`; the table
+        // holds `num_problems` descriptors packed from problems that passed validation for
+        // `mode` (with device sizes: at most MAX_DEVICE_GROUPS groups, `counts` holding one
+        // word per group, every row the clamped counts can name inside the buffers), so every
         // address the kernel forms from it lies inside a buffer the plan borrows (or one the
         // caller vouched for in `from_raw`), outputs are disjoint from everything else, and
         // the borrows keep those buffers alive until the plan drops. The table itself lives

@@ -94,6 +94,7 @@ mod gemm;
 pub mod r#gen;
 #[cfg(feature = "io")]
 pub mod io;
+pub mod moe;
 pub mod problem;
 pub mod reference;
 pub mod shapes;

@@ -51,9 +51,18 @@ pub fn pack(specs: &[ProblemSpec]) -> Result<PackedTable> {
 /// the portable kernel's tiles, the smallest of all kernels, so every kernel's count fits.)
 pub fn pack_for(specs: &[ProblemSpec], kernel: &KernelInfo) -> Result<PackedTable> {
     let checked = validate::check_group(specs)?;
+    Ok(pack_checked(specs, &checked, kernel))
+}
+
+/// Packs problems that passed validation (`checked` from `validate::check_group*`).
+pub(crate) fn pack_checked(
+    specs: &[ProblemSpec],
+    checked: &[validate::Checked],
+    kernel: &KernelInfo,
+) -> PackedTable {
     let mut descs = Vec::with_capacity(specs.len());
     let mut tile_start: u64 = 0;
-    for (s, c) in specs.iter().zip(&checked) {
+    for (s, c) in specs.iter().zip(checked) {
         descs.push(ProblemDesc {
             a: s.a.addr,
             b: s.b.addr,
@@ -72,6 +81,8 @@ pub fn pack_for(specs: &[ProblemSpec], kernel: &KernelInfo) -> Result<PackedTabl
             // Validation bounded the sum of tiles by u32::MAX.
             tile_start: tile_start as u32,
             tiles_m: c.m.div_ceil(kernel.tile_m),
+            m_offset: 0,
+            reserved: 0,
         });
         tile_start += if c.m == 0 || c.n == 0 {
             0
@@ -80,12 +91,12 @@ pub fn pack_for(specs: &[ProblemSpec], kernel: &KernelInfo) -> Result<PackedTabl
         };
     }
     debug_assert!(tile_start <= u64::from(u32::MAX));
-    Ok(PackedTable {
+    PackedTable {
         descs,
         total_tiles: tile_start as u32,
         tile_n: kernel.tile_n,
         tile_m: kernel.tile_m,
-    })
+    }
 }
 
 impl PackedTable {

@@ -183,6 +183,15 @@ pub(crate) fn host_specs(problems: &[HostProblem]) -> Vec<ProblemSpec> {
 
 /// [`check_specs`], returning each problem's resolved numbers.
 pub(crate) fn check_group(specs: &[ProblemSpec]) -> Result<Vec<Checked>> {
+    check_group_with(specs, None)
+}
+
+/// [`check_group`], plus a group-level input the kernel reads (the device row counts:
+/// [`Error::InvalidGroup`] if an output overlaps it).
+pub(crate) fn check_group_with(
+    specs: &[ProblemSpec],
+    counts: Option<Span>,
+) -> Result<Vec<Checked>> {
     if specs.len() > MAX_PROBLEMS {
         return Err(Error::TooManyProblems {
             count: specs.len(),
@@ -202,7 +211,7 @@ pub(crate) fn check_group(specs: &[ProblemSpec]) -> Result<Vec<Checked>> {
             max: u64::from(u32::MAX),
         });
     }
-    check_overlaps(specs, &checked)?;
+    check_overlaps(specs, &checked, counts)?;
     Ok(checked)
 }
 
@@ -450,8 +459,16 @@ fn regions_meet(x: &Region, y: &Region) -> bool {
     })
 }
 
-fn check_overlaps(specs: &[ProblemSpec], checked: &[Checked]) -> Result<()> {
-    let mut inputs = Vec::with_capacity(specs.len() * 4);
+fn check_overlaps(specs: &[ProblemSpec], checked: &[Checked], counts: Option<Span>) -> Result<()> {
+    let mut inputs = Vec::with_capacity(specs.len() * 4 + 1);
+    if let Some(span) = counts {
+        inputs.extend(Region::contiguous(
+            0,
+            "counts",
+            span.addr,
+            wide(span.len_bytes),
+        ));
+    }
     let mut outputs = Vec::with_capacity(specs.len());
     for (i, (s, c)) in specs.iter().zip(checked).enumerate() {
         let row_bytes = u64::from(c.k / 2);
@@ -486,11 +503,19 @@ fn check_overlaps(specs: &[ProblemSpec], checked: &[Checked]) -> Result<()> {
         ));
     }
     outputs.sort_by_key(|r| (r.base, r.problem));
-    let overlap = |out: &Region, other: &Region| Error::Overlap {
-        problem: out.problem,
-        field: out.field,
-        other_problem: other.problem,
-        other_field: other.field,
+    let overlap = |out: &Region, other: &Region| {
+        if other.field == "counts" {
+            return Error::InvalidGroup {
+                field: "counts",
+                reason: format!("overlaps output `c` of problem {}", out.problem),
+            };
+        }
+        Error::Overlap {
+            problem: out.problem,
+            field: out.field,
+            other_problem: other.problem,
+            other_field: other.field,
+        }
     };
     // Output against output: only later-starting outputs whose start lies inside the extent.
     for (idx, x) in outputs.iter().enumerate() {
