@@ -2,7 +2,9 @@
 # Runs on the GPU machine (CUDA 13, no Rust) over what scripts/stage-device.sh staged in
 # .device-bin/: the SASS check, every test executable with the GPU tests included, the CLI's
 # `check` and `bench` (ours and cuBLAS in the same run). Logs go to $OUT (or ./device-out).
-#   bash scripts/device-verify.sh [all|tests|check|bench|sass|sanitize] [extra bench args...]
+#   bash scripts/device-verify.sh [all|tests|check|bench|sass|sanitize|torch] [extra bench args...]
+# On a machine with one GPU, the two-GPU test (moe's multi_gpu_expert_parallel) is skipped
+# and says so here; with two or more it runs.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${OUT:-device-out}
@@ -38,30 +40,50 @@ for f,c in counts.items(): print(f, c)
 PY
   done
 fi
+gpus=$(nvidia-smi -L | grep -c '^GPU')
+multi=()
+if [ "$gpus" -lt 2 ]; then
+  multi=(--skip multi_gpu)
+  echo "### $gpus GPU: skipping the two-GPU test (multi_gpu_expert_parallel); it is NOT run here"
+fi
 if [[ $what == all || $what == tests ]]; then
   for t in $bin/tests/*; do
-    run "test-$(basename "$t")" "$t" --include-ignored --test-threads=1
+    run "test-$(basename "$t")" "$t" --include-ignored --test-threads=1 "${multi[@]}"
   done
   # The GPU tests again on the portable path (the default above is the device's best path).
-  for t in $bin/tests/test-gpu $bin/tests/test-properties $bin/tests/test-offsets $bin/tests/test-reliability $bin/tests/test-device_fault; do
-    NVFP4_PATH=portable run "test-$(basename "$t")-portable" "$t" --ignored --test-threads=1
+  for t in $bin/tests/test-gpu $bin/tests/test-properties $bin/tests/test-offsets $bin/tests/test-reliability $bin/tests/test-device_fault $bin/tests/test-moe $bin/tests/test-quant; do
+    [ -x "$t" ] || continue
+    NVFP4_PATH=portable run "test-$(basename "$t")-portable" "$t" --ignored --test-threads=1 "${multi[@]}"
   done
+fi
+if [[ $what == all || $what == torch ]]; then
+  # PyTorch round trip of `nvfp4 run` (safetensors in and out), both kernel paths.
+  python3 -c 'import torch; print("torch", torch.__version__)' | tee "$out/torch-version.txt"
+  run torch-roundtrip python3 scripts/torch_roundtrip.py $bin/nvfp4
+  run torch-roundtrip-portable python3 scripts/torch_roundtrip.py $bin/nvfp4 --portable
 fi
 if [[ $what == all || $what == sanitize ]]; then
   # compute-sanitizer on the GPU suite, both kernel paths: memcheck on every GPU test (but
   # the > 2 GiB offsets test); racecheck, synccheck and initcheck on every test of gpu.rs but
   # the benchmark shapes (same code paths as the test shapes, 10-100x slower under them).
+  # The MoE tests (device-side counts: the kernels' shared-memory scan) likewise, but for
+  # the G=8 K=7168 benchmark shape and the two-GPU test.
   gpu_tests=$bin/tests/test-gpu
-  for path in auto portable; do
+  moe_tests=$bin/tests/test-moe
+  for path in ${SANITIZE_PATHS:-auto portable}; do
     NVFP4_PATH=$path run "memcheck-$path" timeout 300 compute-sanitizer --tool memcheck \
       --error-exitcode 1 "$gpu_tests" --ignored --test-threads=1
-    for t in $bin/tests/test-reliability $bin/tests/test-properties; do
+    for t in $bin/tests/test-reliability $bin/tests/test-properties $moe_tests $bin/tests/test-quant; do
+      [ -x "$t" ] || continue
       NVFP4_PATH=$path run "memcheck-$path-$(basename "$t")" timeout 300 compute-sanitizer \
-        --tool memcheck --error-exitcode 1 "$t" --ignored --test-threads=1
+        --tool memcheck --error-exitcode 1 "$t" --ignored --test-threads=1 --skip multi_gpu
     done
     for tool in racecheck synccheck initcheck; do
       NVFP4_PATH=$path run "$tool-$path" timeout 300 compute-sanitizer --tool $tool \
         --error-exitcode 1 "$gpu_tests" --ignored --test-threads=1 --skip gpu_mode_benchmarks
+      NVFP4_PATH=$path run "$tool-$path-moe" timeout 300 compute-sanitizer --tool $tool \
+        --error-exitcode 1 "$moe_tests" --ignored --test-threads=1 --skip multi_gpu \
+        --skip benchmark_shape
     done
   done
   grep -h "ERROR SUMMARY\|RACECHECK SUMMARY" "$out"/memcheck-* "$out"/racecheck-* "$out"/synccheck-* "$out"/initcheck-* 2>/dev/null | sort | uniq -c

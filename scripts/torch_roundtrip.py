@@ -92,6 +92,61 @@ def dequantize(torch, packed, scales):
     return values * s
 
 
+# safetensors dtype names of the torch dtypes this script writes and reads.
+def _dtype_names(torch):
+    return {
+        torch.uint8: "U8",
+        torch.float8_e4m3fn: "F8_E4M3",
+        torch.float32: "F32",
+        torch.float16: "F16",
+    }
+
+
+def minimal_save(torch, tensors, path):
+    """Writes `tensors` in the safetensors format: u64 little-endian header length, JSON
+    header {name: {dtype, shape, data_offsets}}, then the tensors' bytes back to back."""
+    import json
+    import struct
+    names = _dtype_names(torch)
+    header, blobs, offset = {}, [], 0
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": names[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(head)))
+        f.write(head)
+        for data in blobs:
+            f.write(data)
+
+
+def minimal_load(torch, path):
+    """Reads a safetensors file written by anyone, for the dtypes of `_dtype_names`."""
+    import json
+    import struct
+    by_name = {v: k for k, v in _dtype_names(torch).items()}
+    with open(path, "rb") as f:
+        raw = f.read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    body = raw[8 + n:]
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        dtype = by_name[info["dtype"]]
+        data = bytearray(body[start:end])
+        flat = torch.frombuffer(data, dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
+        out[name] = flat.view(dtype).reshape(info["shape"])
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(
         description="Check `nvfp4 run` against PyTorch (see the module docstring)."
@@ -118,10 +173,18 @@ def main():
 
     try:
         import torch
-        from safetensors.torch import load_file, save_file
     except ImportError as e:
         print(f"error: {e} (pip install torch safetensors)", file=sys.stderr)
         return 2
+    try:
+        from safetensors.torch import load_file, save_file
+    except ImportError:
+        # Machines without the safetensors package (e.g. offline GPU hosts): the format is
+        # small enough to write and read here (see minimal_save / minimal_load).
+        print("note: the safetensors package is missing; using this script's own reader and "
+              "writer of the format", file=sys.stderr)
+        save_file = lambda tensors, path: minimal_save(torch, tensors, path)  # noqa: E731
+        load_file = lambda path: minimal_load(torch, path)  # noqa: E731
     if not hasattr(torch, "float8_e4m3fn"):
         print("error: this torch has no float8_e4m3fn (need torch >= 2.1)", file=sys.stderr)
         return 2
