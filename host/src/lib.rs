@@ -95,6 +95,8 @@ pub mod r#gen;
 #[cfg(feature = "io")]
 pub mod io;
 pub mod problem;
+mod ptx_module;
+pub mod quant;
 pub mod reference;
 pub mod shapes;
 pub mod table;
