@@ -157,6 +157,17 @@ pub enum Error {
     /// with that ordinal ([`crate::open_device`]).
     #[error("no CUDA device: {0}")]
     NoDevice(String),
+    /// An argument of a quantization ([`crate::quant`]) is out of range: a shape, the row
+    /// stride, the global scale, a buffer's length, alignment or context, or two buffers
+    /// overlap. Found on the host before anything is launched.
+    #[error("quantize: `{field}` {reason}")]
+    InvalidQuantize {
+        /// `"rows"`, `"k"`, `"row_stride"`, `"global_scale"`, `"input"`, `"out_fp4"`,
+        /// `"out_scales"` or `"stream"`.
+        field: &'static str,
+        /// What is wrong with it (the value is in the message).
+        reason: String,
+    },
 }
 
 /// `Result` with this crate's [`Error`].

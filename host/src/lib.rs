@@ -96,6 +96,8 @@ pub mod r#gen;
 pub mod io;
 pub mod moe;
 pub mod problem;
+mod ptx_module;
+pub mod quant;
 pub mod reference;
 pub mod shapes;
 pub mod table;

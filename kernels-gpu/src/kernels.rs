@@ -60,5 +60,22 @@ pub const GROUPED_GEMM_WGMMA: KernelInfo = KernelInfo {
     tile_m: crate::tiling::wgmma::TILE_M,
 };
 
+/// NVFP4 quantization of an fp16 / bf16 / fp32 tensor ([`crate::quant`]): one thread per
+/// 16-element block, grid-stride loop, any GPU from sm_80 up. Not a GEMM: `tile_n` and
+/// `tile_m` are 1 and mean nothing.
+pub const QUANTIZE: KernelInfo = KernelInfo {
+    name: "nvfp4_quantize",
+    threads: crate::quant::THREADS,
+    // Four CTAs of 256 threads (1024 threads, half an H100 SM's) cap registers at 64: enough
+    // loads in flight for a memory-bound kernel, and ptxas fits it (64 on sm_90a, 62 on sm_80,
+    // no spills; the table of `cargo xtask build-ptx`).
+    min_ctas_per_sm: 4,
+    dynamic_smem_bytes: 0,
+    min_cc: 80,
+    sm90a_only: false,
+    tile_n: 1,
+    tile_m: 1,
+};
+
 /// Every kernel of the crate.
-pub const KERNELS: &[KernelInfo] = &[GROUPED_GEMM_MMA, GROUPED_GEMM_WGMMA];
+pub const KERNELS: &[KernelInfo] = &[GROUPED_GEMM_MMA, GROUPED_GEMM_WGMMA, QUANTIZE];

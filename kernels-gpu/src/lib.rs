@@ -20,6 +20,7 @@ pub mod fp4;
 pub mod kernels;
 pub mod layout;
 pub mod problem;
+pub mod quant;
 pub mod tiling;
 
 #[cfg(target_arch = "nvptx64")]

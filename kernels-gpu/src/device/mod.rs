@@ -7,6 +7,7 @@ mod arch;
 mod dequant;
 mod load;
 mod mma_kernel;
+mod quant_kernel;
 mod sched;
 #[cfg(nvfp4_sm90a)]
 mod wgmma_kernel;

@@ -1,0 +1,78 @@
+//! Loading one kernel of the embedded PTX into a context, for the kernels other than the GEMM
+//! (the GEMM loads its own in `gemm.rs`; both read the same committed files).
+
+use crate::{Error, Result};
+use cudarc::driver::sys::CUdevice_attribute;
+use cudarc::driver::{CudaContext, CudaFunction};
+use cudarc::nvrtc::Ptx;
+use kernels_gpu::kernels::KernelInfo;
+use std::sync::Arc;
+
+/// PTX for compute capability 9.0 (H100 / H200), built by `cargo xtask build-ptx`.
+const PTX_SM90A: &str = include_str!("../ptx/nvfp4_sm90a.ptx");
+/// PTX for every other compute capability from 8.0 up (JIT-compiled by the driver).
+const PTX_SM80: &str = include_str!("../ptx/nvfp4_sm80.ptx");
+
+/// A kernel loaded from the embedded PTX, with the device facts a launch needs.
+#[derive(Debug)]
+pub(crate) struct LoadedKernel {
+    pub func: CudaFunction,
+    pub compute_capability: (i32, i32),
+    /// `"sm_90a"` or `"sm_80"`.
+    pub ptx_arch: &'static str,
+    pub sm_count: u32,
+    /// Resident CTAs per SM from the occupancy query (`fallback_ctas_per_sm` if it failed).
+    pub ctas_per_sm: u32,
+}
+
+/// Loads `kernel` into `ctx`: the sm_90a PTX on compute capability 9.0, the sm_80 PTX on
+/// every other capability from 8.0 up (the same choice as `GroupedGemm`).
+///
+/// # Errors
+/// [`Error::UnsupportedGpu`] below the kernel's `min_cc` (or off 9.0 for an sm_90a-only
+/// kernel); [`Error::PtxLoad`] if the driver rejects the PTX or it lacks the kernel;
+/// [`Error::Driver`] if a device query fails.
+pub(crate) fn load(
+    ctx: &Arc<CudaContext>,
+    kernel: &KernelInfo,
+    fallback_ctas_per_sm: u32,
+) -> Result<LoadedKernel> {
+    let (major, minor) = ctx.compute_capability()?;
+    let cc = major.saturating_mul(10).saturating_add(minor);
+    if major < 8 || cc < kernel.min_cc as i32 || (kernel.sm90a_only && (major, minor) != (9, 0)) {
+        return Err(Error::UnsupportedGpu { major, minor });
+    }
+    let (ptx, ptx_arch) = if (major, minor) == (9, 0) {
+        (PTX_SM90A, "sm_90a")
+    } else {
+        (PTX_SM80, "sm_80")
+    };
+    let module = ctx
+        .load_module(Ptx::from_src(ptx))
+        .map_err(|e| Error::PtxLoad(format!("the driver rejected the {ptx_arch} PTX: {e}")))?;
+    let func = module.load_function(kernel.name).map_err(|e| {
+        Error::PtxLoad(format!(
+            "kernel `{}` is not in the {ptx_arch} PTX ({e}); is host/ptx a placeholder or \
+             stale? run `cargo xtask build-ptx`",
+            kernel.name
+        ))
+    })?;
+    let sm_count = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+    let sm_count = u32::try_from(sm_count).unwrap_or(1).max(1);
+    let ctas_per_sm = func
+        .occupancy_max_active_blocks_per_multiprocessor(
+            kernel.threads,
+            kernel.dynamic_smem_bytes as usize,
+            None,
+        )
+        .ok()
+        .filter(|&n| n > 0)
+        .unwrap_or(fallback_ctas_per_sm);
+    Ok(LoadedKernel {
+        func,
+        compute_capability: (major, minor),
+        ptx_arch,
+        sm_count,
+        ctas_per_sm,
+    })
+}
