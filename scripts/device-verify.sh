@@ -2,7 +2,7 @@
 # Runs on the GPU machine (CUDA 13, no Rust) over what scripts/stage-device.sh staged in
 # .device-bin/: the SASS check, every test executable with the GPU tests included, the CLI's
 # `check` and `bench` (ours and cuBLAS in the same run). Logs go to $OUT (or ./device-out).
-#   bash scripts/device-verify.sh [all|tests|check|bench|sass|sanitize|torch] [extra bench args...]
+#   bash scripts/device-verify.sh [all|tests|check|bench|sass|sanitize|sanitize-offsets|torch] [extra bench args...]
 # On a machine with one GPU, the two-GPU test (moe's multi_gpu_expert_parallel) is skipped
 # and says so here; with two or more it runs.
 set -uo pipefail
@@ -48,7 +48,8 @@ if [ "$gpus" -lt 2 ]; then
 fi
 if [[ $what == all || $what == tests ]]; then
   for t in $bin/tests/*; do
-    run "test-$(basename "$t")" "$t" --include-ignored --test-threads=1 "${multi[@]}"
+    # NVFP4_BIN: the CLI tests run the staged binary (cargo's path does not exist here).
+    NVFP4_BIN=$bin/nvfp4 run "test-$(basename "$t")" "$t" --include-ignored --test-threads=1 "${multi[@]}"
   done
   # The GPU tests again on the portable path (the default above is the device's best path).
   for t in $bin/tests/test-gpu $bin/tests/test-properties $bin/tests/test-offsets $bin/tests/test-reliability $bin/tests/test-device_fault $bin/tests/test-moe $bin/tests/test-quant; do
@@ -63,30 +64,40 @@ if [[ $what == all || $what == torch ]]; then
   run torch-roundtrip-portable python3 scripts/torch_roundtrip.py $bin/nvfp4 --portable
 fi
 if [[ $what == all || $what == sanitize ]]; then
-  # compute-sanitizer on the GPU suite, both kernel paths: memcheck on every GPU test (but
-  # the > 2 GiB offsets test); racecheck, synccheck and initcheck on every test of gpu.rs but
-  # the benchmark shapes (same code paths as the test shapes, 10-100x slower under them).
-  # The MoE tests (device-side counts: the kernels' shared-memory scan) likewise, but for
-  # the G=8 K=7168 benchmark shape and the two-GPU test.
-  gpu_tests=$bin/tests/test-gpu
-  moe_tests=$bin/tests/test-moe
+  # compute-sanitizer over the GPU test suite, both kernel paths (SANITIZE_PATHS), each tool
+  # of SANITIZE_TOOLS on every GPU test binary. Skipped under the sanitizers: the G=8 K=7168
+  # benchmark shapes (the code paths of the test shapes, 10-100x slower there), the two-GPU
+  # test, the 4099 x 7168 quantization test, and the > 2 GiB offsets test, which has its own
+  # mode (sanitize-offsets) because racecheck needs minutes on it.
   for path in ${SANITIZE_PATHS:-auto portable}; do
-    NVFP4_PATH=$path run "memcheck-$path" timeout 300 compute-sanitizer --tool memcheck \
-      --error-exitcode 1 "$gpu_tests" --ignored --test-threads=1
-    for t in $bin/tests/test-reliability $bin/tests/test-properties $moe_tests $bin/tests/test-quant; do
-      [ -x "$t" ] || continue
-      NVFP4_PATH=$path run "memcheck-$path-$(basename "$t")" timeout 300 compute-sanitizer \
-        --tool memcheck --error-exitcode 1 "$t" --ignored --test-threads=1 --skip multi_gpu
-    done
-    for tool in racecheck synccheck initcheck; do
-      NVFP4_PATH=$path run "$tool-$path" timeout 300 compute-sanitizer --tool $tool \
-        --error-exitcode 1 "$gpu_tests" --ignored --test-threads=1 --skip gpu_mode_benchmarks
-      NVFP4_PATH=$path run "$tool-$path-moe" timeout 300 compute-sanitizer --tool $tool \
-        --error-exitcode 1 "$moe_tests" --ignored --test-threads=1 --skip multi_gpu \
-        --skip benchmark_shape
+    for tool in ${SANITIZE_TOOLS:-memcheck racecheck synccheck initcheck}; do
+      for t in gpu moe reliability properties quant; do
+        exe=$bin/tests/test-$t
+        [ -x "$exe" ] || continue
+        NVFP4_PATH=$path run "$tool-$path-$t" timeout ${SANITIZE_TIMEOUT:-240} compute-sanitizer \
+          --tool $tool --error-exitcode 1 "$exe" --ignored --test-threads=1 \
+          --skip gpu_mode_benchmarks --skip benchmark_shape --skip multi_gpu \
+          --skip gpu_large_tensor
+      done
     done
   done
   grep -h "ERROR SUMMARY\|RACECHECK SUMMARY" "$out"/memcheck-* "$out"/racecheck-* "$out"/synccheck-* "$out"/initcheck-* 2>/dev/null | sort | uniq -c
+fi
+if [[ $what == sanitize-offsets ]]; then
+  # The 64-bit offset tests: `strided_rows_past_4_gib` under every tool, then the 2.15 GB B
+  # operand (`b_operand_past_2_gib`) under OFFSETS_BIG_TOOLS (racecheck takes minutes there).
+  for path in ${SANITIZE_PATHS:-auto portable}; do
+    for tool in ${SANITIZE_TOOLS:-memcheck racecheck synccheck initcheck}; do
+      NVFP4_PATH=$path run "$tool-$path-offsets-strided" timeout 200 compute-sanitizer \
+        --tool $tool --error-exitcode 1 $bin/tests/test-offsets --ignored --test-threads=1 \
+        --exact strided_rows_past_4_gib
+    done
+    for tool in ${OFFSETS_BIG_TOOLS:-memcheck synccheck initcheck racecheck}; do
+      NVFP4_PATH=$path run "$tool-$path-offsets-big" timeout ${SANITIZE_TIMEOUT:-500} \
+        compute-sanitizer --tool $tool --error-exitcode 1 $bin/tests/test-offsets --ignored \
+        --test-threads=1 --exact b_operand_past_2_gib
+    done
+  done
 fi
 if [[ $what == all || $what == check ]]; then
   run check $bin/nvfp4 check

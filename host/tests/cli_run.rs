@@ -109,8 +109,17 @@ fn write_input(path: &Path, problems: &[HostProblem], extra: Option<&str>) {
     .unwrap();
 }
 
+/// The CLI under test: `NVFP4_BIN` if set (a staged binary on a GPU machine, where cargo's
+/// path does not exist), else the one cargo built with this test.
+fn nvfp4_bin() -> std::path::PathBuf {
+    std::env::var_os("NVFP4_BIN").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_BIN_EXE_nvfp4")),
+        std::path::PathBuf::from,
+    )
+}
+
 fn nvfp4_run(args: &[&Path], flags: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nvfp4"));
+    let mut cmd = Command::new(nvfp4_bin());
     cmd.arg("run")
         .arg("--input")
         .arg(args[0])
@@ -243,7 +252,7 @@ fn bad_inputs_fail_and_leave_no_output() {
     assert!(stderr.contains("does not exist"), "{stderr}");
     assert!(!stderr.contains("computing"), "{stderr}");
     // A command-line error: status 2.
-    let o = Command::new(env!("CARGO_BIN_EXE_nvfp4"))
+    let o = Command::new(nvfp4_bin())
         .args(["run", "--input"])
         .output()
         .unwrap();

@@ -7,7 +7,9 @@
 //! count at exactly `u32::MAX`.
 //!
 //! On the GPU (ignored without one): one problem whose B operand is larger than 2^31 bytes,
-//! so that row offsets `row * ldb` pass 2^31, checked on sampled columns.
+//! so that row offsets `row * ldb` pass 2^31, checked on sampled columns; and one whose A, B
+//! and C rows lie so far apart that every row offset passes 2^32 bytes while the kernels do
+//! little work (cheap enough for racecheck).
 
 use kernels_gpu::kernels::{GROUPED_GEMM_MMA, GROUPED_GEMM_WGMMA};
 use kernels_gpu::layout::{ScaleLayout, scale_len, scale_offset};
@@ -473,10 +475,12 @@ fn b_operand_past_2_gib() {
     let gpu = Gpu::new();
     let (free, total) = gpu.ctx.mem_get_info().expect("mem_get_info");
     println!("GPU memory: {} MiB free of {} MiB", free >> 20, total >> 20);
-    if free < 16 << 30 {
-        println!("skipped: not enough GPU memory");
-        return;
-    }
+    // Not a silent pass: too little memory fails, saying the test did not run.
+    assert!(
+        free >= 16 << 30,
+        "needs 16 GiB of free GPU memory, {} MiB free: not run",
+        free >> 20
+    );
     let (m, n, k) = (24usize, (1usize << 19) + 64, 8192usize);
     let row = k / 2;
     let scale_cols = k / 16;
@@ -605,5 +609,90 @@ fn b_operand_past_2_gib() {
             "{sfb_layout:?}: {} sampled outputs wrong",
             cmp.bad
         );
+    }
+}
+
+/// Rows far apart: A, B and C with strides of 128 MiB, 2 MiB and 128 MiB, so that `row * lda`,
+/// `row * ldb` and `row * ldc * 2` pass 2^32 bytes while the kernels do little work (this is
+/// the 64-bit-offset test the sanitizers can afford; `b_operand_past_2_gib` is the large one).
+#[test]
+#[ignore = "needs a CUDA GPU with 20 GiB free; run with --ignored on a GPU machine"]
+fn strided_rows_past_4_gib() {
+    let gpu = Gpu::new();
+    let (free, _) = gpu.ctx.mem_get_info().expect("mem_get_info");
+    assert!(
+        free >= 20 << 30,
+        "needs 20 GiB of free GPU memory, {} MiB free: not run",
+        free >> 20
+    );
+    let (m, n, k) = (40usize, 2100usize, 272usize);
+    let row = k / 2;
+    let lda = (1usize << 27) + 64;
+    let ldb = (1usize << 21) + 8;
+    let ldc = (1usize << 26) + 3; // fp16 elements: 128 MiB + 6 bytes between rows of C
+    assert!((n - 1) * ldb > 1 << 32 && (m - 1) * ldc * 2 > 1 << 32 && (m - 1) * lda > 1 << 32);
+    let mut rng = Rng::new(17_100);
+    for (sfa_layout, sfb_layout) in [(Plain, Blocked), (Blocked, Plain)] {
+        let p = problem(
+            &mut rng,
+            m,
+            n,
+            k,
+            Distribution::FullRange,
+            sfa_layout,
+            sfb_layout,
+        );
+        let stream = &gpu.stream;
+        let mut a = stream.alloc_zeros::<u8>((m - 1) * lda + row).unwrap();
+        let mut b = stream.alloc_zeros::<u8>((n - 1) * ldb + row).unwrap();
+        let mut c = stream.alloc_zeros::<f16>((m - 1) * ldc + n).unwrap();
+        for r in 0..m {
+            let dst = &mut a.slice_mut(r * lda..r * lda + row);
+            stream
+                .memcpy_htod(&p.a[r * row..(r + 1) * row], dst)
+                .unwrap();
+            let poison = vec![f16::from_bits(POISON); n];
+            stream
+                .memcpy_htod(&poison, &mut c.slice_mut(r * ldc..r * ldc + n))
+                .unwrap();
+        }
+        for r in 0..n {
+            let dst = &mut b.slice_mut(r * ldb..r * ldb + row);
+            stream
+                .memcpy_htod(&p.b[r * row..(r + 1) * row], dst)
+                .unwrap();
+        }
+        let sfa = stream.clone_htod(&p.sfa).unwrap();
+        let sfb = stream.clone_htod(&p.sfb).unwrap();
+        let problems = [Problem {
+            m,
+            n,
+            k,
+            a: DeviceInput::from(&a),
+            lda: Some(lda),
+            sfa: DeviceInput::from(&sfa),
+            sfa_layout,
+            b: DeviceInput::from(&b),
+            ldb: Some(ldb),
+            sfb: DeviceInput::from(&sfb),
+            sfb_layout,
+            c: DeviceOutput::from(&mut c),
+            ldc: Some(ldc),
+            alpha: 1.0,
+        }];
+        gpu.gemm.run(stream, &problems).expect("run");
+        drop(problems);
+        let mut got = Vec::with_capacity(m * n);
+        for r in 0..m {
+            got.extend(stream.clone_dtoh(&c.slice(r * ldc..r * ldc + n)).unwrap());
+        }
+        stream.synchronize().unwrap();
+        let cmp = check(
+            &format!("strided rows past 4 GiB, {sfa_layout:?}/{sfb_layout:?}"),
+            &p,
+            &got,
+            Tolerance::FullRange,
+        );
+        assert!(cmp.passed, "{} wrong outputs", cmp.bad);
     }
 }
