@@ -15,7 +15,7 @@ use cudarc::driver::{
     CudaContext, CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut,
     DeviceSlice, SyncOnDrop,
 };
-use half::f16;
+use half::{bf16, f16};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -33,6 +33,8 @@ enum InputSource<'a> {
     View(CudaView<'a, u8>),
     Words(&'a CudaSlice<u32>),
     WordsView(CudaView<'a, u32>),
+    Half(&'a CudaSlice<f16>),
+    Bf16(&'a CudaSlice<bf16>),
     Raw,
 }
 
@@ -62,6 +64,22 @@ impl<'a> DeviceInput<'a> {
         Self {
             span,
             source: InputSource::View(view),
+        }
+    }
+
+    /// The whole of an fp16 buffer: 16-bit activations ([`crate::Activation::F16`]).
+    pub fn from_f16(slice: &'a CudaSlice<f16>) -> Self {
+        Self {
+            span: Span::new(address_of(slice), slice.num_bytes()),
+            source: InputSource::Half(slice),
+        }
+    }
+
+    /// The whole of a bf16 buffer: 16-bit activations ([`crate::Activation::Bf16`]).
+    pub fn from_bf16(slice: &'a CudaSlice<bf16>) -> Self {
+        Self {
+            span: Span::new(address_of(slice), slice.num_bytes()),
+            source: InputSource::Bf16(slice),
         }
     }
 
@@ -131,6 +149,8 @@ impl<'a> DeviceInput<'a> {
             InputSource::View(v) => Some(DeviceSlice::stream(v).context()),
             InputSource::Words(s) => Some(s.context()),
             InputSource::WordsView(v) => Some(DeviceSlice::stream(v).context()),
+            InputSource::Half(s) => Some(s.context()),
+            InputSource::Bf16(s) => Some(s.context()),
             InputSource::Raw => None,
         }
     }
@@ -143,6 +163,8 @@ impl<'a> DeviceInput<'a> {
             InputSource::View(v) => Some(v.device_ptr(stream).1),
             InputSource::Words(s) => Some(s.device_ptr(stream).1),
             InputSource::WordsView(v) => Some(v.device_ptr(stream).1),
+            InputSource::Half(s) => Some(s.device_ptr(stream).1),
+            InputSource::Bf16(s) => Some(s.device_ptr(stream).1),
             InputSource::Raw => None,
         }
     }
@@ -165,7 +187,7 @@ impl std::fmt::Debug for DeviceInput<'_> {
         let kind = match self.source {
             InputSource::Slice(_) => "slice",
             InputSource::View(_) | InputSource::WordsView(_) => "view",
-            InputSource::Words(_) => "slice",
+            InputSource::Words(_) | InputSource::Half(_) | InputSource::Bf16(_) => "slice",
             InputSource::Raw => "raw",
         };
         f.debug_struct("DeviceInput")
@@ -182,6 +204,11 @@ impl std::fmt::Debug for DeviceInput<'_> {
 enum OutputSource<'a> {
     /// From `&'a mut CudaSlice<f16>`.
     Slice(NonNull<CudaSlice<f16>>, PhantomData<&'a mut CudaSlice<f16>>),
+    /// From `&'a mut CudaSlice<bf16>`.
+    SliceBf16(
+        NonNull<CudaSlice<bf16>>,
+        PhantomData<&'a mut CudaSlice<bf16>>,
+    ),
     /// An owned `CudaViewMut<'a, f16>`, boxed (freed in `Drop`).
     View(NonNull<CudaViewMut<'a, f16>>),
     Raw,
@@ -216,6 +243,20 @@ impl<'a> DeviceOutput<'a> {
         let span = Span::new(address_of(&*slice), slice.num_bytes());
         let context = Some(slice.context().clone());
         let source = OutputSource::Slice(NonNull::from(slice), PhantomData);
+        Self {
+            span,
+            context,
+            source,
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// The whole of a bf16 `slice` (`2 * slice.len()` bytes), for bf16 outputs
+    /// ([`crate::OutputType::Bf16`]).
+    pub fn from_bf16_slice(slice: &'a mut CudaSlice<bf16>) -> Self {
+        let span = Span::new(address_of(&*slice), slice.num_bytes());
+        let context = Some(slice.context().clone());
+        let source = OutputSource::SliceBf16(NonNull::from(slice), PhantomData);
         Self {
             span,
             context,
@@ -300,6 +341,10 @@ impl<'a> DeviceOutput<'a> {
             // still borrowed for 'a ('s <= 'a), and `lock` makes this the only `&mut` made
             // from it until `WriteAccess` drops `record` (before `lock`).
             OutputSource::Slice(p, _) => Some(unsafe { &mut *p.as_ptr() }.device_ptr_mut(stream).1),
+            // SAFETY: as above, for the `&'a mut CudaSlice<bf16>` of `from_bf16_slice`.
+            OutputSource::SliceBf16(p, _) => {
+                Some(unsafe { &mut *p.as_ptr() }.device_ptr_mut(stream).1)
+            }
             // SAFETY: as above; the box is owned by `self` and freed only in `Drop`.
             OutputSource::View(p) => Some(unsafe { &mut *p.as_ptr() }.device_ptr_mut(stream).1),
             OutputSource::Raw => None,
@@ -342,7 +387,7 @@ impl<'a> From<CudaViewMut<'a, f16>> for DeviceOutput<'a> {
 impl std::fmt::Debug for DeviceOutput<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.source {
-            OutputSource::Slice(..) => "slice",
+            OutputSource::Slice(..) | OutputSource::SliceBf16(..) => "slice",
             OutputSource::View(_) => "view",
             OutputSource::Raw => "raw",
         };

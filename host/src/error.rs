@@ -145,7 +145,8 @@ pub enum Error {
     /// (`counts`, `sizes`) or the capacity (`rows`).
     #[error("group: `{field}` {reason}")]
     InvalidGroup {
-        /// `"counts"`, `"sizes"` or `"rows"`.
+        /// `"counts"`, `"sizes"`, `"rows"` or `"output"` (an output type the inputs do not
+        /// support).
         field: &'static str,
         /// What is wrong with it.
         reason: String,

@@ -14,8 +14,12 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 use half::f16;
-use kernels_gpu::kernels::{GROUPED_GEMM_MMA, GROUPED_GEMM_WGMMA, KernelInfo};
-use kernels_gpu::problem::{ProblemDesc, SizeMode};
+use kernels_gpu::kernels::{
+    GROUPED_GEMM_MMA, GROUPED_GEMM_MMA_BF16A, GROUPED_GEMM_MMA_F16A, GROUPED_GEMM_WGMMA,
+    GROUPED_GEMM_WGMMA_BF16A, GROUPED_GEMM_WGMMA_F16A, KernelInfo,
+};
+pub use kernels_gpu::problem::Activation;
+use kernels_gpu::problem::{FLAG_OUT_BF16, ProblemDesc, SizeMode};
 use std::sync::Arc;
 
 /// PTX for compute capability 9.0 (H100 / H200), built by `cargo xtask build-ptx`.
@@ -44,13 +48,49 @@ impl KernelPath {
         }
     }
 
-    /// Launch facts of the path's kernel.
+    /// Launch facts of the path's kernel (NVFP4 activations).
     pub fn kernel(self) -> &'static KernelInfo {
-        match self {
-            Self::Portable => &GROUPED_GEMM_MMA,
-            Self::Hopper => &GROUPED_GEMM_WGMMA,
+        self.kernel_for(Activation::Nvfp4)
+    }
+
+    /// Launch facts of the path's kernel for `activation` (all three share tiles and launch
+    /// shape; they differ in name).
+    pub fn kernel_for(self, activation: Activation) -> &'static KernelInfo {
+        match (self, activation) {
+            (Self::Portable, Activation::Nvfp4) => &GROUPED_GEMM_MMA,
+            (Self::Portable, Activation::F16) => &GROUPED_GEMM_MMA_F16A,
+            (Self::Portable, Activation::Bf16) => &GROUPED_GEMM_MMA_BF16A,
+            (Self::Hopper, Activation::Nvfp4) => &GROUPED_GEMM_WGMMA,
+            (Self::Hopper, Activation::F16) => &GROUPED_GEMM_WGMMA_F16A,
+            (Self::Hopper, Activation::Bf16) => &GROUPED_GEMM_WGMMA_BF16A,
         }
     }
+}
+
+/// The element type of the outputs `c` of a call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum OutputType {
+    /// IEEE fp16 (round to nearest even, overflow to ±inf).
+    #[default]
+    F16,
+    /// bf16 (round to nearest even); only with 16-bit activations.
+    Bf16,
+}
+
+/// The types of one call: what every problem's activations `a` hold and what its outputs `c`
+/// receive. The default is NVFP4 activations and fp16 outputs (the contract of DESIGN.md).
+///
+/// With [`Activation::F16`] or [`Activation::Bf16`] (W4A16) each problem's `a` holds `m` rows
+/// of `k` 16-bit values (`lda` in bytes, `None` = `2 k`; 16-byte aligned rows) and `sfa` is not
+/// read (pass [`DeviceInput::empty`]); the weights are NVFP4 as always, and the result is
+/// `c = round(alpha * sum_k a * (b * sfb))`. fp16 activations multiply with fp16 weights, bf16
+/// activations with bf16 weights; both are exact before the fp32 accumulation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct GemmTypes {
+    /// What `a` holds.
+    pub activation: Activation,
+    /// What `c` receives.
+    pub output: OutputType,
 }
 
 /// CTAs per SM assumed when the occupancy query fails.
@@ -158,6 +198,8 @@ unsafe impl DeviceRepr for DeviceDesc {}
 /// replay: keep the plan alive as long as the graph may be launched.
 #[derive(Debug)]
 pub struct GroupPlan<'a> {
+    /// The activations' kind: which kernel the launch runs.
+    activation: Activation,
     /// Every buffer the kernel reads (the row counts included), for cudarc's bookkeeping.
     inputs: Vec<&'a DeviceInput<'a>>,
     /// Every buffer the kernel writes.
@@ -240,7 +282,8 @@ impl GroupPlan<'_> {
 #[derive(Debug)]
 pub struct GroupedGemm {
     ctx: Arc<CudaContext>,
-    func: CudaFunction,
+    /// The path's kernels for NVFP4, fp16 and bf16 activations (`Activation as usize`).
+    funcs: [CudaFunction; 3],
     path: KernelPath,
     compute_capability: (i32, i32),
     ptx_arch: &'static str,
@@ -286,20 +329,30 @@ impl GroupedGemm {
         let module = ctx
             .load_module(Ptx::from_src(ptx))
             .map_err(|e| Error::PtxLoad(format!("the driver rejected the {ptx_arch} PTX: {e}")))?;
-        let func = module.load_function(kernel.name).map_err(|e| {
-            Error::PtxLoad(format!(
-                "kernel `{}` is not in the {ptx_arch} PTX ({e}); is host/ptx a placeholder? \
-                 run `cargo xtask build-ptx`",
-                kernel.name
-            ))
-        })?;
-        match kernel.dynamic_smem_bytes {
-            0 => {}
-            bytes => func.set_attribute(
-                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                i32::try_from(bytes).unwrap_or(i32::MAX),
-            )?,
-        }
+        let load = |activation: Activation| -> Result<CudaFunction> {
+            let kernel = path.kernel_for(activation);
+            let func = module.load_function(kernel.name).map_err(|e| {
+                Error::PtxLoad(format!(
+                    "kernel `{}` is not in the {ptx_arch} PTX ({e}); is host/ptx a placeholder? \
+                     run `cargo xtask build-ptx`",
+                    kernel.name
+                ))
+            })?;
+            match kernel.dynamic_smem_bytes {
+                0 => {}
+                bytes => func.set_attribute(
+                    CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    i32::try_from(bytes).unwrap_or(i32::MAX),
+                )?,
+            }
+            Ok(func)
+        };
+        let funcs = [
+            load(Activation::Nvfp4)?,
+            load(Activation::F16)?,
+            load(Activation::Bf16)?,
+        ];
+        let func = &funcs[0];
         let sm_count =
             ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
         let sm_count = u32::try_from(sm_count).unwrap_or(1).max(1);
@@ -314,7 +367,7 @@ impl GroupedGemm {
             .unwrap_or(FALLBACK_CTAS_PER_SM);
         Ok(Self {
             ctx,
-            func,
+            funcs,
             path,
             compute_capability: (major, minor),
             ptx_arch,
@@ -390,11 +443,46 @@ impl GroupedGemm {
         stream: &Arc<CudaStream>,
         problems: &'a [Problem<'a>],
     ) -> Result<GroupPlan<'a>> {
+        self.plan_typed(stream, problems, GemmTypes::default())
+    }
+
+    /// [`plan`](Self::plan) for the activation and output types of `types` (see
+    /// [`GemmTypes`]: fp16 / bf16 activations with NVFP4 weights, fp16 / bf16 outputs).
+    ///
+    /// # Errors
+    /// As [`plan`](Self::plan), with the rules for `a` of
+    /// [`crate::validate::check_specs_typed`]; [`Error::InvalidGroup`] (field `output`) for
+    /// bf16 outputs with NVFP4 activations (not supported).
+    pub fn plan_typed<'a>(
+        &self,
+        stream: &Arc<CudaStream>,
+        problems: &'a [Problem<'a>],
+        types: GemmTypes,
+    ) -> Result<GroupPlan<'a>> {
         self.check_stream(stream)?;
+        let flags = check_types(types)?;
         let specs: Vec<ProblemSpec> = problems.iter().map(Problem::spec).collect();
-        let packed = table::pack_for(&specs, self.path.kernel())?;
+        let checked = validate::check_group_typed(&specs, None, types.activation)?;
+        let mut packed = table::pack_checked(&specs, &checked, self.path.kernel());
+        for d in &mut packed.descs {
+            d.flags = flags;
+        }
         let bound = packed.total_tiles;
-        self.make_plan(stream, problems, packed, None, bound)
+        self.make_plan(stream, problems, packed, None, bound, types.activation)
+    }
+
+    /// [`plan_typed`](Self::plan_typed) + [`launch`](Self::launch).
+    ///
+    /// # Errors
+    /// As [`plan_typed`](Self::plan_typed) and [`launch`](Self::launch).
+    pub fn run_typed<'a>(
+        &self,
+        stream: &Arc<CudaStream>,
+        problems: &[Problem<'a>],
+        types: GemmTypes,
+    ) -> Result<()> {
+        let plan = self.plan_typed(stream, problems, types)?;
+        self.launch(stream, &plan)
     }
 
     /// Checks the buffers' contexts and uploads the table of a validated, packed group.
@@ -407,6 +495,7 @@ impl GroupedGemm {
         packed: PackedTable,
         counts: Option<(&'a DeviceInput<'a>, SizeMode)>,
         tile_bound: u32,
+        activation: Activation,
     ) -> Result<GroupPlan<'a>> {
         let mut inputs = Vec::with_capacity(problems.len() * 4 + 1);
         let mut outputs = Vec::with_capacity(problems.len());
@@ -431,7 +520,7 @@ impl GroupedGemm {
             }
             None => (SizeMode::Host, 0),
         };
-        self.upload_plan(
+        let mut plan = self.upload_plan(
             stream,
             inputs,
             outputs,
@@ -439,7 +528,9 @@ impl GroupedGemm {
             mode,
             counts_addr,
             tile_bound,
-        )
+        )?;
+        plan.activation = activation;
+        Ok(plan)
     }
 
     pub(crate) fn check_context(
@@ -474,6 +565,7 @@ impl GroupedGemm {
         };
         let table_addr = table.as_ref().map_or(0, |t| t.device_ptr(stream).0);
         Ok(GroupPlan {
+            activation: Activation::Nvfp4,
             inputs,
             outputs,
             packed,
@@ -542,7 +634,7 @@ impl GroupedGemm {
             block_dim: (self.path.kernel().threads, 1, 1),
             shared_mem_bytes: self.path.kernel().dynamic_smem_bytes,
         };
-        let mut launch = stream.launch_builder(&self.func);
+        let mut launch = stream.launch_builder(&self.funcs[plan.activation as usize]);
         launch
             .arg(&table_ptr)
             .arg(&num_problems)
@@ -681,6 +773,19 @@ impl GroupedGemm {
         }
         stream.synchronize()?;
         Ok(out)
+    }
+}
+
+/// The descriptor flags of `types`, or the error for a combination the kernels lack.
+fn check_types(types: GemmTypes) -> Result<u32> {
+    match (types.activation, types.output) {
+        (_, OutputType::F16) => Ok(0),
+        (Activation::Nvfp4, OutputType::Bf16) => Err(Error::InvalidGroup {
+            field: "output",
+            reason: "bf16 outputs need 16-bit activations (GemmTypes::activation F16 or Bf16)"
+                .into(),
+        }),
+        (_, OutputType::Bf16) => Ok(FLAG_OUT_BF16),
     }
 }
 

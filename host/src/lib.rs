@@ -80,12 +80,12 @@ pub fn open_device(ordinal: usize) -> Result<std::sync::Arc<cudarc::driver::Cuda
     }
     Ok(cudarc::driver::CudaContext::new(ordinal)?)
 }
-pub use half::f16;
+pub use half::{bf16, f16};
 pub use kernels_gpu::layout::ScaleLayout;
 
 pub use buffer::{DeviceInput, DeviceOutput};
 pub use error::{Error, Result};
-pub use gemm::{GroupPlan, GroupedGemm, KernelPath, Problem};
+pub use gemm::{Activation, GemmTypes, GroupPlan, GroupedGemm, KernelPath, OutputType, Problem};
 pub use problem::HostProblem;
 
 mod buffer;

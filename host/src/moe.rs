@@ -362,6 +362,7 @@ impl GroupedGemm {
             packed,
             Some((&counts.input, SizeMode::DevicePerGroup)),
             bound,
+            crate::gemm::Activation::Nvfp4,
         )
     }
 
@@ -470,7 +471,16 @@ impl GroupedGemm {
                     tile_n: kernel.tile_n,
                     tile_m: kernel.tile_m,
                 };
-                self.check_context(0, "counts", counts.input.context())?;
+                if counts
+                    .input
+                    .context()
+                    .is_some_and(|ctx| **ctx != **self.context())
+                {
+                    return Err(Error::InvalidGroup {
+                        field: "counts",
+                        reason: "belongs to another CUDA context".into(),
+                    });
+                }
                 inputs.push(&counts.input);
                 self.upload_plan(
                     stream,

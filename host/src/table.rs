@@ -82,7 +82,7 @@ pub(crate) fn pack_checked(
             tile_start: tile_start as u32,
             tiles_m: c.m.div_ceil(kernel.tile_m),
             m_offset: 0,
-            reserved: 0,
+            flags: 0,
         });
         tile_start += if c.m == 0 || c.n == 0 {
             0

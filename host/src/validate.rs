@@ -40,11 +40,14 @@
 use crate::problem::HostProblem;
 use crate::{Error, Result, ScaleLayout};
 use kernels_gpu::layout::scale_len;
+use kernels_gpu::problem::Activation;
 use kernels_gpu::problem::MAX_PROBLEMS;
 use kernels_gpu::tiling::tiles_for;
 
 /// Alignment in bytes the kernels need for A and B (and for each of their rows).
 pub const AB_ALIGN: u64 = 8;
+/// Alignment in bytes the kernels need for 16-bit activations (and each of their rows).
+pub const A16_ALIGN: u64 = 16;
 /// Alignment in bytes the kernels need for the scale buffers.
 pub const SCALE_ALIGN: u64 = 4;
 /// Alignment in bytes the kernels need for C (fp16).
@@ -129,6 +132,18 @@ pub fn check_specs(specs: &[ProblemSpec]) -> Result<()> {
     check_group(specs).map(|_| ())
 }
 
+/// [`check_specs`] for a group whose activations are `activation` (what
+/// [`crate::GroupedGemm::plan_typed`] checks). With 16-bit activations (`F16`, `Bf16`) the
+/// rules for `a` change: its rows hold `k` 16-bit values, so `lda` (bytes, `None` = `2 k`) is
+/// at least `2 k` and a multiple of 16, `a` is 16-byte aligned and needs `(m - 1) * lda +
+/// 2 k` bytes; `sfa` is not read and not checked (pass [`Span::default`]).
+///
+/// # Errors
+/// As [`check_specs`].
+pub fn check_specs_typed(specs: &[ProblemSpec], activation: Activation) -> Result<()> {
+    check_group_typed(specs, None, activation).map(|_| ())
+}
+
 /// Checks [`crate::Problem`]s as [`crate::GroupedGemm::plan`] does (without the CUDA-context
 /// check, which needs the device): [`check_specs`] on their [`crate::Problem::spec`]s.
 ///
@@ -192,6 +207,15 @@ pub(crate) fn check_group_with(
     specs: &[ProblemSpec],
     counts: Option<Span>,
 ) -> Result<Vec<Checked>> {
+    check_group_typed(specs, counts, Activation::Nvfp4)
+}
+
+/// Checks a group for the kernels of `activation` (see [`check_specs_typed`]).
+pub(crate) fn check_group_typed(
+    specs: &[ProblemSpec],
+    counts: Option<Span>,
+    activation: Activation,
+) -> Result<Vec<Checked>> {
     if specs.len() > MAX_PROBLEMS {
         return Err(Error::TooManyProblems {
             count: specs.len(),
@@ -201,7 +225,7 @@ pub(crate) fn check_group_with(
     let mut checked = Vec::with_capacity(specs.len());
     let mut tiles: u64 = 0;
     for (i, spec) in specs.iter().enumerate() {
-        let c = check_problem(i, spec)?;
+        let c = check_problem(i, spec, activation)?;
         tiles = tiles.saturating_add(c.tiles);
         checked.push(c);
     }
@@ -211,7 +235,7 @@ pub(crate) fn check_group_with(
             max: u64::from(u32::MAX),
         });
     }
-    check_overlaps(specs, &checked, counts)?;
+    check_overlaps(specs, &checked, counts, activation)?;
     Ok(checked)
 }
 
@@ -276,6 +300,29 @@ fn check_buffer(
     Ok(())
 }
 
+/// `lda` of 16-bit activations: bytes, `None` = `2 k`; at least `2 k`, a multiple of 16.
+fn check_a16_stride(problem: usize, ld: Option<usize>, k: usize) -> Result<u64> {
+    let row_bytes = k.saturating_mul(2);
+    let value = ld.unwrap_or(row_bytes);
+    if value < row_bytes {
+        return Err(Error::InvalidStride {
+            problem,
+            field: "lda",
+            value,
+            reason: format!("bytes is less than a row of 16-bit values, 2 k = {row_bytes} bytes"),
+        });
+    }
+    if !value.is_multiple_of(A16_ALIGN as usize) {
+        return Err(Error::InvalidStride {
+            problem,
+            field: "lda",
+            value,
+            reason: format!("bytes is not a multiple of {A16_ALIGN} bytes (16-bit activations)"),
+        });
+    }
+    Ok(wide(value))
+}
+
 fn check_ab_stride(
     problem: usize,
     field: &'static str,
@@ -303,7 +350,8 @@ fn check_ab_stride(
     Ok(wide(value))
 }
 
-fn check_problem(i: usize, s: &ProblemSpec) -> Result<Checked> {
+fn check_problem(i: usize, s: &ProblemSpec, activation: Activation) -> Result<Checked> {
+    let a16 = activation != Activation::Nvfp4;
     if !s.alpha.is_finite() {
         return Err(Error::InvalidAlpha {
             problem: i,
@@ -329,7 +377,11 @@ fn check_problem(i: usize, s: &ProblemSpec) -> Result<Checked> {
             reason: "is not a multiple of 16 (one E4M3 scale block)",
         });
     }
-    let lda = check_ab_stride(i, "lda", s.lda, s.k)?;
+    let lda = if a16 {
+        check_a16_stride(i, s.lda, s.k)?
+    } else {
+        check_ab_stride(i, "lda", s.lda, s.k)?
+    };
     let ldb = check_ab_stride(i, "ldb", s.ldb, s.k)?;
     let ldc_elems = s.ldc.unwrap_or(s.n);
     if ldc_elems < s.n {
@@ -344,9 +396,15 @@ fn check_problem(i: usize, s: &ProblemSpec) -> Result<Checked> {
 
     let row_bytes = u64::from(k / 2);
     let (m64, n64) = (u64::from(m), u64::from(n));
-    check_buffer(i, "a", s.a, strided_len(m64, lda, row_bytes), AB_ALIGN)?;
-    let sfa_len = scale_len(s.sfa_layout, m64, k);
-    check_buffer(i, "sfa", s.sfa, Some(sfa_len), SCALE_ALIGN)?;
+    let sfa_len = if a16 {
+        check_buffer(i, "a", s.a, strided_len(m64, lda, 4 * row_bytes), A16_ALIGN)?;
+        0 // not read
+    } else {
+        check_buffer(i, "a", s.a, strided_len(m64, lda, row_bytes), AB_ALIGN)?;
+        let sfa_len = scale_len(s.sfa_layout, m64, k);
+        check_buffer(i, "sfa", s.sfa, Some(sfa_len), SCALE_ALIGN)?;
+        sfa_len
+    };
     check_buffer(i, "b", s.b, strided_len(n64, ldb, row_bytes), AB_ALIGN)?;
     let sfb_len = scale_len(s.sfb_layout, n64, k);
     check_buffer(i, "sfb", s.sfb, Some(sfb_len), SCALE_ALIGN)?;
@@ -459,7 +517,17 @@ fn regions_meet(x: &Region, y: &Region) -> bool {
     })
 }
 
-fn check_overlaps(specs: &[ProblemSpec], checked: &[Checked], counts: Option<Span>) -> Result<()> {
+fn check_overlaps(
+    specs: &[ProblemSpec],
+    checked: &[Checked],
+    counts: Option<Span>,
+    activation: Activation,
+) -> Result<()> {
+    let a_row_factor = if activation == Activation::Nvfp4 {
+        1
+    } else {
+        4
+    };
     let mut inputs = Vec::with_capacity(specs.len() * 4 + 1);
     if let Some(span) = counts {
         inputs.extend(Region::contiguous(
@@ -477,7 +545,7 @@ fn check_overlaps(specs: &[ProblemSpec], checked: &[Checked], counts: Option<Spa
             "a",
             s.a.addr,
             u64::from(c.m),
-            row_bytes,
+            row_bytes * a_row_factor,
             c.lda,
         ));
         inputs.extend(Region::contiguous(i, "sfa", s.sfa.addr, c.sfa_len));

@@ -75,6 +75,36 @@ pub const fn e2m1x8_to_f16x2_scaled(x: u32) -> [u32; 4] {
 /// Factor by which [`e2m1x8_to_f16x2_scaled`] undershoots: each value is `e2m1 * 2^-14`.
 pub const E2M1_F16_SHIFT: f32 = 16384.0;
 
+/// [`e2m1x8_to_f16x2_scaled`] for bf16 (the weights of the bf16-activation kernels): the same
+/// pairing (word `i` = code `i` low, code `i + 4` high), each half `e2m1 value * 2^-126`
+/// exactly (the magnitude bits go under bf16's lowest exponent bits; 0.5 lands on a bf16
+/// subnormal).
+#[inline(always)]
+pub const fn e2m1x8_to_bf16x2_scaled(x: u32) -> [u32; 4] {
+    // Magnitude bits (e1 e0 m) of code i sit at 4i..4i+2 and go to 6..8; sign 4i+3 to 15.
+    const MAG: u32 = 0x01C0_01C0;
+    const SIGN: u32 = 0x8000_8000;
+    [
+        ((x << 6) & MAG) | ((x << 12) & SIGN),
+        ((x << 2) & MAG) | ((x << 8) & SIGN),
+        ((x >> 2) & MAG) | ((x << 4) & SIGN),
+        ((x >> 6) & MAG) | (x & SIGN),
+    ]
+}
+
+/// The bf16-activation kernels multiply each E4M3 scale by this (exact in f32 and bf16) so
+/// that weight times scale, `e2m1 * 2^-126 * scale * 2^100`, stays a bf16 normal.
+pub const BF16_SCALE_BOOST: f32 = f32::from_bits((127 + 100) << 23);
+
+/// Factor by which a bf16 weight undershoots `e2m1 * scale`: `2^26` (`2^126 / 2^100`).
+pub const W_BF16_SHIFT: f32 = 67_108_864.0;
+
+/// Decodes a bf16 bit pattern to f32 (exact: bf16 is the top half of an f32).
+#[inline(always)]
+pub const fn bf16_bits_to_f32(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
 /// Decodes an IEEE binary16 bit pattern to f32 (exact; used by tests and the reference).
 #[inline(always)]
 pub fn f16_bits_to_f32(h: u16) -> f32 {

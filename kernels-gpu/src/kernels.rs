@@ -78,4 +78,36 @@ pub const QUANTIZE: KernelInfo = KernelInfo {
 };
 
 /// Every kernel of the crate.
-pub const KERNELS: &[KernelInfo] = &[GROUPED_GEMM_MMA, GROUPED_GEMM_WGMMA, QUANTIZE];
+pub const KERNELS: &[KernelInfo] = &[
+    GROUPED_GEMM_MMA,
+    GROUPED_GEMM_MMA_F16A,
+    GROUPED_GEMM_MMA_BF16A,
+    GROUPED_GEMM_WGMMA,
+    GROUPED_GEMM_WGMMA_F16A,
+    GROUPED_GEMM_WGMMA_BF16A,
+    QUANTIZE,
+];
+
+/// [`GROUPED_GEMM_MMA`] with fp16 activations (W4A16): same tiles and launch.
+pub const GROUPED_GEMM_MMA_F16A: KernelInfo = KernelInfo {
+    name: "nvfp4_grouped_gemm_mma_f16a",
+    ..GROUPED_GEMM_MMA
+};
+
+/// [`GROUPED_GEMM_MMA`] with bf16 activations (bf16 weights and MMAs).
+pub const GROUPED_GEMM_MMA_BF16A: KernelInfo = KernelInfo {
+    name: "nvfp4_grouped_gemm_mma_bf16a",
+    ..GROUPED_GEMM_MMA
+};
+
+/// [`GROUPED_GEMM_WGMMA`] with fp16 activations (W4A16): same tiles and launch.
+pub const GROUPED_GEMM_WGMMA_F16A: KernelInfo = KernelInfo {
+    name: "nvfp4_grouped_gemm_wgmma_f16a",
+    ..GROUPED_GEMM_WGMMA
+};
+
+/// [`GROUPED_GEMM_WGMMA`] with bf16 activations (bf16 weights and MMAs).
+pub const GROUPED_GEMM_WGMMA_BF16A: KernelInfo = KernelInfo {
+    name: "nvfp4_grouped_gemm_wgmma_bf16a",
+    ..GROUPED_GEMM_WGMMA
+};

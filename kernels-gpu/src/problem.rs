@@ -60,8 +60,24 @@ pub struct ProblemDesc {
     pub tiles_m: u32,
     /// First token row of this problem in `a`, `sfa` and `c` (see above).
     pub m_offset: u32,
-    /// Zero; keeps the size a multiple of 8.
-    pub reserved: u32,
+    /// Bit set of `FLAG_*`: how the kernels write `c` (0: fp16).
+    pub flags: u32,
+}
+
+/// [`ProblemDesc::flags`]: `c` holds bf16 instead of fp16 (kernels with 16-bit activations).
+pub const FLAG_OUT_BF16: u32 = 1;
+
+/// What the activations (`a`, the tokens) of a launch hold; one kernel per kind.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Activation {
+    /// NVFP4: FP4 E2M1 pairs with E4M3 block scales in `sfa` (the contract of DESIGN.md).
+    #[default]
+    Nvfp4 = 0,
+    /// IEEE fp16, `k` values per row (`lda` in bytes); `sfa` is not read.
+    F16 = 1,
+    /// bf16, `k` values per row (`lda` in bytes); `sfa` is not read.
+    Bf16 = 2,
 }
 
 /// Size of [`ProblemDesc`] in bytes, fixed so the PTX and the host agree.

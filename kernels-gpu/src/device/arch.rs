@@ -213,6 +213,48 @@ pub mod half {
         }
         d
     }
+    /// `fma.rn.bf16x2 d, a, b, -0.0`: the lane-wise bf16 product (exact for our operands,
+    /// subnormals included; `fma` because `mul.bf16x2` needs sm_90 and this runs from sm_80).
+    #[inline(always)]
+    pub fn mul2_bf16(a: u32, b: u32) -> u32 {
+        let d: u32;
+        unsafe {
+            asm!("fma.rn.bf16x2 {d}, {a}, {b}, {z};", d = out(reg32) d, a = in(reg32) a,
+                 b = in(reg32) b, z = in(reg32) 0x8000_8000u32,
+                 options(pure, nomem, nostack, preserves_flags));
+        }
+        d
+    }
+    /// `cvt.rn.bf16x2.f32 d, x, x`: `x` rounded to bf16 in both halves.
+    #[inline(always)]
+    pub fn f32_to_bf16x2(x: f32) -> u32 {
+        let d: u32;
+        unsafe {
+            asm!("cvt.rn.bf16x2.f32 {d}, {x}, {x};", d = out(reg32) d, x = in(reg32) x,
+                 options(pure, nomem, nostack, preserves_flags));
+        }
+        d
+    }
+    /// `cvt.rn.bf16.f32`: round to nearest even; overflow gives ±inf, NaN stays NaN.
+    #[inline(always)]
+    pub fn f32_to_bf16(x: f32) -> u16 {
+        let h: u16;
+        unsafe {
+            asm!("cvt.rn.bf16.f32 {h}, {x};", h = out(reg16) h, x = in(reg32) x,
+                 options(pure, nomem, nostack, preserves_flags));
+        }
+        h
+    }
+    /// `prmt.b32 d, a, b, sel`: byte permute of the eight bytes of `b:a`.
+    #[inline(always)]
+    pub fn prmt(a: u32, b: u32, sel: u32) -> u32 {
+        let d: u32;
+        unsafe {
+            asm!("prmt.b32 {d}, {a}, {b}, {s};", d = out(reg32) d, a = in(reg32) a,
+                 b = in(reg32) b, s = in(reg32) sel, options(pure, nomem, nostack, preserves_flags));
+        }
+        d
+    }
     /// `cvt.rn.f16.f32`: round to nearest even; overflow gives ±inf, NaN stays NaN.
     #[inline(always)]
     pub fn f32_to_f16(x: f32) -> u16 {
@@ -241,6 +283,35 @@ pub mod mma {
                  a2 = in(reg32) a[2], a3 = in(reg32) a[3], b0 = in(reg32) b0, b1 = in(reg32) b1,
                  options(pure, nomem, nostack, preserves_flags));
         }
+    }
+
+    /// `mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32`: as [`m16n8k16`] on bf16.
+    #[inline(always)]
+    pub fn m16n8k16_bf16(d: &mut [f32; 4], a: [u32; 4], b0: u32, b1: u32) {
+        unsafe {
+            asm!("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {{{d0}, {d1}, {d2}, {d3}}}, {{{a0}, {a1}, {a2}, {a3}}}, {{{b0}, {b1}}}, {{{d0}, {d1}, {d2}, {d3}}};",
+                 d0 = inout(reg32) d[0], d1 = inout(reg32) d[1], d2 = inout(reg32) d[2],
+                 d3 = inout(reg32) d[3], a0 = in(reg32) a[0], a1 = in(reg32) a[1],
+                 a2 = in(reg32) a[2], a3 = in(reg32) a[3], b0 = in(reg32) b0, b1 = in(reg32) b1,
+                 options(pure, nomem, nostack, preserves_flags));
+        }
+    }
+}
+
+/// Plain global loads (the 16-bit activations, read straight into registers).
+pub mod global {
+    use super::asm;
+
+    /// `ld.global.nc.v4.u32` (16-byte aligned; the memory is not written during the launch).
+    #[inline(always)]
+    pub unsafe fn ld_nc_v4(src: u64) -> [u32; 4] {
+        let (x, y, z, w): (u32, u32, u32, u32);
+        unsafe {
+            asm!("{{ .reg .u64 g; cvta.to.global.u64 g, {s}; ld.global.nc.v4.u32 {{{x}, {y}, {z}, {w}}}, [g]; }}",
+                 x = out(reg32) x, y = out(reg32) y, z = out(reg32) z, w = out(reg32) w,
+                 s = in(reg64) src, options(nostack, readonly, preserves_flags));
+        }
+        [x, y, z, w]
     }
 }
 
@@ -294,20 +365,25 @@ pub mod wgmma {
         }
     }
 
-    /// Defines `$name`: `wgmma.mma_async.sync.aligned.m64n$N k16.f32.f16.f16`, `d += a * B`,
+    /// Defines `$name` (`$name_bf16`): `wgmma.mma_async.sync.aligned.m64n$N k16.f32.f16.f16`
+    /// (`.bf16.bf16`), `d += a * B`,
     /// on the first N/2 of 64 accumulators (listed as positional operands). A (64 x 16) comes
     /// from registers in the `mma.m16n8k16` A layout per warp (warp w: rows 16w..16w+15), B
     /// (16 x N, K-major) from shared memory through `desc`. Asynchronous: `d` and `a` must
     /// not be touched until [`wait0`] and [`pin_acc`].
     macro_rules! wgmma_a_regs {
-        ($name:ident, $n:literal, [$first:literal $(, $rest:literal)*]) => {
-            #[doc = concat!("`wgmma.mma_async.sync.aligned.m64n", $n, "k16.f32.f16.f16` (see [`wgmma_a_regs`]).")]
+        ($name:ident, $name_bf16:ident, $n:literal, [$first:literal $(, $rest:literal)*]) => {
+            wgmma_a_regs!(@one $name, "f16", $n, [$first $(, $rest)*]);
+            wgmma_a_regs!(@one $name_bf16, "bf16", $n, [$first $(, $rest)*]);
+        };
+        (@one $name:ident, $ty:literal, $n:literal, [$first:literal $(, $rest:literal)*]) => {
+            #[doc = concat!("`wgmma.mma_async.sync.aligned.m64n", $n, "k16.f32.", $ty, ".", $ty, "` (see [`wgmma_a_regs`]).")]
             #[inline(always)]
             pub unsafe fn $name(d: &mut [f32; 64], a: &[u32; 4], desc: u64) {
                 unsafe {
                     asm!(
                         concat!(
-                            "wgmma.mma_async.sync.aligned.m64n", $n, "k16.f32.f16.f16 {{{", $first, "}"
+                            "wgmma.mma_async.sync.aligned.m64n", $n, "k16.f32.", $ty, ".", $ty, " {{{", $first, "}"
                             $(, ", {", $rest, "}")*,
                             "}}, {{{a0}, {a1}, {a2}, {a3}}}, {desc}, 1, 1, 1, 0;"
                         ),
@@ -321,11 +397,13 @@ pub mod wgmma {
     }
     wgmma_a_regs!(
         m64n32k16,
+        m64n32k16_bf16,
         32,
         [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
     );
     wgmma_a_regs!(
         m64n64k16,
+        m64n64k16_bf16,
         64,
         [
             0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
@@ -334,6 +412,7 @@ pub mod wgmma {
     );
     wgmma_a_regs!(
         m64n96k16,
+        m64n96k16_bf16,
         96,
         [
             0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
@@ -343,6 +422,7 @@ pub mod wgmma {
     );
     wgmma_a_regs!(
         m64n128k16,
+        m64n128k16_bf16,
         128,
         [
             0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,

@@ -1,8 +1,14 @@
 //! FP4 and E4M3 to fp16 in registers, as both kernels use it (the bit tricks themselves are
 //! in [`crate::fp4`], shared with the host and tested there).
 
-use super::arch::half;
-use crate::fp4::{e2m1x8_to_f16x2_scaled, e4m3_to_f16_bits_scaled};
+#[cfg(nvfp4_sm90a)]
+use super::arch::wgmma;
+use super::arch::{half, mma};
+use crate::fp4::{
+    BF16_SCALE_BOOST, E2M1_F16_SHIFT, W_BF16_SHIFT, e2m1x8_to_bf16x2_scaled,
+    e2m1x8_to_f16x2_scaled, e4m3_to_f16_bits_scaled, e4m3_to_f32,
+};
+use crate::problem::Activation;
 
 /// fp16x2 256.0: undoes the 2^-8 of [`e4m3_to_f16_bits_scaled`] (exact).
 const F16X2_256: u32 = 0x5C00_5C00;
@@ -28,12 +34,132 @@ pub fn fp4x8_scaled(x: u32, s: u32) -> [u32; 4] {
     ]
 }
 
-/// The A fragments (`mma.m16n8k16` layout, also wgmma's A from registers) of two
-/// consecutive k-steps from one thread's 8 codes of row `g` (`lo`, scale `s_lo`) and of row
-/// `g + 8` (`hi`, scale `s_hi`): step 0 takes words 0 and 1, step 1 words 2 and 3.
+/// What a kernel variant's activations are, and how its weights are dequantized and
+/// multiplied to match: NVFP4 or fp16 activations use fp16 weights and fp16 MMAs, bf16
+/// activations bf16 weights and bf16 MMAs.
+pub trait Act {
+    /// The activation kind (one kernel entry per kind).
+    const KIND: Activation;
+    /// What the epilogue multiplies the fp32 sums by (besides alpha): the factors the
+    /// dequantized operands undershoot by.
+    const SHIFT: f32;
+    /// The E4M3 scale byte `b` as a packed pair of the MMA's 16-bit type.
+    fn scale(b: u32) -> u32;
+    /// Eight FP4 codes times the packed scale `s`: four words pairing code `i` with `i + 4`.
+    fn fp4x8(x: u32, s: u32) -> [u32; 4];
+    /// `mma.sync m16n8k16` of the MMA's type: `d += a * b`.
+    fn mma(d: &mut [f32; 4], a: [u32; 4], b0: u32, b1: u32);
+    /// The wgmma of the MMA's type for 32, 64, 96 and 128 tokens.
+    #[cfg(nvfp4_sm90a)]
+    const WGMMA: [Wgmma; 4];
+}
+
+/// An asynchronous `wgmma m64nNk16` with A from registers (see `arch::wgmma`).
+#[cfg(nvfp4_sm90a)]
+pub type Wgmma = unsafe fn(&mut [f32; 64], &[u32; 4], u64);
+
+#[cfg(nvfp4_sm90a)]
+const WGMMA_F16: [Wgmma; 4] = [
+    wgmma::m64n32k16,
+    wgmma::m64n64k16,
+    wgmma::m64n96k16,
+    wgmma::m64n128k16,
+];
+
+/// NVFP4 activations (dequantized to fp16 like the weights).
+pub struct Fp4Act;
+/// fp16 activations.
+pub struct F16Act;
+/// bf16 activations.
+pub struct Bf16Act;
+
+impl Act for Fp4Act {
+    #[cfg(nvfp4_sm90a)]
+    const WGMMA: [Wgmma; 4] = WGMMA_F16;
+    const KIND: Activation = Activation::Nvfp4;
+    const SHIFT: f32 = E2M1_F16_SHIFT * E2M1_F16_SHIFT;
+    #[inline(always)]
+    fn scale(b: u32) -> u32 {
+        scale_f16x2(b)
+    }
+    #[inline(always)]
+    fn fp4x8(x: u32, s: u32) -> [u32; 4] {
+        fp4x8_scaled(x, s)
+    }
+    #[inline(always)]
+    fn mma(d: &mut [f32; 4], a: [u32; 4], b0: u32, b1: u32) {
+        mma::m16n8k16(d, a, b0, b1)
+    }
+}
+
+impl Act for F16Act {
+    #[cfg(nvfp4_sm90a)]
+    const WGMMA: [Wgmma; 4] = WGMMA_F16;
+    const KIND: Activation = Activation::F16;
+    const SHIFT: f32 = E2M1_F16_SHIFT;
+    #[inline(always)]
+    fn scale(b: u32) -> u32 {
+        scale_f16x2(b)
+    }
+    #[inline(always)]
+    fn fp4x8(x: u32, s: u32) -> [u32; 4] {
+        fp4x8_scaled(x, s)
+    }
+    #[inline(always)]
+    fn mma(d: &mut [f32; 4], a: [u32; 4], b0: u32, b1: u32) {
+        mma::m16n8k16(d, a, b0, b1)
+    }
+}
+
+impl Act for Bf16Act {
+    #[cfg(nvfp4_sm90a)]
+    const WGMMA: [Wgmma; 4] = [
+        wgmma::m64n32k16_bf16,
+        wgmma::m64n64k16_bf16,
+        wgmma::m64n96k16_bf16,
+        wgmma::m64n128k16_bf16,
+    ];
+    const KIND: Activation = Activation::Bf16;
+    const SHIFT: f32 = W_BF16_SHIFT;
+    #[inline(always)]
+    fn scale(b: u32) -> u32 {
+        // Exact: an E4M3 value has at most 4 significant bits; times 2^100 it is a bf16
+        // normal (2^91 .. 2^109); NaN codes give NaN.
+        half::f32_to_bf16x2(e4m3_to_f32(b as u8) * BF16_SCALE_BOOST)
+    }
+    #[inline(always)]
+    fn fp4x8(x: u32, s: u32) -> [u32; 4] {
+        let w = e2m1x8_to_bf16x2_scaled(x);
+        [
+            half::mul2_bf16(w[0], s),
+            half::mul2_bf16(w[1], s),
+            half::mul2_bf16(w[2], s),
+            half::mul2_bf16(w[3], s),
+        ]
+    }
+    #[inline(always)]
+    fn mma(d: &mut [f32; 4], a: [u32; 4], b0: u32, b1: u32) {
+        mma::m16n8k16_bf16(d, a, b0, b1)
+    }
+}
+
+/// [`a_fragments`] for the weights of kernel variant `A`.
 #[inline(always)]
-pub fn a_fragments(lo: u32, hi: u32, s_lo: u32, s_hi: u32) -> [[u32; 4]; 2] {
-    let lo = fp4x8_scaled(lo, s_lo);
-    let hi = fp4x8_scaled(hi, s_hi);
+pub fn a_fragments_for<A: Act>(lo: u32, hi: u32, s_lo: u32, s_hi: u32) -> [[u32; 4]; 2] {
+    let lo = A::fp4x8(lo, s_lo);
+    let hi = A::fp4x8(hi, s_hi);
     [[lo[0], hi[0], lo[1], hi[1]], [lo[2], hi[2], lo[3], hi[3]]]
+}
+
+/// Eight consecutive 16-bit activations as loaded (four words, element `2i` in the low half
+/// of word `i`, `2i + 1` in the high half) in the kernels' K order: four words pairing element `i`
+/// with element `i + 4`, as [`fp4x8_scaled`] pairs FP4 codes.
+#[inline(always)]
+pub fn pair_i_i4(v: [u32; 4]) -> [u32; 4] {
+    [
+        half::prmt(v[0], v[2], 0x5410),
+        half::prmt(v[0], v[2], 0x7632),
+        half::prmt(v[1], v[3], 0x5410),
+        half::prmt(v[1], v[3], 0x7632),
+    ]
 }

@@ -6,7 +6,7 @@
 //! chunk costs one add and one `cp.async` per copy. Copies past the operand's rows or past K
 //! are zero-filled, so padding (which may hold NaN scale codes) is never read.
 
-use super::arch::{copy, shared};
+use super::arch::{copy, global, shared};
 use crate::layout::{ScaleLayout, scale_offset};
 use crate::problem::ProblemDesc;
 use crate::tiling::CHUNK_K;
@@ -170,5 +170,95 @@ impl ScaleRow {
             }
             unsafe { shared::st_u32(dst, v) };
         }
+    }
+}
+
+/// This thread's share of the 16-bit activation loads of a tile (the W4A16 kernels): 16-byte
+/// unit `unit` (8 values of a 64-value chunk) of token rows `row0 + first + step * i`,
+/// `i < N`, read from global memory straight into registers.
+#[derive(Clone, Copy)]
+pub struct Tok16<const N: usize> {
+    src: [u64; N],
+    valid: u32, // bit i: row i exists
+    unit: u32,
+    k: u32,
+}
+
+impl<const N: usize> Tok16<N> {
+    /// Prepares the loads of rows `first + step * i` past `row0` of `op` (whose `ld` is in
+    /// bytes and whose rows hold `k` 16-bit values), unit `unit` of each chunk.
+    #[inline(always)]
+    pub fn new(op: &Operand, row0: u32, first: u32, step: u32, unit: u32) -> Self {
+        let mut src = [op.data; N];
+        let mut valid = 0;
+        for (i, s) in src.iter_mut().enumerate() {
+            let row = row0 + first + step * i as u32;
+            if row < op.rows {
+                *s = op.data + row as u64 * op.ld + (unit * 16) as u64;
+                valid |= 1 << i;
+            }
+        }
+        Self {
+            src,
+            valid,
+            unit,
+            k: op.k,
+        }
+    }
+
+    /// Chunk `chunk`'s values of each row (zeros past the rows and past K).
+    #[inline(always)]
+    pub unsafe fn fetch(&self, chunk: u32) -> [[u32; 4]; N] {
+        let in_k = chunk * CHUNK_K + self.unit * 8 < self.k;
+        let mut out = [[0u32; 4]; N];
+        for (i, o) in out.iter_mut().enumerate() {
+            if in_k && self.valid & (1 << i) != 0 {
+                *o = unsafe { global::ld_nc_v4(self.src[i] + (chunk * CHUNK_K * 2) as u64) };
+            }
+        }
+        out
+    }
+}
+
+/// The 16-bit activation loads of one token row for the Hopper kernel: `U` consecutive
+/// 16-byte units from unit `first` of each 64-value chunk.
+#[cfg_attr(not(nvfp4_sm90a), allow(dead_code))]
+#[derive(Clone, Copy)]
+pub struct Tok16Row<const U: usize> {
+    src: u64,
+    valid: bool,
+    first: u32,
+    k: u32,
+}
+
+#[cfg_attr(not(nvfp4_sm90a), allow(dead_code))]
+impl<const U: usize> Tok16Row<U> {
+    /// Prepares the loads of row `row` of `op` (16-bit values, `ld` in bytes).
+    #[inline(always)]
+    pub fn new(op: &Operand, row: u32, first: u32) -> Self {
+        let valid = row < op.rows;
+        Self {
+            src: if valid {
+                op.data + row as u64 * op.ld + (first * 16) as u64
+            } else {
+                op.data
+            },
+            valid,
+            first,
+            k: op.k,
+        }
+    }
+
+    /// Chunk `chunk`'s units (zeros past the rows and past K).
+    #[inline(always)]
+    pub unsafe fn fetch(&self, chunk: u32) -> [[u32; 4]; U] {
+        let mut out = [[0u32; 4]; U];
+        for (u, o) in out.iter_mut().enumerate() {
+            if self.valid && chunk * CHUNK_K + (self.first + u as u32) * 8 < self.k {
+                let at = self.src + (chunk * CHUNK_K * 2 + 16 * u as u32) as u64;
+                *o = unsafe { global::ld_nc_v4(at) };
+            }
+        }
+        out
     }
 }

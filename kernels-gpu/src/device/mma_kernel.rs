@@ -26,13 +26,15 @@
 //! (once per CTA, shared by the 4 warps), barrier, then each warp dequantizes its own weight
 //! rows in registers and runs 64 MMAs.
 
-use super::arch::{copy, half, mma, shared, thread};
-use super::dequant::{a_fragments, fp4x8_scaled, scale_f16x2};
-use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow};
+use super::arch::{copy, half, shared, thread};
+use super::dequant::{
+    Act, Bf16Act, F16Act, Fp4Act, a_fragments_for, fp4x8_scaled, pair_i_i4, scale_f16x2,
+};
+use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow, Tok16};
 use super::sched::{TileFn, for_each_tile};
-use crate::fp4::E2M1_F16_SHIFT;
-use crate::problem::ProblemDesc;
+use crate::problem::{Activation, FLAG_OUT_BF16, ProblemDesc};
 use crate::tiling::{CHUNK_K, SCHED_SMEM_BYTES, STAGES, THREADS, TILE_M, TILE_N};
+use core::marker::PhantomData;
 
 /// Repeats `$body` with `$i` bound to each listed constant, so indices into register arrays
 /// are compile-time constants (LLVM does not always unroll, and a run-time index sends the
@@ -110,39 +112,102 @@ pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_mma(
             THREADS,
             TILE_N,
             TILE_M,
-            &mut Tiles { smem },
+            &mut Tiles::<Fp4Act>(smem, PhantomData),
         );
     }
 }
 
-/// The kernel's tile work for the scheduler.
-struct Tiles {
-    smem: u32,
+/// The portable kernel with fp16 activations (W4A16): as [`nvfp4_grouped_gemm_mma`], but each
+/// problem's `a` holds `m` rows of `k` fp16 values (`lda` bytes apart, 16-byte aligned) and
+/// `sfa` is not read; `c` is fp16 or, with [`FLAG_OUT_BF16`], bf16.
+///
+/// # Safety
+/// As [`nvfp4_grouped_gemm_mma`], with the host validating `a` for 16-bit rows.
+#[unsafe(no_mangle)]
+pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_mma_f16a(
+    table: *const ProblemDesc,
+    num_problems: u32,
+    total_tiles: u32,
+    counts: *const u32,
+    mode: u32,
+) {
+    unsafe { run::<F16Act>(table, num_problems, total_tiles, counts, mode) }
 }
 
-impl TileFn for Tiles {
+/// [`nvfp4_grouped_gemm_mma_f16a`] with bf16 activations (bf16 weights and MMAs).
+///
+/// # Safety
+/// As [`nvfp4_grouped_gemm_mma_f16a`].
+#[unsafe(no_mangle)]
+pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_mma_bf16a(
+    table: *const ProblemDesc,
+    num_problems: u32,
+    total_tiles: u32,
+    counts: *const u32,
+    mode: u32,
+) {
+    unsafe { run::<Bf16Act>(table, num_problems, total_tiles, counts, mode) }
+}
+
+/// The persistent loop of the 16-bit-activation entries.
+#[inline(always)]
+unsafe fn run<A: Act>(
+    table: *const ProblemDesc,
+    num_problems: u32,
+    total_tiles: u32,
+    counts: *const u32,
+    mode: u32,
+) {
+    let smem = unsafe { smem_base() };
+    unsafe {
+        for_each_tile(
+            table,
+            num_problems,
+            total_tiles,
+            counts,
+            mode,
+            smem + SCHED,
+            THREADS,
+            TILE_N,
+            TILE_M,
+            &mut Tiles::<A>(smem, PhantomData),
+        );
+    }
+}
+
+/// The kernel's tile work for the scheduler, for activations `A`.
+struct Tiles<A>(u32, PhantomData<A>);
+
+impl<A: Act> TileFn for Tiles<A> {
     #[inline(always)]
     unsafe fn tile(&mut self, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32) {
-        unsafe { gemm_tile(self.smem, desc, m_end, n0, m0) }
+        unsafe { gemm_tile::<A>(self.0, desc, m_end, n0, m0) }
     }
 }
 
-/// Computes and stores one `TILE_N x TILE_M` tile of `C^T` (weights x tokens): full tiles
-/// (all `TILE_M` tokens present, the common case) and partial ones are compiled separately.
-/// One predicate per n8 block in the full case made ptxas serialise the blocks' MMAs (25%
-/// slower on an H200, PERF.md run 21).
+/// Computes and stores one `TILE_N x TILE_M` tile of `C^T` (weights x tokens), with 8, 4 or
+/// 1 n8 blocks of tokens (tiles of more than 32, 9 to 32, and at most 8 tokens) compiled
+/// separately, none of them predicated: tokens past the tile's count are zero (zero-filled
+/// copies), their MMAs harmless and their outputs not stored. A run-time predicate per n8
+/// block made ptxas serialise the blocks' MMAs (25% slower on an H200, PERF.md runs 21, 28).
 #[inline(always)]
-unsafe fn gemm_tile(smem: u32, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32) {
-    if m_end - m0 >= TILE_M {
-        unsafe { gemm_tile_impl::<true>(smem, desc, m_end, n0, m0) }
+unsafe fn gemm_tile<A: Act>(smem: u32, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32) {
+    let m_rem = m_end - m0;
+    if m_rem > 32 {
+        unsafe { gemm_tile_impl::<8, A>(smem, desc, m_end, n0, m0) }
+    } else if m_rem > 8 {
+        unsafe { gemm_tile_impl::<4, A>(smem, desc, m_end, n0, m0) }
     } else {
-        unsafe { gemm_tile_impl::<false>(smem, desc, m_end, n0, m0) }
+        unsafe { gemm_tile_impl::<1, A>(smem, desc, m_end, n0, m0) }
     }
 }
 
-/// [`gemm_tile`] for a full (`FULL`: `m_end - m0 >= TILE_M`) or partial token tile.
+/// [`gemm_tile`] with `NB` n8 blocks of tokens (`8 * NB` at least the tile's tokens), and
+/// activations `A`: NVFP4 tokens come through the cp.async stages and are dequantized into
+/// the fp16 token tile; 16-bit tokens are loaded from global memory into registers one chunk
+/// ahead (during this chunk's MMAs) and stored into the tile in the same K order.
 #[inline(always)]
-unsafe fn gemm_tile_impl<const FULL: bool>(
+unsafe fn gemm_tile_impl<const NB: u32, A: Act>(
     smem: u32,
     desc: *const ProblemDesc,
     m_end: u32,
@@ -171,15 +236,20 @@ unsafe fn gemm_tile_impl<const FULL: bool>(
     let t_rows = Fp4Rows::<2>::new(&tokens, m0, row_q, 32, unit);
     let w_scales = ScaleRow::new(&weights, n0 + tid);
     let t_scales = ScaleRow::new(&tokens, m0 + tid);
+    let a16 = A::KIND != Activation::Nvfp4;
+    // 16-bit tokens: rows tid / 8 + 16 i, 16-byte unit tid % 8 (dequant_tokens' jobs).
+    let t16 = Tok16::<4>::new(&tokens, m0, tid / 8, 16, tid % 8);
     let issue = |chunk: u32, stage: u32| {
         let base = smem + stage * STAGE_BYTES;
         let tid = thread::tid_fresh();
         let row_q = tid / 4;
         unsafe {
             w_rows.issue(chunk, base + W_RAW + row_q * ROW_BYTES, 32 * ROW_BYTES);
-            t_rows.issue(chunk, base + T_RAW + row_q * ROW_BYTES, 32 * ROW_BYTES);
+            if !a16 {
+                t_rows.issue(chunk, base + T_RAW + row_q * ROW_BYTES, 32 * ROW_BYTES);
+            }
             w_scales.issue(chunk, base + W_SF + tid * ROW_SCALES);
-            if tid < TILE_M {
+            if !a16 && tid < TILE_M {
                 t_scales.issue(chunk, base + T_SF + tid * ROW_SCALES);
             }
         }
@@ -194,10 +264,14 @@ unsafe fn gemm_tile_impl<const FULL: bool>(
     }
 
     // Prologue: chunk 0's tokens into token buffer 0.
-    unsafe {
-        copy::wait::<{ STAGES - 2 }>();
-        thread::sync_cta();
-        dequant_tokens(smem, smem + TOK_F16, tid);
+    if a16 {
+        unsafe { store_tokens16(t16.fetch(0), smem + TOK_F16, tid) };
+    } else {
+        unsafe {
+            copy::wait::<{ STAGES - 2 }>();
+            thread::sync_cta();
+            dequant_tokens(smem, smem + TOK_F16, tid);
+        }
     }
 
     // Per chunk c, one barrier: this CTA's warps dequantize chunk c + 1's tokens into the
@@ -217,10 +291,16 @@ unsafe fn gemm_tile_impl<const FULL: bool>(
         unsafe { copy::commit() };
         let stage = smem + (chunk % STAGES) * STAGE_BYTES;
         let tok = smem + TOK_F16 + (chunk % 2) * TOK_BUF_BYTES;
+        let mut ahead16 = [[0u32; 4]; 4];
         if chunk + 1 < chunks {
-            let next = smem + ((chunk + 1) % STAGES) * STAGE_BYTES;
-            let buf = smem + TOK_F16 + ((chunk + 1) % 2) * TOK_BUF_BYTES;
-            unsafe { dequant_tokens(next, buf, thread::tid_fresh()) };
+            if a16 {
+                // In flight during this chunk's MMAs; stored after them.
+                ahead16 = unsafe { t16.fetch(chunk + 1) };
+            } else {
+                let next = smem + ((chunk + 1) % STAGES) * STAGE_BYTES;
+                let buf = smem + TOK_F16 + ((chunk + 1) % 2) * TOK_BUF_BYTES;
+                unsafe { dequant_tokens(next, buf, thread::tid_fresh()) };
+            }
         }
 
         // Weights: this thread's 4 rows (2 m16 tiles x rows g, g+8), scale block t.
@@ -231,34 +311,39 @@ unsafe fn gemm_tile_impl<const FULL: bool>(
                 let row = warp * 32 + mt as u32 * 16 + half_row as u32 * 8 + g;
                 raw[mt][half_row] = unsafe { shared::ld_v2(stage + W_RAW + row * ROW_BYTES + t * 8) };
                 sf[mt][half_row] =
-                    scale_f16x2(unsafe { shared::ld_u8(stage + W_SF + row * ROW_SCALES + t) });
+                    A::scale(unsafe { shared::ld_u8(stage + W_SF + row * ROW_SCALES + t) });
             });
         });
         unroll!(h in [0, 1] {
             // A fragments of k-steps 2h (words 0, 1) and 2h + 1 (words 2, 3).
             let mut a = [[[0u32; 4]; 2]; 2]; // [mt][step]
             unroll!(mt in [0, 1] {
-                a[mt] = a_fragments(raw[mt][0][h], raw[mt][1][h], sf[mt][0], sf[mt][1]);
+                a[mt] = a_fragments_for::<A>(raw[mt][0][h], raw[mt][1][h], sf[mt][0], sf[mt][1]);
             });
-            // The n8 blocks of tokens below the tile's token count: all eight in a full tile,
-            // with no predicate at all (FULL), so that ptxas interleaves the blocks' MMAs.
+            // The first NB n8 blocks of tokens, with no run-time predicate, so that ptxas
+            // interleaves the blocks' MMAs.
             unroll!(j in [0, 1, 2, 3, 4, 5, 6, 7] {
-                if FULL || (j as u32) * 8 < m_rem {
+                if (j as u32) < NB {
                     let row = j as u32 * 8 + g;
                     let slot = (2 * t + h as u32) ^ (row & 1);
                     let b = unsafe { shared::ld_v4(tok + row * TOK_ROW_BYTES + slot * 16) };
                     // k-step outer: consecutive MMAs write different accumulators.
                     unroll!(e in [0, 1] {
                         unroll!(mt in [0, 1] {
-                            mma::m16n8k16(&mut acc[mt][j], a[mt][e], b[2 * e], b[2 * e + 1]);
+                            A::mma(&mut acc[mt][j], a[mt][e], b[2 * e], b[2 * e + 1]);
                         });
                     });
                 }
             });
         });
+        if a16 && chunk + 1 < chunks {
+            let buf = smem + TOK_F16 + ((chunk + 1) % 2) * TOK_BUF_BYTES;
+            unsafe { store_tokens16(ahead16, buf, thread::tid_fresh()) };
+        }
     }
 
-    // Epilogue: C[m][n] = fp16(acc * alpha * 2^28); acc[mt][j] = (rows g, g+8) x (tokens 2t, 2t+1).
+    // Epilogue: C[m][n] = fp16(acc * alpha * SHIFT) (bf16 where asked, 16-bit activations);
+    // acc[mt][j] = (rows g, g+8) x (tokens 2t, 2t+1).
     let (alpha, c, ldc) = unsafe {
         (
             core::ptr::read_volatile(&raw const (*desc).alpha),
@@ -266,7 +351,10 @@ unsafe fn gemm_tile_impl<const FULL: bool>(
             core::ptr::read_volatile(&raw const (*desc).ldc),
         )
     };
-    let factor = alpha * (E2M1_F16_SHIFT * E2M1_F16_SHIFT);
+    // NVFP4 activations: fp16 out (the flags are not read).
+    let bf16_out =
+        a16 && unsafe { core::ptr::read_volatile(&raw const (*desc).flags) } & FLAG_OUT_BF16 != 0;
+    let factor = alpha * A::SHIFT;
     unroll!(mt in [0, 1] {
         unroll!(half_row in [0, 1] {
             let n = n0 + warp * 32 + mt as u32 * 16 + half_row as u32 * 8 + g;
@@ -274,10 +362,15 @@ unsafe fn gemm_tile_impl<const FULL: bool>(
                 unroll!(j in [0, 1, 2, 3, 4, 5, 6, 7] {
                     unroll!(e in [0, 1] {
                         let m = j as u32 * 8 + 2 * t + e as u32;
-                        if m < m_rem {
+                        if (j as u32) < NB && m < m_rem {
                             let v = acc[mt][j][half_row * 2 + e] * factor;
                             let idx = (m0 + m) as u64 * ldc + n as u64;
-                            unsafe { c.add(idx as usize).write(half::f32_to_f16(v)) };
+                            let out = if bf16_out {
+                                half::f32_to_bf16(v)
+                            } else {
+                                half::f32_to_f16(v)
+                            };
+                            unsafe { c.add(idx as usize).write(out) };
                         }
                     });
                 });
@@ -302,4 +395,18 @@ unsafe fn dequant_tokens(stage: u32, buf: u32, tid: u32) {
         let v = fp4x8_scaled(x, sf);
         unsafe { shared::st_v4(buf + row * TOK_ROW_BYTES + (grp ^ (row & 1)) * 16, v) };
     }
+}
+
+/// Stores one chunk's 16-bit tokens (this thread's four 16-byte units, from
+/// [`Tok16::fetch`]) into the token buffer at `buf` in the layout [`dequant_tokens`] writes:
+/// row `tid / 8 + 16 i`, slot `(tid % 8) ^ (row & 1)`, values paired `i` with `i + 4`.
+#[inline(always)]
+unsafe fn store_tokens16(v: [[u32; 4]; 4], buf: u32, tid: u32) {
+    // (An index loop: `into_iter` on the array kept it in local memory.)
+    unroll!(i in [0, 1, 2, 3] {
+        let row = tid / 8 + 16 * i as u32;
+        let grp = tid % 8;
+        let slot = buf + row * TOK_ROW_BYTES + (grp ^ (row & 1)) * 16;
+        unsafe { shared::st_v4(slot, pair_i_i4(v[i])) };
+    });
 }

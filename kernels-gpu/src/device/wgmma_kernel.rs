@@ -19,13 +19,15 @@
 //! core (group, kc) at `group * 1024 + kc * 128`, so LBO = 128 and SBO = 1024.
 
 use super::arch::{copy, dyn_smem_base, half, shared, thread, wgmma};
-use super::dequant::{a_fragments, fp4x8_scaled, scale_f16x2};
-use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow};
+use super::dequant::{
+    Act, Bf16Act, F16Act, Fp4Act, a_fragments_for, fp4x8_scaled, pair_i_i4, scale_f16x2,
+};
+use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow, Tok16Row};
 use super::sched::{TileFn, for_each_tile};
-use crate::fp4::E2M1_F16_SHIFT;
-use crate::problem::ProblemDesc;
+use crate::problem::{Activation, FLAG_OUT_BF16, ProblemDesc};
 use crate::tiling::CHUNK_K;
 use crate::tiling::wgmma::{STAGES, THREADS, TILE_M, TILE_N};
+use core::marker::PhantomData;
 
 macro_rules! unroll {
     ($i:ident in [$($v:literal),*] $body:block) => { $( { let $i: usize = $v; $body } )* };
@@ -77,25 +79,84 @@ pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_wgmma(
             THREADS,
             TILE_N,
             TILE_M,
-            &mut Tiles { smem },
+            &mut Tiles::<Fp4Act>(smem, PhantomData),
         );
     }
 }
 
-/// The kernel's tile work for the scheduler.
-struct Tiles {
-    smem: u32,
+/// The Hopper kernel with fp16 activations (W4A16): as [`nvfp4_grouped_gemm_wgmma`], but each
+/// problem's `a` holds `m` rows of `k` fp16 values (`lda` bytes apart, 16-byte aligned) and
+/// `sfa` is not read; `c` is fp16 or, with `FLAG_OUT_BF16`, bf16.
+///
+/// # Safety
+/// As [`nvfp4_grouped_gemm_wgmma`], with the host validating `a` for 16-bit rows.
+#[unsafe(no_mangle)]
+pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_wgmma_f16a(
+    table: *const ProblemDesc,
+    num_problems: u32,
+    total_tiles: u32,
+    counts: *const u32,
+    mode: u32,
+) {
+    unsafe { run::<F16Act>(table, num_problems, total_tiles, counts, mode) }
 }
 
-impl TileFn for Tiles {
-    #[inline(always)]
-    unsafe fn tile(&mut self, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32) {
-        unsafe { gemm_tile(self.smem, desc, m_end, n0, m0) }
+/// [`nvfp4_grouped_gemm_wgmma_f16a`] with bf16 activations (bf16 weights and wgmmas).
+///
+/// # Safety
+/// As [`nvfp4_grouped_gemm_wgmma_f16a`].
+#[unsafe(no_mangle)]
+pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_wgmma_bf16a(
+    table: *const ProblemDesc,
+    num_problems: u32,
+    total_tiles: u32,
+    counts: *const u32,
+    mode: u32,
+) {
+    unsafe { run::<Bf16Act>(table, num_problems, total_tiles, counts, mode) }
+}
+
+/// The persistent loop of the 16-bit-activation entries.
+#[inline(always)]
+unsafe fn run<A: Act>(
+    table: *const ProblemDesc,
+    num_problems: u32,
+    total_tiles: u32,
+    counts: *const u32,
+    mode: u32,
+) {
+    let smem = unsafe { dyn_smem_base() };
+    unsafe {
+        for_each_tile(
+            table,
+            num_problems,
+            total_tiles,
+            counts,
+            mode,
+            smem + TOK_F16 + 2 * TOK_BUF_BYTES,
+            THREADS,
+            TILE_N,
+            TILE_M,
+            &mut Tiles::<A>(smem, PhantomData),
+        );
     }
 }
 
+/// The kernel's tile work for the scheduler, for activations `A`.
+struct Tiles<A>(u32, PhantomData<A>);
+
+impl<A: Act> TileFn for Tiles<A> {
+    #[inline(always)]
+    unsafe fn tile(&mut self, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32) {
+        unsafe { gemm_tile::<A>(self.0, desc, m_end, n0, m0) }
+    }
+}
+
+/// One 128 x 128 tile for activations `A`: NVFP4 tokens come through the cp.async stages
+/// and are dequantized into the fp16 token tile; 16-bit tokens are loaded from global memory
+/// while the previous chunk's wgmmas run and stored into the tile in the same K order.
 #[inline(always)]
-unsafe fn gemm_tile(smem: u32, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32) {
+unsafe fn gemm_tile<A: Act>(smem: u32, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32) {
     // Only the main loop's fields are read here; the epilogue reads its own after the loop
     // (the memory-clobbering asm in between keeps them from being hoisted), which keeps
     // c, ldc and alpha out of registers during the loop.
@@ -121,15 +182,22 @@ unsafe fn gemm_tile(smem: u32, desc: *const ProblemDesc, m_end: u32, n0: u32, m0
     } else {
         ScaleRow::new(&tokens, m0 + tid - TILE_N)
     };
+    let a16 = A::KIND != Activation::Nvfp4;
+    // 16-bit tokens: row tid / 2, units 4 (tid % 2) .. + 4 (dequant_tokens' blocks).
+    let t16 = Tok16Row::<4>::new(&tokens, m0 + tid / 2, 4 * (tid % 2));
     let issue = |chunk: u32, stage: u32| {
         let base = smem + stage * STAGE_BYTES;
         let tid = thread::tid_fresh();
         let row_q = tid / 4;
         unsafe {
             w_rows.issue(chunk, base + W_RAW + row_q * ROW_BYTES, 64 * ROW_BYTES);
-            t_rows.issue(chunk, base + T_RAW + row_q * ROW_BYTES, 64 * ROW_BYTES);
+            if !a16 {
+                t_rows.issue(chunk, base + T_RAW + row_q * ROW_BYTES, 64 * ROW_BYTES);
+            }
             // W_SF and T_SF are adjacent: thread tid's scale row is at W_SF + tid * 4.
-            scales.issue(chunk, base + W_SF + tid * ROW_SCALES);
+            if !a16 || tid < TILE_N {
+                scales.issue(chunk, base + W_SF + tid * ROW_SCALES);
+            }
         }
     };
 
@@ -146,10 +214,14 @@ unsafe fn gemm_tile(smem: u32, desc: *const ProblemDesc, m_end: u32, n0: u32, m0
     let subtiles = m_rem.min(TILE_M).div_ceil(32);
 
     // Prologue: chunk 0's tokens into token buffer 0.
-    unsafe {
-        copy::wait::<{ STAGES - 2 }>();
-        thread::sync_cta();
-        dequant_tokens(smem, smem + TOK_F16, tid);
+    if a16 {
+        unsafe { store_tokens16(t16.fetch(0), smem + TOK_F16, tid) };
+    } else {
+        unsafe {
+            copy::wait::<{ STAGES - 2 }>();
+            thread::sync_cta();
+            dequant_tokens(smem, smem + TOK_F16, tid);
+        }
     }
 
     // Per chunk c, one barrier: the MMAs of chunk c run asynchronously while this warpgroup
@@ -168,16 +240,22 @@ unsafe fn gemm_tile(smem: u32, desc: *const ProblemDesc, m_end: u32, n0: u32, m0
         }
         unsafe { copy::commit() };
         let stage = smem + (chunk % STAGES) * STAGE_BYTES;
+        // 16-bit tokens of chunk c + 1: loads issued now, in flight during the weights'
+        // dequantization and this chunk's wgmmas, stored after them.
+        let ahead16 = if a16 && chunk + 1 < chunks {
+            unsafe { t16.fetch(chunk + 1) }
+        } else {
+            [[0u32; 4]; 4]
+        };
 
         // Weights: rows wrow and wrow + 8, scale block t, both halves of the block.
         let lo_raw = unsafe { shared::ld_v2(stage + W_RAW + wrow * ROW_BYTES + t * 8) };
         let hi_raw = unsafe { shared::ld_v2(stage + W_RAW + (wrow + 8) * ROW_BYTES + t * 8) };
-        let s_lo = scale_f16x2(unsafe { shared::ld_u8(stage + W_SF + wrow * ROW_SCALES + t) });
-        let s_hi =
-            scale_f16x2(unsafe { shared::ld_u8(stage + W_SF + (wrow + 8) * ROW_SCALES + t) });
+        let s_lo = A::scale(unsafe { shared::ld_u8(stage + W_SF + wrow * ROW_SCALES + t) });
+        let s_hi = A::scale(unsafe { shared::ld_u8(stage + W_SF + (wrow + 8) * ROW_SCALES + t) });
         let mut a = [[0u32; 4]; 4]; // [k-step][reg]
         unroll!(h in [0, 1] {
-            let [s0, s1] = a_fragments(lo_raw[h], hi_raw[h], s_lo, s_hi);
+            let [s0, s1] = a_fragments_for::<A>(lo_raw[h], hi_raw[h], s_lo, s_hi);
             a[2 * h] = s0;
             a[2 * h + 1] = s1;
         });
@@ -185,15 +263,19 @@ unsafe fn gemm_tile(smem: u32, desc: *const ProblemDesc, m_end: u32, n0: u32, m0
         // One wgmma per k-step, as wide as the tile's tokens (a branch between wgmmas would
         // make ptxas serialise them, C7519).
         match subtiles {
-            1 => unsafe { issue_mma(&mut acc, &a, tok, wgmma::m64n32k16) },
-            2 => unsafe { issue_mma(&mut acc, &a, tok, wgmma::m64n64k16) },
-            3 => unsafe { issue_mma(&mut acc, &a, tok, wgmma::m64n96k16) },
-            _ => unsafe { issue_mma(&mut acc, &a, tok, wgmma::m64n128k16) },
+            1 => unsafe { issue_mma(&mut acc, &a, tok, A::WGMMA[0]) },
+            2 => unsafe { issue_mma(&mut acc, &a, tok, A::WGMMA[1]) },
+            3 => unsafe { issue_mma(&mut acc, &a, tok, A::WGMMA[2]) },
+            _ => unsafe { issue_mma(&mut acc, &a, tok, A::WGMMA[3]) },
         }
         if chunk + 1 < chunks {
             let next = smem + ((chunk + 1) % STAGES) * STAGE_BYTES;
             let buf = smem + TOK_F16 + ((chunk + 1) % 2) * TOK_BUF_BYTES;
-            unsafe { dequant_tokens(next, buf, tid) };
+            if a16 {
+                unsafe { store_tokens16(ahead16, buf, tid) };
+            } else {
+                unsafe { dequant_tokens(next, buf, tid) };
+            }
         }
         unsafe {
             wgmma::wait0(&a);
@@ -209,7 +291,10 @@ unsafe fn gemm_tile(smem: u32, desc: *const ProblemDesc, m_end: u32, n0: u32, m0
             core::ptr::read_volatile(&raw const (*desc).ldc),
         )
     };
-    let factor = alpha * (E2M1_F16_SHIFT * E2M1_F16_SHIFT);
+    // NVFP4 activations: fp16 out (the flags are not read).
+    let bf16_out =
+        a16 && unsafe { core::ptr::read_volatile(&raw const (*desc).flags) } & FLAG_OUT_BF16 != 0;
+    let factor = alpha * A::SHIFT;
     unroll!(half_row in [0, 1] {
         let n = n0 + wrow + half_row as u32 * 8;
         if n < d.n {
@@ -220,7 +305,12 @@ unsafe fn gemm_tile(smem: u32, desc: *const ProblemDesc, m_end: u32, n0: u32, m0
                         if m < m_rem && m < TILE_M {
                             let v = acc[16 * i + 4 * j + 2 * half_row + e] * factor;
                             let idx = (m0 + m) as u64 * ldc + n as u64;
-                            unsafe { c.add(idx as usize).write(half::f32_to_f16(v)) };
+                            let out = if bf16_out {
+                                half::f32_to_bf16(v)
+                            } else {
+                                half::f32_to_f16(v)
+                            };
+                            unsafe { c.add(idx as usize).write(out) };
                         }
                     });
                 });
@@ -266,6 +356,30 @@ unsafe fn dequant_tokens(stage: u32, buf: u32, tid: u32) {
     unroll!(b in [0, 1] {
         unroll!(h in [0, 1] {
             w[b][h] = fp4x8_scaled(raw[2 * b + h], sf[b]);
+        });
+    });
+    let base = buf + (row / 8) * TOK_GROUP_BYTES + (row % 8) * 16 + p * 8;
+    unroll!(h in [0, 1] {
+        unroll!(i in [0, 1, 2, 3] {
+            let kc = 2 * (2 * h as u32 + (i as u32) / 2) + (i as u32) % 2;
+            unsafe { shared::st_v2(base + kc * 128, [w[0][h][i], w[1][h][i]]) };
+        });
+    });
+    unsafe { wgmma::fence_proxy_async_shared() };
+}
+
+/// Stores one chunk's 16-bit tokens of this thread (row `tid / 2`, units `4 (tid % 2) ..`,
+/// from [`Tok16Row::fetch`]) into the token buffer at `buf` where [`dequant_tokens`] puts the
+/// same K positions, then fences for wgmma's reads like it.
+#[inline(always)]
+unsafe fn store_tokens16(v: [[u32; 4]; 4], buf: u32, tid: u32) {
+    let row = tid / 2;
+    let p = tid % 2;
+    // v[2b + h]: block 2p + b, half h.
+    let mut w = [[[0u32; 4]; 2]; 2]; // [b][h][word]
+    unroll!(b in [0, 1] {
+        unroll!(h in [0, 1] {
+            w[b][h] = pair_i_i4(v[2 * b + h]);
         });
     });
     let base = buf + (row / 8) * TOK_GROUP_BYTES + (row % 8) * 16 + p * 8;
