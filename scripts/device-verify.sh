@@ -52,7 +52,7 @@ if [[ $what == all || $what == tests ]]; then
     NVFP4_BIN=$bin/nvfp4 run "test-$(basename "$t")" "$t" --include-ignored --test-threads=1 "${multi[@]}"
   done
   # The GPU tests again on the portable path (the default above is the device's best path).
-  for t in $bin/tests/test-gpu $bin/tests/test-properties $bin/tests/test-offsets $bin/tests/test-reliability $bin/tests/test-device_fault $bin/tests/test-moe $bin/tests/test-quant; do
+  for t in $bin/tests/test-gpu $bin/tests/test-properties $bin/tests/test-offsets $bin/tests/test-reliability $bin/tests/test-device_fault $bin/tests/test-moe $bin/tests/test-quant $bin/tests/test-w4a16; do
     [ -x "$t" ] || continue
     NVFP4_PATH=portable run "test-$(basename "$t")-portable" "$t" --ignored --test-threads=1 "${multi[@]}"
   done
@@ -71,13 +71,13 @@ if [[ $what == all || $what == sanitize ]]; then
   # mode (sanitize-offsets) because racecheck needs minutes on it.
   for path in ${SANITIZE_PATHS:-auto portable}; do
     for tool in ${SANITIZE_TOOLS:-memcheck racecheck synccheck initcheck}; do
-      for t in gpu moe reliability properties quant; do
+      for t in gpu moe reliability properties quant w4a16; do
         exe=$bin/tests/test-$t
         [ -x "$exe" ] || continue
         NVFP4_PATH=$path run "$tool-$path-$t" timeout ${SANITIZE_TIMEOUT:-240} compute-sanitizer \
           --tool $tool --error-exitcode 1 "$exe" --ignored --test-threads=1 \
           --skip gpu_mode_benchmarks --skip benchmark_shape --skip multi_gpu \
-          --skip gpu_large_tensor
+          --skip gpu_large_tensor --skip gpu_mode_benchmark_shapes
       done
     done
   done

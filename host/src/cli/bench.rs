@@ -15,7 +15,7 @@ use nvfp4::r#gen::{self, Distribution};
 use nvfp4::reference::{self, Tolerance};
 use nvfp4::shapes::GroupShape;
 use nvfp4::validate::{ProblemSpec, Span};
-use nvfp4::{GroupedGemm, HostProblem, ScaleLayout, f16};
+use nvfp4::{Activation, GemmTypes, GroupedGemm, HostProblem, OutputType, ScaleLayout, f16};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -67,6 +67,9 @@ struct GpuRow {
     grid: u32,
     ours: Stats,
     ours_check: ErrorSummary,
+    /// The W4A16 kernels on the same problems with A dequantized to fp16 / bf16 (same values,
+    /// same reference): fp16 activations first, then bf16.
+    w4a16: Vec<(Activation, Stats, ErrorSummary)>,
     cublas: Option<(Stats, ErrorSummary)>,
 }
 
@@ -300,6 +303,39 @@ fn bench_shape_gpu(
             || Ok(gemm.launch(stream, &plan)?),
         )?
     };
+    // W4A16: the same problems with A as 16-bit values (exactly the dequantized FP4 A), so the
+    // same reference checks them.
+    progress.step(format!("{label}: W4A16 (fp16 and bf16 activations)..."));
+    dev.upload_a16(stream, &host)?;
+    let mut w4a16 = Vec::new();
+    for activation in [Activation::F16, Activation::Bf16] {
+        let types = GemmTypes {
+            activation,
+            output: OutputType::F16,
+        };
+        dev.poison(stream)?;
+        {
+            let problems = dev.problems_a16(activation);
+            gemm.run_typed(stream, &problems, types)?;
+        }
+        let got = dev.download(stream)?;
+        let check = check_group(&got, &exp, k_max, true);
+        drop(got);
+        let stats = {
+            let problems = dev.problems_a16(activation);
+            let plan = gemm.plan_typed(stream, &problems, types)?;
+            for _ in 0..WARMUP {
+                gemm.launch(stream, &plan)?;
+            }
+            gpu::time_events(
+                stream,
+                flush,
+                opts.iters,
+                || Ok(gemm.launch(stream, &plan)?),
+            )?
+        };
+        w4a16.push((activation, stats, check));
+    }
     drop(dev);
 
     let cublas = match blas {
@@ -326,8 +362,18 @@ fn bench_shape_gpu(
         grid,
         ours,
         ours_check,
+        w4a16,
         cublas,
     })
+}
+
+/// Short name of an activation kind for tables and JSON keys.
+fn act_name(a: Activation) -> &'static str {
+    match a {
+        Activation::Nvfp4 => "nvfp4",
+        Activation::F16 => "f16",
+        Activation::Bf16 => "bf16",
+    }
 }
 
 fn print_gpu_tables(rows: &[GpuRow], rate: Option<&Fp16Rate>) {
@@ -344,9 +390,20 @@ fn print_gpu_tables(rows: &[GpuRow], rate: Option<&Fp16Rate>) {
         "x floor",
         "cuBLAS us",
         "speedup",
+        "W4A16 f16 us",
+        "W4A16 bf16 us",
     ])
     .left_columns(2);
     for r in rows {
+        let w = |a: Activation| {
+            fmt_opt(
+                r.w4a16
+                    .iter()
+                    .find(|(x, _, _)| *x == a)
+                    .map(|(_, s, _)| s.median),
+                1,
+            )
+        };
         t.row(vec![
             r.shape.name.clone(),
             describe(&r.shape.problems),
@@ -360,6 +417,8 @@ fn print_gpu_tables(rows: &[GpuRow], rate: Option<&Fp16Rate>) {
             fmt_opt(r.ratio_to_floor(rate), 2),
             fmt_opt(r.cublas.as_ref().map(|(s, _)| s.median), 1),
             fmt_opt(r.speedup(), 2),
+            w(Activation::F16),
+            w(Activation::Bf16),
         ]);
     }
     println!("\ntiming (median over iterations, CUDA events, L2 flushed):");
@@ -394,6 +453,9 @@ fn print_gpu_tables(rows: &[GpuRow], rate: Option<&Fp16Rate>) {
             ]);
         };
         line("ours", &r.ours_check, true);
+        for (a, _, s) in &r.w4a16 {
+            line(&format!("W4A16 {}", act_name(*a)), s, true);
+        }
         if let Some((_, s)) = &r.cublas {
             line("cuBLAS", s, false);
         }
@@ -431,6 +493,19 @@ fn gpu_row_json(r: &GpuRow, rate: Option<&Fp16Rate>) -> Json {
             },
         ),
         ("speedup_vs_cublas", Json::opt_num(r.speedup())),
+        (
+            "w4a16",
+            Json::obj(r.w4a16.iter().map(|(a, s, c)| {
+                (
+                    act_name(*a),
+                    Json::obj([
+                        ("us", s.json()),
+                        ("tflops", Json::Num(r.tflops(s.median))),
+                        ("check", c.json()),
+                    ]),
+                )
+            })),
+        ),
     ])
 }
 

@@ -2,6 +2,7 @@
 //! flush, and the cuBLAS fp16 baseline.
 
 use super::util::Stats;
+use half::bf16;
 use nvfp4::cudarc::cublas::sys::cublasOperation_t;
 use nvfp4::cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
 use nvfp4::cudarc::driver::sys::CUevent_flags;
@@ -39,6 +40,10 @@ fn upload<T: nvfp4::cudarc::driver::DeviceRepr>(
 /// One group's operands on the device, ready to be described as [`Problem`]s.
 pub struct DeviceGroup {
     host: Vec<HostShape>,
+    /// A dequantized to fp16 and to bf16 (exact in both), for the W4A16 kernels; empty until
+    /// [`DeviceGroup::upload_a16`].
+    a_f16: Vec<Option<CudaSlice<f16>>>,
+    a_bf16: Vec<Option<CudaSlice<bf16>>>,
     a: Vec<Option<CudaSlice<u8>>>,
     sfa: Vec<Option<CudaSlice<u8>>>,
     b: Vec<Option<CudaSlice<u8>>>,
@@ -69,6 +74,8 @@ impl DeviceGroup {
     pub fn upload(stream: &Arc<CudaStream>, host: &[HostProblem]) -> Result<Self, DriverError> {
         let mut g = Self {
             host: Vec::new(),
+            a_f16: Vec::new(),
+            a_bf16: Vec::new(),
             a: Vec::new(),
             sfa: Vec::new(),
             b: Vec::new(),
@@ -107,6 +114,74 @@ impl DeviceGroup {
         Ok(())
     }
 
+    /// Uploads each A dequantized to fp16 and to bf16 (the same values: FP4 times E4M3 is
+    /// exact in both), for [`DeviceGroup::problems_a16`].
+    pub fn upload_a16(&mut self, stream: &Arc<CudaStream>, host: &[HostProblem]) -> AnyResult<()> {
+        self.a_f16.clear();
+        self.a_bf16.clear();
+        for p in host {
+            let a = dequantize_f16(p.m, p.k, &p.a, &p.sfa, p.sfa_layout)?;
+            let a_bf16: Vec<bf16> = a.iter().map(|h| bf16::from_f32(h.to_f32())).collect();
+            if a.iter()
+                .zip(&a_bf16)
+                .any(|(h, b)| h.to_f32() != b.to_f32() && !h.is_nan())
+            {
+                return Err("a dequantized value is not exact in bf16".into());
+            }
+            self.a_f16.push(upload(stream, &a)?);
+            self.a_bf16.push(upload(stream, &a_bf16)?);
+        }
+        Ok(())
+    }
+
+    /// [`DeviceGroup::problems`] with the 16-bit A of `activation` (after
+    /// [`DeviceGroup::upload_a16`]) and no `sfa`.
+    pub fn problems_a16(&mut self, activation: nvfp4::Activation) -> Vec<Problem<'_>> {
+        let a16: Vec<DeviceInput<'_>> = match activation {
+            nvfp4::Activation::Bf16 => self
+                .a_bf16
+                .iter()
+                .map(|a| {
+                    a.as_ref()
+                        .map_or_else(DeviceInput::empty, DeviceInput::from_bf16)
+                })
+                .collect(),
+            _ => self
+                .a_f16
+                .iter()
+                .map(|a| {
+                    a.as_ref()
+                        .map_or_else(DeviceInput::empty, DeviceInput::from_f16)
+                })
+                .collect(),
+        };
+        let Self {
+            host, b, sfb, c, ..
+        } = self;
+        host.iter()
+            .zip(a16)
+            .zip(b.iter().zip(sfb.iter()))
+            .zip(c.iter_mut())
+            .map(|(((p, a), (b, sfb)), c)| Problem {
+                m: p.m,
+                n: p.n,
+                k: p.k,
+                a,
+                lda: None,
+                sfa: DeviceInput::empty(),
+                sfa_layout: p.sfa_layout,
+                b: input(b),
+                ldb: None,
+                sfb: input(sfb),
+                sfb_layout: p.sfb_layout,
+                c: c.as_mut()
+                    .map_or_else(DeviceOutput::empty, DeviceOutput::from),
+                ldc: None,
+                alpha: p.alpha,
+            })
+            .collect()
+    }
+
     /// The group as library problems (packed rows, no strides), borrowing the buffers.
     pub fn problems(&mut self) -> Vec<Problem<'_>> {
         let Self {
@@ -116,6 +191,7 @@ impl DeviceGroup {
             b,
             sfb,
             c,
+            ..
         } = self;
         host.iter()
             .zip(a.iter().zip(sfa.iter()))

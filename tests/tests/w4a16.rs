@@ -1,0 +1,537 @@
+//! W4A16: NVFP4 weights with fp16 or bf16 activations ([`nvfp4::GemmTypes`]), fp16 or bf16
+//! outputs, on both kernel paths, against an f64 reference written from the contract (the
+//! dequantized weights times the 16-bit activation values).
+//!
+//! CPU tests (run everywhere): the bf16 FP4 bit trick for every code, and validation of
+//! 16-bit activations. GPU tests are `#[ignore]`d without a device; on a GPU machine:
+//! `cargo test -p nvfp4-tests --release --test w4a16 -- --ignored --nocapture`
+//! (`NVFP4_PATH=portable|hopper` picks the path).
+
+use kernels_gpu::fp4::{bf16_bits_to_f32, e2m1_to_f32, e2m1x8_to_bf16x2_scaled};
+use kernels_gpu::layout::scale_len;
+use nvfp4::cudarc::driver::{CudaSlice, CudaStream};
+use nvfp4::r#gen::{Distribution, Rng, problem};
+use nvfp4::reference::dequantize;
+use nvfp4::shapes::{gpu_mode_benchmarks, gpu_mode_tests};
+use nvfp4::validate::{ProblemSpec, Span, check_specs_typed};
+use nvfp4::{
+    Activation, DeviceInput, DeviceOutput, Error, GemmTypes, HostProblem, OutputType, Problem,
+    ScaleLayout, bf16, f16,
+};
+use nvfp4_tests::{Gpu, POISON};
+use std::sync::Arc;
+
+use ScaleLayout::{Blocked, Plain};
+
+// ----- CPU: the bf16 dequantization trick -----
+
+#[test]
+fn e2m1_to_bf16_trick_is_exact_for_every_code() {
+    for lo in 0..16u32 {
+        for hi in 0..16u32 {
+            // Code `lo` at position i, code `hi` at position i + 4, for each i.
+            for i in 0..4 {
+                let x = (lo << (4 * i)) | (hi << (4 * (i + 4)));
+                let w = e2m1x8_to_bf16x2_scaled(x)[i];
+                let two126 = 2f32.powi(126);
+                let got_lo = bf16_bits_to_f32(w as u16) * two126;
+                let got_hi = bf16_bits_to_f32((w >> 16) as u16) * two126;
+                assert_eq!(
+                    got_lo.to_bits(),
+                    e2m1_to_f32(lo as u8).to_bits(),
+                    "code {lo} at {i}"
+                );
+                assert_eq!(
+                    got_hi.to_bits(),
+                    e2m1_to_f32(hi as u8).to_bits(),
+                    "code {hi} at {i}+4"
+                );
+            }
+        }
+    }
+}
+
+// ----- CPU: validation of 16-bit activations -----
+
+fn spec16(m: usize, n: usize, k: usize) -> ProblemSpec {
+    let at = |slot: u64| (slot + 1) << 40;
+    ProblemSpec {
+        m,
+        n,
+        k,
+        a: Span::new(at(0), m * k * 2),
+        lda: None,
+        sfa: Span::default(),
+        sfa_layout: Plain,
+        b: Span::new(at(1), n * k / 2),
+        ldb: None,
+        sfb: Span::new(at(2), scale_len(Plain, n as u64, k as u32) as usize),
+        sfb_layout: Plain,
+        c: Span::new(at(3), m * n * 2),
+        ldc: None,
+        alpha: 1.0,
+    }
+}
+
+#[test]
+fn a16_validation() {
+    for act in [Activation::F16, Activation::Bf16] {
+        check_specs_typed(&[spec16(40, 128, 256)], act).unwrap();
+        // The NVFP4 rules would reject this A (4x the bytes an FP4 A needs is fine; an FP4
+        // A-sized buffer is too short for 16-bit rows).
+        let mut s = spec16(40, 128, 256);
+        s.a.len_bytes = 40 * 256 / 2;
+        let err = check_specs_typed(&[s], act).unwrap_err();
+        assert!(
+            matches!(err, Error::BufferTooSmall { problem: 0, field: "a", needed, .. } if needed == 40 * 512),
+            "{err:?}"
+        );
+        // lda: bytes, at least 2k, a multiple of 16.
+        let mut s = spec16(40, 128, 256);
+        s.lda = Some(512 + 8);
+        s.a.len_bytes = 40 * 520;
+        let err = check_specs_typed(&[s], act).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidStride {
+                    problem: 0,
+                    field: "lda",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let mut s = spec16(40, 128, 256);
+        s.lda = Some(256);
+        let err = check_specs_typed(&[s], act).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidStride {
+                    problem: 0,
+                    field: "lda",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let mut s = spec16(40, 128, 256);
+        s.lda = Some(512 + 16);
+        s.a.len_bytes = 39 * 528 + 512;
+        check_specs_typed(&[s], act).unwrap();
+        // 16-byte alignment of A.
+        let mut s = spec16(40, 128, 256);
+        s.a.addr += 8;
+        let err = check_specs_typed(&[s], act).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Misaligned {
+                    problem: 0,
+                    field: "a",
+                    align: 16,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // sfa is not read: any span passes, even one overlapping C.
+        let mut s = spec16(40, 128, 256);
+        s.sfa = s.c;
+        check_specs_typed(&[s], act).unwrap();
+        // A overlapping C is caught with the 16-bit row length.
+        let mut s = spec16(40, 128, 256);
+        s.c.addr = s.a.addr + 40 * 512 - 2;
+        let err = check_specs_typed(&[s], act).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Overlap {
+                    other_field: "a",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+}
+
+// ----- GPU -----
+
+/// One problem's 16-bit activations: the values (exact in the type) and their bits.
+struct Acts {
+    values: Vec<f32>,
+    bits: Vec<u16>,
+}
+
+/// `m x k` activations of `kind`: mostly magnitudes 2^-6 .. 2^2 with random signs and full
+/// mantissas, some tiny (fp16 subnormals / small bf16) and some exact zeros.
+fn acts(rng: &mut Rng, m: usize, k: usize, kind: Activation) -> Acts {
+    let mut values = Vec::with_capacity(m * k);
+    let mut bits = Vec::with_capacity(m * k);
+    for _ in 0..m * k {
+        let r = rng.next_u64();
+        let sign = if r & 1 == 0 { 1.0 } else { -1.0 };
+        let frac = 1.0 + ((r >> 8) & 0xFFFF) as f32 / 65536.0;
+        let x = match (r >> 4) % 32 {
+            0 => 0.0,
+            1 => sign * frac * 2f32.powi(-20),
+            e => sign * frac * 2f32.powi((e as i32 % 9) - 6),
+        };
+        let (v, b) = match kind {
+            Activation::Bf16 => {
+                let h = bf16::from_f32(x);
+                (h.to_f32(), h.to_bits())
+            }
+            _ => {
+                let h = f16::from_f32(x);
+                (h.to_f32(), h.to_bits())
+            }
+        };
+        values.push(v);
+        bits.push(b);
+    }
+    Acts { values, bits }
+}
+
+/// `alpha * acts x dequant(B)^T` in f64, and the sum of magnitudes of each output's terms.
+fn reference(p: &HostProblem, a: &Acts) -> (Vec<f64>, Vec<f64>) {
+    let (m, n, k) = (p.m, p.n, p.k);
+    let b = dequantize(n, k, &p.b, &p.sfb, p.sfb_layout);
+    let alpha = f64::from(p.alpha);
+    let mut c = vec![0.0; m * n];
+    let mut s = vec![0.0; m * n];
+    if m == 0 || n == 0 {
+        return (c, s);
+    }
+    // Rows of C in parallel (the benchmark shapes are ~10^10 multiply-adds).
+    let threads = std::thread::available_parallelism().map_or(4, |t| t.get());
+    let rows_per = m.div_ceil(threads);
+    std::thread::scope(|scope| {
+        for (chunk, (c, s)) in c
+            .chunks_mut(rows_per * n)
+            .zip(s.chunks_mut(rows_per * n))
+            .enumerate()
+        {
+            let (a, b) = (&a.values, &b);
+            scope.spawn(move || {
+                for (ii, (c_row, s_row)) in c.chunks_mut(n).zip(s.chunks_mut(n)).enumerate() {
+                    let i = chunk * rows_per + ii;
+                    let ar = &a[i * k..(i + 1) * k];
+                    for j in 0..n {
+                        let br = &b[j * k..(j + 1) * k];
+                        let (mut acc, mut abs) = (0.0f64, 0.0f64);
+                        for (&x, &y) in ar.iter().zip(br) {
+                            let t = f64::from(x) * f64::from(y);
+                            acc += t;
+                            abs += t.abs();
+                        }
+                        c_row[j] = alpha * acc;
+                        s_row[j] = alpha.abs() * abs;
+                    }
+                }
+            });
+        }
+    });
+    (c, s)
+}
+
+/// The derived bound (as `Tolerance::FullRange`, with the output type's ulp): products are
+/// exact (16-bit times 16-bit), fp32 summation errs by at most `gamma_K * S` (x2 for
+/// truncating hardware), alpha costs `2^-24 |want|`, the final rounding one ulp of `|want|`.
+fn bound(want: f64, abs_sum: f64, k: usize, out: OutputType) -> f64 {
+    let u = 2f64.powi(-24);
+    let kf = k as f64;
+    let gamma = kf * u / (1.0 - kf * u);
+    let x = want.abs();
+    let ulp = match out {
+        OutputType::F16 => {
+            let e = if x > 0.0 {
+                x.log2().floor() as i32
+            } else {
+                -14
+            };
+            2f64.powi(e.max(-14) - 10)
+        }
+        OutputType::Bf16 => {
+            let e = if x > 0.0 {
+                x.log2().floor() as i32
+            } else {
+                -126
+            };
+            2f64.powi(e.max(-126) - 7)
+        }
+    };
+    2.0 * gamma * abs_sum + u * x + ulp
+}
+
+fn decode(bits: u16, out: OutputType) -> f64 {
+    match out {
+        OutputType::F16 => f64::from(f16::from_bits(bits).to_f32()),
+        OutputType::Bf16 => f64::from(bf16::from_bits(bits).to_f32()),
+    }
+}
+
+/// One problem on the device: the 16-bit A, B, a poisoned C (`ldc` with padding).
+struct Dev {
+    a: CudaSlice<u16>,
+    lda: usize,
+    b: CudaSlice<u8>,
+    sfb: CudaSlice<u8>,
+    c: CudaSlice<u16>,
+    ldc: usize,
+}
+
+fn upload(
+    stream: &Arc<CudaStream>,
+    p: &HostProblem,
+    a: &Acts,
+    lda_pad: usize,
+    ldc_pad: usize,
+) -> Dev {
+    let lda = p.k + lda_pad; // elements
+    let mut padded = Vec::with_capacity(p.m * lda);
+    for r in 0..p.m {
+        padded.extend_from_slice(&a.bits[r * p.k..(r + 1) * p.k]);
+        padded.resize(padded.len() + lda_pad, 0x7C00); // +inf: reading padding would show
+    }
+    let nonempty16 = |v: Vec<u16>| if v.is_empty() { vec![0] } else { v };
+    let nonempty8 = |v: &[u8]| if v.is_empty() { vec![0] } else { v.to_vec() };
+    let ldc = p.n + ldc_pad;
+    Dev {
+        a: stream.clone_htod(&nonempty16(padded)).unwrap(),
+        lda,
+        b: stream.clone_htod(&nonempty8(&p.b)).unwrap(),
+        sfb: stream.clone_htod(&nonempty8(&p.sfb)).unwrap(),
+        c: stream
+            .clone_htod(&vec![POISON; (p.m * ldc).max(1)])
+            .unwrap(),
+        ldc,
+    }
+}
+
+fn device_problem<'a>(stream: &Arc<CudaStream>, p: &HostProblem, d: &'a mut Dev) -> Problem<'a> {
+    use nvfp4::cudarc::driver::DevicePtr;
+    let (a_addr, _) = d.a.device_ptr(stream);
+    let (c_addr, _) = d.c.device_ptr(stream);
+    Problem {
+        m: p.m,
+        n: p.n,
+        k: p.k,
+        // SAFETY: the buffers live in `d` for 'a, and the tests synchronise before reading
+        // them back or dropping them.
+        a: unsafe { DeviceInput::from_raw(a_addr, d.a.len() * 2) },
+        lda: Some(d.lda * 2),
+        sfa: DeviceInput::empty(),
+        sfa_layout: Plain,
+        b: DeviceInput::from(&d.b),
+        ldb: None,
+        sfb: DeviceInput::from(&d.sfb),
+        sfb_layout: p.sfb_layout,
+        // SAFETY: as above.
+        c: unsafe { DeviceOutput::from_raw(c_addr, d.c.len() * 2) },
+        ldc: Some(d.ldc),
+        alpha: p.alpha,
+    }
+}
+
+/// Runs `ps` (weights and shapes) with fresh activations of `act`, output `out`, padding
+/// as given; checks every element against the bound, the padding untouched, and a second
+/// run bit-identical. Returns the worst relative Frobenius error.
+fn run_and_check(
+    gpu: &Gpu,
+    label: &str,
+    ps: &[HostProblem],
+    seed: u64,
+    act: Activation,
+    out: OutputType,
+    pads: (usize, usize),
+) -> f64 {
+    let stream = &gpu.stream;
+    let mut rng = Rng::new(seed);
+    let a: Vec<Acts> = ps.iter().map(|p| acts(&mut rng, p.m, p.k, act)).collect();
+    let mut devs: Vec<Dev> = ps
+        .iter()
+        .zip(&a)
+        .map(|(p, a)| upload(stream, p, a, pads.0, pads.1))
+        .collect();
+    let types = GemmTypes {
+        activation: act,
+        output: out,
+    };
+    let mut results = Vec::new();
+    for _ in 0..2 {
+        for d in devs.iter_mut() {
+            let len = d.c.len();
+            stream.memcpy_htod(&vec![POISON; len], &mut d.c).unwrap();
+        }
+        {
+            let problems: Vec<Problem<'_>> = ps
+                .iter()
+                .zip(devs.iter_mut())
+                .map(|(p, d)| device_problem(stream, p, d))
+                .collect();
+            gpu.gemm
+                .run_typed(stream, &problems, types)
+                .expect("run_typed");
+        }
+        let got: Vec<Vec<u16>> = devs
+            .iter()
+            .map(|d| stream.clone_dtoh(&d.c).unwrap())
+            .collect();
+        stream.synchronize().unwrap();
+        results.push(got);
+    }
+    assert_eq!(results[0], results[1], "{label}: two runs differ bitwise");
+    let mut worst_frob: f64 = 0.0;
+    for (i, (p, a)) in ps.iter().zip(&a).enumerate() {
+        let (want, abs) = reference(p, a);
+        let got = &results[0][i];
+        let ldc = devs[i].ldc;
+        let (mut bad, mut err2, mut ref2) = (0usize, 0.0f64, 0.0f64);
+        let mut first_bad = None;
+        for r in 0..p.m {
+            for j in 0..p.n {
+                let bits = got[r * ldc + j];
+                let g = decode(bits, out);
+                let w = want[r * p.n + j];
+                let ok = bits != POISON && (g - w).abs() <= bound(w, abs[r * p.n + j], p.k, out);
+                if !ok {
+                    bad += 1;
+                    first_bad.get_or_insert((r, j, g, w));
+                }
+                err2 += (g - w) * (g - w);
+                ref2 += w * w;
+            }
+            for j in p.n..ldc {
+                assert_eq!(got[r * ldc + j], POISON, "{label}: padding of C written");
+            }
+        }
+        let frob = if ref2 > 0.0 {
+            (err2 / ref2).sqrt()
+        } else {
+            0.0
+        };
+        worst_frob = worst_frob.max(frob);
+        println!(
+            "{label}/p{i}: m={} n={} k={} {act:?}->{out:?}: rel_frob={frob:.3e} bad={bad}",
+            p.m, p.n, p.k
+        );
+        assert_eq!(
+            bad, 0,
+            "{label}/p{i}: {bad} bad elements, first {first_bad:?}"
+        );
+    }
+    worst_frob
+}
+
+fn weights(seed: u64, shapes: &[(usize, usize, usize)], layout: ScaleLayout) -> Vec<HostProblem> {
+    let mut rng = Rng::new(seed);
+    shapes
+        .iter()
+        .enumerate()
+        .map(|(i, &(m, n, k))| {
+            let mut p = problem(&mut rng, m, n, k, Distribution::FullRange, Plain, layout);
+            p.alpha = [1.0, 0.5, 2.0][i % 3];
+            p
+        })
+        .collect()
+}
+
+const PAIRS: [(Activation, OutputType); 4] = [
+    (Activation::F16, OutputType::F16),
+    (Activation::F16, OutputType::Bf16),
+    (Activation::Bf16, OutputType::F16),
+    (Activation::Bf16, OutputType::Bf16),
+];
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn ragged_shapes_all_types() {
+    let gpu = Gpu::new();
+    let shapes = [
+        (0, 128, 64),
+        (1, 127, 48),
+        (7, 129, 272),
+        (40, 200, 1040),
+        (76, 300, 256),
+        (129, 64, 16),
+        (40, 0, 64),
+    ];
+    for (i, (act, out)) in PAIRS.into_iter().enumerate() {
+        for (j, layout) in [Plain, Blocked].into_iter().enumerate() {
+            let ps = weights(100 + 10 * i as u64 + j as u64, &shapes, layout);
+            let pads = if j == 0 { (0, 0) } else { (8, 3) };
+            run_and_check(
+                &gpu,
+                &format!("ragged/{layout:?}"),
+                &ps,
+                7 + i as u64,
+                act,
+                out,
+                pads,
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn gpu_mode_test_shapes() {
+    let gpu = Gpu::new();
+    for (i, shape) in gpu_mode_tests().iter().enumerate() {
+        let (act, out) = PAIRS[i % 4];
+        let ps = weights(200 + i as u64, &shape.problems, Blocked);
+        run_and_check(&gpu, &shape.name, &ps, 300 + i as u64, act, out, (0, 0));
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn gpu_mode_benchmark_shapes() {
+    let gpu = Gpu::new();
+    for (i, shape) in gpu_mode_benchmarks().iter().enumerate() {
+        let act = [Activation::F16, Activation::Bf16][i % 2];
+        let ps = weights(400 + i as u64, &shape.problems, Plain);
+        let frob = run_and_check(
+            &gpu,
+            &shape.name,
+            &ps,
+            500 + i as u64,
+            act,
+            OutputType::F16,
+            (0, 0),
+        );
+        println!("{}: worst relative Frobenius {frob:.3e}", shape.name);
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn bf16_output_needs_16_bit_activations() {
+    let gpu = Gpu::new();
+    let ps = weights(600, &[(8, 64, 64)], Plain);
+    let mut rng = Rng::new(601);
+    let a = acts(&mut rng, 8, 64, Activation::F16);
+    let mut d = upload(&gpu.stream, &ps[0], &a, 0, 0);
+    let problems = [device_problem(&gpu.stream, &ps[0], &mut d)];
+    let types = GemmTypes {
+        activation: Activation::Nvfp4,
+        output: OutputType::Bf16,
+    };
+    let err = gpu
+        .gemm
+        .plan_typed(&gpu.stream, &problems, types)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidGroup {
+                field: "output",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
