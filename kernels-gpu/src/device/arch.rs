@@ -298,7 +298,8 @@ pub mod mma {
     }
 }
 
-/// Plain global loads (the 16-bit activations, read straight into registers).
+/// Plain global loads and stores (the 16-bit activations, read straight into registers; the
+/// quantizer's inputs and outputs).
 pub mod global {
     use super::asm;
 
@@ -312,6 +313,25 @@ pub mod global {
                  s = in(reg64) src, options(nostack, readonly, preserves_flags));
         }
         [x, y, z, w]
+    }
+
+    /// `st.global.v2.u32` (8-byte aligned).
+    #[inline(always)]
+    pub unsafe fn st_v2(dst: u64, v: [u32; 2]) {
+        unsafe {
+            asm!("{{ .reg .u64 g; cvta.to.global.u64 g, {d}; st.global.v2.u32 [g], {{{x}, {y}}}; }}",
+                 d = in(reg64) dst, x = in(reg32) v[0], y = in(reg32) v[1],
+                 options(nostack, preserves_flags));
+        }
+    }
+
+    /// `st.global.u8` of the low byte of `v`.
+    #[inline(always)]
+    pub unsafe fn st_u8(dst: u64, v: u32) {
+        unsafe {
+            asm!("{{ .reg .u64 g; cvta.to.global.u64 g, {d}; st.global.u8 [g], {v}; }}",
+                 d = in(reg64) dst, v = in(reg32) v, options(nostack, preserves_flags));
+        }
     }
 }
 

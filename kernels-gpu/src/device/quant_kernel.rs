@@ -13,46 +13,10 @@
 //! Items in the blocked layout's padding only store a 0 scale byte. No shared memory, no
 //! barriers.
 
-use super::arch::thread;
+use super::arch::{global, thread};
 use crate::layout::{SCALE_BLOCK, ScaleLayout, scale_offset};
 use crate::quant::{BLOCK, InputDtype, THREADS, quantize_block, scale_grid};
 use core::arch::asm;
-
-/// Global-memory accesses of this kernel (64-bit generic addresses converted to `.global`).
-mod global {
-    use super::asm;
-
-    /// `ld.global.nc.v4.u32` (16-byte aligned, read-only for the kernel's lifetime).
-    #[inline(always)]
-    pub unsafe fn ld_nc_v4(src: u64) -> [u32; 4] {
-        let (x, y, z, w): (u32, u32, u32, u32);
-        unsafe {
-            asm!("{{ .reg .u64 g; cvta.to.global.u64 g, {s}; ld.global.nc.v4.u32 {{{x}, {y}, {z}, {w}}}, [g]; }}",
-                 x = out(reg32) x, y = out(reg32) y, z = out(reg32) z, w = out(reg32) w,
-                 s = in(reg64) src, options(nostack, readonly, preserves_flags));
-        }
-        [x, y, z, w]
-    }
-
-    /// `st.global.v2.u32` (8-byte aligned).
-    #[inline(always)]
-    pub unsafe fn st_v2(dst: u64, v: [u32; 2]) {
-        unsafe {
-            asm!("{{ .reg .u64 g; cvta.to.global.u64 g, {d}; st.global.v2.u32 [g], {{{x}, {y}}}; }}",
-                 d = in(reg64) dst, x = in(reg32) v[0], y = in(reg32) v[1],
-                 options(nostack, preserves_flags));
-        }
-    }
-
-    /// `st.global.u8` of the low byte of `v`.
-    #[inline(always)]
-    pub unsafe fn st_u8(dst: u64, v: u32) {
-        unsafe {
-            asm!("{{ .reg .u64 g; cvta.to.global.u64 g, {d}; st.global.u8 [g], {v}; }}",
-                 d = in(reg64) dst, v = in(reg32) v, options(nostack, preserves_flags));
-        }
-    }
-}
 
 /// `cvt.f32.f16`: exact (every fp16 value, subnormals included, is an f32 normal; NaN stays
 /// NaN, which is all the quantizer looks at).
