@@ -75,7 +75,7 @@ mod private {
     impl Sealed for f32 {}
 }
 
-/// An element type the quantizer reads: [`f16`], [`bf16`] or `f32`.
+/// An element type the quantizer reads: [`struct@f16`], [`struct@bf16`] or `f32`.
 pub trait QuantElement: DeviceRepr + Copy + Send + Sync + 'static + private::Sealed {
     /// The kernel's code for this type.
     const DTYPE: InputDtype;
@@ -374,7 +374,7 @@ impl WriteBuffer for CudaViewMut<'_, u8> {
 /// The tensor to quantize: a device buffer of fp16, bf16 or f32 elements and its shape.
 ///
 /// Element `(r, j)` is element `r * row_stride + j` of the buffer. Build it from a cudarc
-/// slice or view of [`f16`], [`bf16`] or `f32` (the borrow keeps the memory alive and
+/// slice or view of [`struct@f16`], [`struct@bf16`] or `f32` (the borrow keeps the memory alive and
 /// unmodified by safe code), or from a raw address with [`QuantInput::from_raw`].
 pub struct QuantInput<'a> {
     /// Rows; 0 quantizes nothing.
@@ -755,7 +755,7 @@ pub struct Quantized {
 /// kernel (the shared `kernels_gpu::quant::quantize_block`): the bytes equal
 /// [`Quantizer::quantize`]'s.
 ///
-/// - `input`: element `(r, j)` at `input[r * row_stride + j]`, [`f16`], [`bf16`] or `f32`;
+/// - `input`: element `(r, j)` at `input[r * row_stride + j]`, [`struct@f16`], [`struct@bf16`] or `f32`;
 ///   `row_stride` in elements, `None` = `k` (no alignment is needed on the CPU);
 /// - `k`: a positive multiple of 16; `rows` may be 0 (empty outputs);
 /// - `global_scale`: `g`, finite and at least 2^-126; `None` = 1;
