@@ -32,8 +32,8 @@ use kernels_gpu::kernels::{GROUPED_GEMM_MMA, GROUPED_GEMM_WGMMA, KernelInfo};
 use nvfp4::r#gen::{Distribution, Rng, problem};
 use nvfp4::reference::Tolerance;
 use nvfp4::table::{PackedTable, pack, pack_for};
-use nvfp4::validate::{ProblemSpec, Span, check_specs};
-use nvfp4::{Error, HostProblem, ScaleLayout, f16};
+use nvfp4::validate::{ProblemSpec, Span, check_specs, check_specs_typed};
+use nvfp4::{Activation, Error, HostProblem, ScaleLayout, f16};
 use nvfp4_tests::{Gpu, Layout, POISON, check_group, upload_on};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
@@ -183,7 +183,7 @@ struct ModelOk {
 /// multiple of 16; lda, ldb (>= k/2, multiple of 8), ldc (>= n); then each buffer (a, sfa, b,
 /// sfb, c): its size fits 64 bits, and if it needs any bytes: non-null, aligned, long
 /// enough, and its one-past-the-end address fits 64 bits.
-fn model_problem(i: usize, s: &ProblemSpec) -> Result<ModelOk, Fault> {
+fn model_problem(i: usize, s: &ProblemSpec, a16: bool) -> Result<ModelOk, Fault> {
     if !s.alpha.is_finite() {
         return Err(Fault::Alpha);
     }
@@ -197,10 +197,18 @@ fn model_problem(i: usize, s: &ProblemSpec) -> Result<ModelOk, Fault> {
     }
     let (m, n, k) = (s.m as u128, s.n as u128, s.k as u128);
     let row = k / 2;
+    // 16-bit activations: rows of k values (2k bytes), lda a multiple of 16, `a` 16-byte
+    // aligned, `sfa` not read.
+    let (a_row, a_multiple) = if a16 { (2 * k, 16) } else { (row, 8) };
     let mut ld = [0u128; 2];
     for (slot, (field, given)) in [("lda", s.lda), ("ldb", s.ldb)].into_iter().enumerate() {
-        let v = given.unwrap_or(s.k / 2);
-        if (v as u128) < row || v % 8 != 0 {
+        let (min, multiple) = if slot == 0 {
+            (a_row, a_multiple)
+        } else {
+            (row, 8)
+        };
+        let v = given.unwrap_or(min as usize);
+        if (v as u128) < min || v % multiple != 0 {
             return Err(Fault::Stride(field, v));
         }
         ld[slot] = v as u128;
@@ -221,7 +229,7 @@ fn model_problem(i: usize, s: &ProblemSpec) -> Result<ModelOk, Fault> {
     let sfa = model_scale_len(s.sfa_layout, m, k);
     let sfb = model_scale_len(s.sfb_layout, n, k);
     let shape: [(u128, u128, u128); 5] = [
-        (m, row, ld[0]),
+        (m, a_row, ld[0]),
         (1, sfa, sfa),
         (n, row, ld[1]),
         (1, sfb, sfb),
@@ -230,6 +238,10 @@ fn model_problem(i: usize, s: &ProblemSpec) -> Result<ModelOk, Fault> {
     let spans = [s.a, s.sfa, s.b, s.sfb, s.c];
     let mut touched = Vec::new();
     for f in 0..5 {
+        if a16 && f == 1 {
+            continue; // sfa is not read
+        }
+        let align = if a16 && f == 0 { 16 } else { ALIGN[f] };
         let (rows, row_bytes, stride) = shape[f];
         let needed = strided(rows, stride, row_bytes);
         let field = FIELDS[f];
@@ -243,8 +255,8 @@ fn model_problem(i: usize, s: &ProblemSpec) -> Result<ModelOk, Fault> {
         if span.addr == 0 {
             return Err(Fault::Null(field));
         }
-        if !span.addr.is_multiple_of(ALIGN[f]) {
-            return Err(Fault::Misaligned(field, ALIGN[f]));
+        if !span.addr.is_multiple_of(align) {
+            return Err(Fault::Misaligned(field, align));
         }
         if (span.len_bytes as u128) < needed {
             return Err(Fault::TooSmall(field, needed as u64, span.len_bytes as u64));
@@ -268,16 +280,16 @@ fn model_problem(i: usize, s: &ProblemSpec) -> Result<ModelOk, Fault> {
 /// The group rules: each problem on its own, in order; then the tile total; then overlaps
 /// (an output sharing a byte with any input or another output).
 fn model(specs: &[ProblemSpec]) -> Verdict {
-    model_with_gaps(specs).0
+    model_with_gaps(specs, false).0
 }
 
 /// [`model`], and whether some output's extent meets another buffer's extent although no
 /// byte is shared (rows interleaved with the gaps of a strided operand).
-fn model_with_gaps(specs: &[ProblemSpec]) -> (Verdict, bool) {
+fn model_with_gaps(specs: &[ProblemSpec], a16: bool) -> (Verdict, bool) {
     let mut tiles = 0u128;
     let mut touched = Vec::new();
     for (i, s) in specs.iter().enumerate() {
-        match model_problem(i, s) {
+        match model_problem(i, s, a16) {
             Ok(ok) => {
                 tiles += ok.tiles;
                 touched.extend(ok.touched);
@@ -517,8 +529,34 @@ fn check_table(specs: &[ProblemSpec], kernel: &KernelInfo, t: &PackedTable) -> R
 
 /// Runs the library on `specs` and compares with the model; returns the verdict's name.
 fn judge(specs: &[ProblemSpec]) -> Result<&'static str, TestCaseError> {
-    let (verdict, gaps) = model_with_gaps(specs);
-    let got = check_specs(specs);
+    judge_typed(specs, Activation::Nvfp4)
+}
+
+/// [`judge`] for the validation of `activation` (`check_specs_typed`); the table packing is
+/// only compared for NVFP4 (the 16-bit plans pack the same way after the same checks).
+fn judge_typed(
+    specs: &[ProblemSpec],
+    activation: Activation,
+) -> Result<&'static str, TestCaseError> {
+    let a16 = activation != Activation::Nvfp4;
+    let (verdict, gaps) = model_with_gaps(specs, a16);
+    let got = check_specs_typed(specs, activation);
+    if a16 {
+        return match (&verdict, &got) {
+            (Verdict::Valid, Ok(())) => Ok(if gaps { "valid, interleaved" } else { "valid" }),
+            (v, Ok(())) => Err(fail(format!(
+                "model: {v:?}; the library accepted the group"
+            ))),
+            (Verdict::Valid, Err(e)) => Err(fail(format!("model: valid; library: {e:?} ({e})"))),
+            (v, Err(e)) => {
+                if !error_matches(v, e, specs) {
+                    return Err(fail(format!("model: {v:?}; library: {e:?} ({e})")));
+                }
+                check_message(e).map_err(fail)?;
+                Ok(outcome_name(e))
+            }
+        };
+    }
     let packed = [
         pack(specs),
         pack_for(specs, &GROUPED_GEMM_MMA),
@@ -558,19 +596,24 @@ fn judge(specs: &[ProblemSpec]) -> Result<&'static str, TestCaseError> {
                     }
                 }
             }
-            Ok(match e {
-                Error::InvalidAlpha { .. } => "InvalidAlpha",
-                Error::InvalidDimension { .. } => "InvalidDimension",
-                Error::InvalidStride { .. } => "InvalidStride",
-                Error::NullPointer { .. } => "NullPointer",
-                Error::Misaligned { .. } => "Misaligned",
-                Error::BufferTooSmall { .. } => "BufferTooSmall",
-                Error::Overflow { .. } => "Overflow",
-                Error::TooManyTiles { .. } => "TooManyTiles",
-                Error::Overlap { .. } => "Overlap",
-                _ => "other",
-            })
+            Ok(outcome_name(e))
         }
+    }
+}
+
+/// The tally name of an error.
+fn outcome_name(e: &Error) -> &'static str {
+    match e {
+        Error::InvalidAlpha { .. } => "InvalidAlpha",
+        Error::InvalidDimension { .. } => "InvalidDimension",
+        Error::InvalidStride { .. } => "InvalidStride",
+        Error::NullPointer { .. } => "NullPointer",
+        Error::Misaligned { .. } => "Misaligned",
+        Error::BufferTooSmall { .. } => "BufferTooSmall",
+        Error::Overflow { .. } => "Overflow",
+        Error::TooManyTiles { .. } => "TooManyTiles",
+        Error::Overlap { .. } => "Overlap",
+        _ => "other",
     }
 }
 
@@ -750,6 +793,12 @@ fn slot(i: usize, field: usize) -> u64 {
 /// Builds the specs of a random group. Lengths are sized from the (possibly mutated) shape
 /// with saturating arithmetic; whether the result is valid is for the model to say.
 fn realize(gens: &[ProblemGen]) -> Vec<ProblemSpec> {
+    realize_typed(gens, false)
+}
+
+/// [`realize`] with A sized for 16-bit activations (`a16`: rows of `2 k` bytes, padded
+/// strides in steps of 16 bytes) or for FP4.
+fn realize_typed(gens: &[ProblemGen], a16: bool) -> Vec<ProblemSpec> {
     let g = gens.len();
     let mut specs = Vec::with_capacity(g);
     let mut own: Vec<([u64; 5], [usize; 5])> = Vec::with_capacity(g);
@@ -768,19 +817,25 @@ fn realize(gens: &[ProblemGen]) -> Vec<ProblemSpec> {
             }
         }
         let row = k / 2;
-        let ab = |s: Stride| match s {
+        let a_row = if a16 { k.saturating_mul(2) } else { row };
+        let ab = |s: Stride, row: usize, step: usize| match s {
             Stride::Default => None,
-            Stride::Padded(p) => Some(row + 8 * p),
+            Stride::Padded(p) => Some(row + step * p),
         };
-        let mut lds = [ab(pg.lda), ab(pg.ldb), pg.ldc.map(|p| n.saturating_add(p))];
+        let mut lds = [
+            ab(pg.lda, a_row, if a16 { 16 } else { 8 }),
+            ab(pg.ldb, row, 8),
+            pg.ldc.map(|p| n.saturating_add(p)),
+        ];
+        let default_ld = [a_row, row, n];
         for mu in &pg.mutations {
             match *mu {
                 Mutation::StrideShort { which, by } => {
-                    let base = lds[which].unwrap_or(if which == 2 { n } else { row });
+                    let base = lds[which].unwrap_or(default_ld[which]);
                     lds[which] = Some(base.saturating_sub(by));
                 }
                 Mutation::StrideUnaligned { which, by } => {
-                    lds[which] = Some(lds[which].unwrap_or(row).saturating_add(by));
+                    lds[which] = Some(lds[which].unwrap_or(default_ld[which]).saturating_add(by));
                 }
                 Mutation::StrideHuge { which, shift } => lds[which] = Some(1usize << shift),
                 _ => {}
@@ -798,7 +853,7 @@ fn realize(gens: &[ProblemGen]) -> Vec<ProblemSpec> {
             }
         };
         let needed: [u128; 5] = [
-            strided(mw, lds[0], row, row as u128),
+            strided(mw, lds[0], a_row, a_row as u128),
             model_scale_len(sfa_layout, mw, kw),
             strided(nw, lds[1], row, row as u128),
             model_scale_len(sfb_layout, nw, kw),
@@ -941,6 +996,47 @@ fn validation_agrees_with_model() {
             tally.contains_key("valid, interleaved"),
             "no valid group with interleaved extents: {tally:?}"
         );
+    }
+}
+
+/// [`validation_agrees_with_model`] for 16-bit activations (W4A16): the same random groups,
+/// A sized for rows of `2 k` bytes, judged by `check_specs_typed` against the model's 16-bit
+/// rules (lda a multiple of 16 and at least `2 k`, `a` 16-byte aligned, `sfa` not read).
+#[test]
+fn a16_validation_agrees_with_model() {
+    let tally: Tally = RefCell::default();
+    let cases = 5_000;
+    run_property(
+        "a16_validation_agrees_with_model",
+        cases,
+        (prop::collection::vec(problem_gen(), 1..=12), any::<bool>()),
+        |(gens, bf16)| {
+            let specs = realize_typed(&gens, true);
+            let act = if bf16 {
+                Activation::Bf16
+            } else {
+                Activation::F16
+            };
+            let outcome = judge_typed(&specs, act)?;
+            *tally.borrow_mut().entry(outcome).or_default() += 1;
+            Ok(())
+        },
+    );
+    let tally = tally.into_inner();
+    println!("a16_validation_agrees_with_model outcomes: {tally:?}");
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        for outcome in [
+            "valid",
+            "InvalidStride",
+            "Misaligned",
+            "BufferTooSmall",
+            "Overlap",
+        ] {
+            assert!(
+                tally.get(outcome).copied().unwrap_or(0) > 0,
+                "no case gave {outcome}: {tally:?}"
+            );
+        }
     }
 }
 
