@@ -574,7 +574,7 @@ pub fn run_cpu(opts: &BenchOpts, why: &str, progress: &Progress) -> AnyResult<bo
     );
     println!(
         "validation + problem-table packing (nvfp4::table::pack, the portable kernel's tiles) is \
-         timed on the full-size shapes"
+         timed on the full-size shapes; the kernels, their W4A16 rows and cuBLAS run only on a GPU"
     );
     if opts.common.portable {
         println!("--portable: ignored on the CPU path");
