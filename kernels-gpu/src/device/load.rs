@@ -62,6 +62,27 @@ impl Operand {
     }
 }
 
+/// Addresses of rows `first + step * i` (`i < N`) of `op`, `offset` bytes in, and a bit set of
+/// the rows that exist (a missing row's address is `op.data`, never read).
+#[inline(always)]
+fn row_sources<const N: usize>(
+    op: &Operand,
+    first: u32,
+    step: u32,
+    offset: u32,
+) -> ([u64; N], u32) {
+    let mut src = [op.data; N];
+    let mut valid = 0;
+    for (i, s) in src.iter_mut().enumerate() {
+        let row = first + step * i as u32;
+        if row < op.rows {
+            *s = op.data + row as u64 * op.ld + offset as u64;
+            valid |= 1 << i;
+        }
+    }
+    (src, valid)
+}
+
 /// This thread's share of the FP4 copies of one operand's tile rows: unit `unit` (8 bytes)
 /// of rows `row0 + first + step * i`, `i < N`.
 #[derive(Clone, Copy)]
@@ -76,15 +97,7 @@ impl<const N: usize> Fp4Rows<N> {
     /// Prepares the copies of tile rows `first + step * i` (tile origin `row0`), unit `unit`.
     #[inline(always)]
     pub fn new(op: &Operand, row0: u32, first: u32, step: u32, unit: u32) -> Self {
-        let mut src = [op.data; N];
-        let mut valid = 0;
-        for (i, s) in src.iter_mut().enumerate() {
-            let row = row0 + first + step * i as u32;
-            if row < op.rows {
-                *s = op.data + row as u64 * op.ld + (unit * 8) as u64;
-                valid |= 1 << i;
-            }
-        }
+        let (src, valid) = row_sources(op, row0 + first, step, unit * 8);
         Self {
             src,
             valid,
@@ -189,15 +202,7 @@ impl<const N: usize> Tok16<N> {
     /// bytes and whose rows hold `k` 16-bit values), unit `unit` of each chunk.
     #[inline(always)]
     pub fn new(op: &Operand, row0: u32, first: u32, step: u32, unit: u32) -> Self {
-        let mut src = [op.data; N];
-        let mut valid = 0;
-        for (i, s) in src.iter_mut().enumerate() {
-            let row = row0 + first + step * i as u32;
-            if row < op.rows {
-                *s = op.data + row as u64 * op.ld + (unit * 16) as u64;
-                valid |= 1 << i;
-            }
-        }
+        let (src, valid) = row_sources(op, row0 + first, step, unit * 16);
         Self {
             src,
             valid,

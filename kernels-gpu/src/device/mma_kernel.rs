@@ -100,21 +100,7 @@ pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_mma(
     counts: *const u32,
     mode: u32,
 ) {
-    let smem = unsafe { smem_base() };
-    unsafe {
-        for_each_tile(
-            table,
-            num_problems,
-            total_tiles,
-            counts,
-            mode,
-            smem + SCHED,
-            THREADS,
-            TILE_N,
-            TILE_M,
-            &mut Tiles::<Fp4Act>(smem, PhantomData),
-        );
-    }
+    unsafe { run::<Fp4Act>(table, num_problems, total_tiles, counts, mode) }
 }
 
 /// The portable kernel with fp16 activations (W4A16): as [`nvfp4_grouped_gemm_mma`], but each
@@ -149,7 +135,7 @@ pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_mma_bf16a(
     unsafe { run::<Bf16Act>(table, num_problems, total_tiles, counts, mode) }
 }
 
-/// The persistent loop of the 16-bit-activation entries.
+/// The persistent loop of every entry, for activations `A`.
 #[inline(always)]
 unsafe fn run<A: Act>(
     table: *const ProblemDesc,

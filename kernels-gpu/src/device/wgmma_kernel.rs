@@ -67,21 +67,7 @@ pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_wgmma(
     counts: *const u32,
     mode: u32,
 ) {
-    let smem = unsafe { dyn_smem_base() };
-    unsafe {
-        for_each_tile(
-            table,
-            num_problems,
-            total_tiles,
-            counts,
-            mode,
-            smem + TOK_F16 + 2 * TOK_BUF_BYTES,
-            THREADS,
-            TILE_N,
-            TILE_M,
-            &mut Tiles::<Fp4Act>(smem, PhantomData),
-        );
-    }
+    unsafe { run::<Fp4Act>(table, num_problems, total_tiles, counts, mode) }
 }
 
 /// The Hopper kernel with fp16 activations (W4A16): as [`nvfp4_grouped_gemm_wgmma`], but each
@@ -116,7 +102,7 @@ pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_wgmma_bf16a(
     unsafe { run::<Bf16Act>(table, num_problems, total_tiles, counts, mode) }
 }
 
-/// The persistent loop of the 16-bit-activation entries.
+/// The persistent loop of every entry, for activations `A`.
 #[inline(always)]
 unsafe fn run<A: Act>(
     table: *const ProblemDesc,
