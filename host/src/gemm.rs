@@ -2,17 +2,15 @@
 
 use crate::buffer::{DeviceInput, DeviceOutput};
 use crate::problem::HostProblem;
+use crate::ptx_module;
 use crate::table::{self, PackedTable};
 use crate::validate::{self, ProblemSpec};
 use crate::{Error, Result, ScaleLayout};
-use cudarc::driver::sys::{
-    CUdevice_attribute, CUfunction_attribute, CUstreamCaptureStatus as CaptureStatus,
-};
+use cudarc::driver::sys::{CUfunction_attribute, CUstreamCaptureStatus as CaptureStatus};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig,
     PushKernelArg,
 };
-use cudarc::nvrtc::Ptx;
 use half::f16;
 use kernels_gpu::kernels::{
     GROUPED_GEMM_MMA, GROUPED_GEMM_MMA_BF16A, GROUPED_GEMM_MMA_F16A, GROUPED_GEMM_WGMMA,
@@ -21,11 +19,6 @@ use kernels_gpu::kernels::{
 pub use kernels_gpu::problem::Activation;
 use kernels_gpu::problem::{FLAG_OUT_BF16, ProblemDesc, SizeMode};
 use std::sync::Arc;
-
-/// PTX for compute capability 9.0 (H100 / H200), built by `cargo xtask build-ptx`.
-const PTX_SM90A: &str = include_str!("../ptx/nvfp4_sm90a.ptx");
-/// PTX for every other compute capability from 8.0 up (JIT-compiled by the driver).
-const PTX_SM80: &str = include_str!("../ptx/nvfp4_sm80.ptx");
 
 /// Which kernel a [`GroupedGemm`] launches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -313,31 +306,10 @@ impl GroupedGemm {
     /// ([`KernelPath::Hopper`] needs compute capability 9.0).
     pub fn with_path(ctx: Arc<CudaContext>, path: KernelPath) -> Result<Self> {
         let kernel = path.kernel();
-        let (major, minor) = ctx.compute_capability()?;
-        let cc = major.saturating_mul(10).saturating_add(minor);
-        if major < 8 || cc < kernel.min_cc as i32 {
-            return Err(Error::UnsupportedGpu { major, minor });
-        }
-        if kernel.sm90a_only && (major, minor) != (9, 0) {
-            return Err(Error::UnsupportedGpu { major, minor });
-        }
-        let (ptx, ptx_arch) = if (major, minor) == (9, 0) {
-            (PTX_SM90A, "sm_90a")
-        } else {
-            (PTX_SM80, "sm_80")
-        };
-        let module = ctx
-            .load_module(Ptx::from_src(ptx))
-            .map_err(|e| Error::PtxLoad(format!("the driver rejected the {ptx_arch} PTX: {e}")))?;
+        let (module, (major, minor), ptx_arch) = ptx_module::load_module(&ctx, kernel)?;
         let load = |activation: Activation| -> Result<CudaFunction> {
             let kernel = path.kernel_for(activation);
-            let func = module.load_function(kernel.name).map_err(|e| {
-                Error::PtxLoad(format!(
-                    "kernel `{}` is not in the {ptx_arch} PTX ({e}); is host/ptx a placeholder? \
-                     run `cargo xtask build-ptx`",
-                    kernel.name
-                ))
-            })?;
+            let func = ptx_module::load_function(&module, kernel, ptx_arch)?;
             match kernel.dynamic_smem_bytes {
                 0 => {}
                 bytes => func.set_attribute(
@@ -352,19 +324,8 @@ impl GroupedGemm {
             load(Activation::F16)?,
             load(Activation::Bf16)?,
         ];
-        let func = &funcs[0];
-        let sm_count =
-            ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
-        let sm_count = u32::try_from(sm_count).unwrap_or(1).max(1);
-        let ctas_per_sm = func
-            .occupancy_max_active_blocks_per_multiprocessor(
-                kernel.threads,
-                kernel.dynamic_smem_bytes as usize,
-                None,
-            )
-            .ok()
-            .filter(|&n| n > 0)
-            .unwrap_or(FALLBACK_CTAS_PER_SM);
+        let sm_count = ptx_module::sm_count(&ctx)?;
+        let ctas_per_sm = ptx_module::ctas_per_sm(&funcs[0], kernel, FALLBACK_CTAS_PER_SM);
         Ok(Self {
             ctx,
             funcs,
@@ -509,12 +470,7 @@ impl GroupedGemm {
         }
         let (mode, counts_addr) = match counts {
             Some((input, mode)) => {
-                if input.context().is_some_and(|ctx| **ctx != *self.ctx) {
-                    return Err(Error::InvalidGroup {
-                        field: "counts",
-                        reason: "belongs to another CUDA context".into(),
-                    });
-                }
+                self.check_counts_context(input)?;
                 inputs.push(input);
                 (mode, input.addr())
             }
@@ -531,6 +487,17 @@ impl GroupedGemm {
         )?;
         plan.activation = activation;
         Ok(plan)
+    }
+
+    /// [`Error::InvalidGroup`] (field `counts`) if the device counts belong to another context.
+    pub(crate) fn check_counts_context(&self, counts: &DeviceInput<'_>) -> Result<()> {
+        if counts.context().is_some_and(|ctx| **ctx != *self.ctx) {
+            return Err(Error::InvalidGroup {
+                field: "counts",
+                reason: "belongs to another CUDA context".into(),
+            });
+        }
+        Ok(())
     }
 
     pub(crate) fn check_context(

@@ -471,16 +471,7 @@ impl GroupedGemm {
                     tile_n: kernel.tile_n,
                     tile_m: kernel.tile_m,
                 };
-                if counts
-                    .input
-                    .context()
-                    .is_some_and(|ctx| **ctx != **self.context())
-                {
-                    return Err(Error::InvalidGroup {
-                        field: "counts",
-                        reason: "belongs to another CUDA context".into(),
-                    });
-                }
+                self.check_counts_context(&counts.input)?;
                 inputs.push(&counts.input);
                 self.upload_plan(
                     stream,

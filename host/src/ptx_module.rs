@@ -1,9 +1,9 @@
-//! Loading one kernel of the embedded PTX into a context, for the kernels other than the GEMM
-//! (the GEMM loads its own in `gemm.rs`; both read the same committed files).
+//! Loading the embedded PTX (the files `cargo xtask build-ptx` commits) into a context, and
+//! its kernels: the GEMM's (`gemm.rs`) and the quantizer's.
 
 use crate::{Error, Result};
 use cudarc::driver::sys::CUdevice_attribute;
-use cudarc::driver::{CudaContext, CudaFunction};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
 use cudarc::nvrtc::Ptx;
 use kernels_gpu::kernels::KernelInfo;
 use std::sync::Arc;
@@ -25,18 +25,18 @@ pub(crate) struct LoadedKernel {
     pub ctas_per_sm: u32,
 }
 
-/// Loads `kernel` into `ctx`: the sm_90a PTX on compute capability 9.0, the sm_80 PTX on
-/// every other capability from 8.0 up (the same choice as `GroupedGemm`).
+/// Loads the embedded PTX for `ctx`'s device: the sm_90a PTX on compute capability 9.0, the
+/// sm_80 PTX on every other capability from 8.0 up. Returns the module, the compute
+/// capability and which PTX (`"sm_90a"` or `"sm_80"`).
 ///
 /// # Errors
-/// [`Error::UnsupportedGpu`] below the kernel's `min_cc` (or off 9.0 for an sm_90a-only
-/// kernel); [`Error::PtxLoad`] if the driver rejects the PTX or it lacks the kernel;
-/// [`Error::Driver`] if a device query fails.
-pub(crate) fn load(
+/// [`Error::UnsupportedGpu`] below `kernel`'s `min_cc` (or off 9.0 for an sm_90a-only
+/// kernel); [`Error::PtxLoad`] if the driver rejects the PTX; [`Error::Driver`] if a device
+/// query fails.
+pub(crate) fn load_module(
     ctx: &Arc<CudaContext>,
     kernel: &KernelInfo,
-    fallback_ctas_per_sm: u32,
-) -> Result<LoadedKernel> {
+) -> Result<(Arc<CudaModule>, (i32, i32), &'static str)> {
     let (major, minor) = ctx.compute_capability()?;
     let cc = major.saturating_mul(10).saturating_add(minor);
     if major < 8 || cc < kernel.min_cc as i32 || (kernel.sm90a_only && (major, minor) != (9, 0)) {
@@ -50,29 +50,65 @@ pub(crate) fn load(
     let module = ctx
         .load_module(Ptx::from_src(ptx))
         .map_err(|e| Error::PtxLoad(format!("the driver rejected the {ptx_arch} PTX: {e}")))?;
-    let func = module.load_function(kernel.name).map_err(|e| {
+    Ok((module, (major, minor), ptx_arch))
+}
+
+/// `kernel`'s function in `module` (loaded from the `ptx_arch` PTX).
+///
+/// # Errors
+/// [`Error::PtxLoad`] if the PTX lacks the kernel.
+pub(crate) fn load_function(
+    module: &Arc<CudaModule>,
+    kernel: &KernelInfo,
+    ptx_arch: &str,
+) -> Result<CudaFunction> {
+    module.load_function(kernel.name).map_err(|e| {
         Error::PtxLoad(format!(
             "kernel `{}` is not in the {ptx_arch} PTX ({e}); is host/ptx a placeholder or \
              stale? run `cargo xtask build-ptx`",
             kernel.name
         ))
-    })?;
-    let sm_count = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
-    let sm_count = u32::try_from(sm_count).unwrap_or(1).max(1);
-    let ctas_per_sm = func
-        .occupancy_max_active_blocks_per_multiprocessor(
-            kernel.threads,
-            kernel.dynamic_smem_bytes as usize,
-            None,
-        )
-        .ok()
-        .filter(|&n| n > 0)
-        .unwrap_or(fallback_ctas_per_sm);
+    })
+}
+
+/// Streaming multiprocessors of `ctx`'s device (at least 1).
+///
+/// # Errors
+/// [`Error::Driver`] if the query fails.
+pub(crate) fn sm_count(ctx: &Arc<CudaContext>) -> Result<u32> {
+    let n = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+    Ok(u32::try_from(n).unwrap_or(1).max(1))
+}
+
+/// Resident CTAs per SM of `func` launched as `kernel` says (`fallback` if the query fails).
+pub(crate) fn ctas_per_sm(func: &CudaFunction, kernel: &KernelInfo, fallback: u32) -> u32 {
+    func.occupancy_max_active_blocks_per_multiprocessor(
+        kernel.threads,
+        kernel.dynamic_smem_bytes as usize,
+        None,
+    )
+    .ok()
+    .filter(|&n| n > 0)
+    .unwrap_or(fallback)
+}
+
+/// Loads `kernel` into `ctx` ([`load_module`] + [`load_function`]) with the device facts a
+/// launch needs.
+///
+/// # Errors
+/// As [`load_module`] and [`load_function`]; [`Error::Driver`] if a device query fails.
+pub(crate) fn load(
+    ctx: &Arc<CudaContext>,
+    kernel: &KernelInfo,
+    fallback_ctas_per_sm: u32,
+) -> Result<LoadedKernel> {
+    let (module, compute_capability, ptx_arch) = load_module(ctx, kernel)?;
+    let func = load_function(&module, kernel, ptx_arch)?;
     Ok(LoadedKernel {
+        sm_count: sm_count(ctx)?,
+        ctas_per_sm: ctas_per_sm(&func, kernel, fallback_ctas_per_sm),
         func,
-        compute_capability: (major, minor),
+        compute_capability,
         ptx_arch,
-        sm_count,
-        ctas_per_sm,
     })
 }

@@ -51,6 +51,39 @@ pub struct DeviceGroup {
     c: Vec<Option<CudaSlice<f16>>>,
 }
 
+/// The problems of a group from its shapes and (borrowed) operands, packed rows, no strides.
+fn assemble<'a>(
+    host: &[HostShape],
+    a: Vec<DeviceInput<'a>>,
+    sfa: Vec<DeviceInput<'a>>,
+    b: &'a [Option<CudaSlice<u8>>],
+    sfb: &'a [Option<CudaSlice<u8>>],
+    c: &'a mut [Option<CudaSlice<f16>>],
+) -> Vec<Problem<'a>> {
+    host.iter()
+        .zip(a.into_iter().zip(sfa))
+        .zip(b.iter().zip(sfb))
+        .zip(c.iter_mut())
+        .map(|(((p, (a, sfa)), (b, sfb)), c)| Problem {
+            m: p.m,
+            n: p.n,
+            k: p.k,
+            a,
+            lda: None,
+            sfa,
+            sfa_layout: p.sfa_layout,
+            b: input(b),
+            ldb: None,
+            sfb: input(sfb),
+            sfb_layout: p.sfb_layout,
+            c: c.as_mut()
+                .map_or_else(DeviceOutput::empty, DeviceOutput::from),
+            ldc: None,
+            alpha: p.alpha,
+        })
+        .collect()
+}
+
 /// An input operand, or an empty one for a problem that reads none.
 fn input(s: &Option<CudaSlice<u8>>) -> DeviceInput<'_> {
     s.as_ref()
@@ -137,7 +170,7 @@ impl DeviceGroup {
     /// [`DeviceGroup::problems`] with the 16-bit A of `activation` (after
     /// [`DeviceGroup::upload_a16`]) and no `sfa`.
     pub fn problems_a16(&mut self, activation: nvfp4::Activation) -> Vec<Problem<'_>> {
-        let a16: Vec<DeviceInput<'_>> = match activation {
+        let a: Vec<DeviceInput<'_>> = match activation {
             nvfp4::Activation::Bf16 => self
                 .a_bf16
                 .iter()
@@ -155,66 +188,15 @@ impl DeviceGroup {
                 })
                 .collect(),
         };
-        let Self {
-            host, b, sfb, c, ..
-        } = self;
-        host.iter()
-            .zip(a16)
-            .zip(b.iter().zip(sfb.iter()))
-            .zip(c.iter_mut())
-            .map(|(((p, a), (b, sfb)), c)| Problem {
-                m: p.m,
-                n: p.n,
-                k: p.k,
-                a,
-                lda: None,
-                sfa: DeviceInput::empty(),
-                sfa_layout: p.sfa_layout,
-                b: input(b),
-                ldb: None,
-                sfb: input(sfb),
-                sfb_layout: p.sfb_layout,
-                c: c.as_mut()
-                    .map_or_else(DeviceOutput::empty, DeviceOutput::from),
-                ldc: None,
-                alpha: p.alpha,
-            })
-            .collect()
+        let sfa = self.host.iter().map(|_| DeviceInput::empty()).collect();
+        assemble(&self.host, a, sfa, &self.b, &self.sfb, &mut self.c)
     }
 
     /// The group as library problems (packed rows, no strides), borrowing the buffers.
     pub fn problems(&mut self) -> Vec<Problem<'_>> {
-        let Self {
-            host,
-            a,
-            sfa,
-            b,
-            sfb,
-            c,
-            ..
-        } = self;
-        host.iter()
-            .zip(a.iter().zip(sfa.iter()))
-            .zip(b.iter().zip(sfb.iter()))
-            .zip(c.iter_mut())
-            .map(|(((p, (a, sfa)), (b, sfb)), c)| Problem {
-                m: p.m,
-                n: p.n,
-                k: p.k,
-                a: input(a),
-                lda: None,
-                sfa: input(sfa),
-                sfa_layout: p.sfa_layout,
-                b: input(b),
-                ldb: None,
-                sfb: input(sfb),
-                sfb_layout: p.sfb_layout,
-                c: c.as_mut()
-                    .map_or_else(DeviceOutput::empty, DeviceOutput::from),
-                ldc: None,
-                alpha: p.alpha,
-            })
-            .collect()
+        let a = self.a.iter().map(input).collect();
+        let sfa = self.sfa.iter().map(input).collect();
+        assemble(&self.host, a, sfa, &self.b, &self.sfb, &mut self.c)
     }
 
     /// Every C, `m * n` values each (empty for an empty problem). Synchronises `stream`.
