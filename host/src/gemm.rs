@@ -281,7 +281,8 @@ pub struct GroupedGemm {
     compute_capability: (i32, i32),
     ptx_arch: &'static str,
     sm_count: u32,
-    ctas_per_sm: u32,
+    /// Resident CTAs per SM of each activation kind's kernel (indexed like `funcs`).
+    ctas_per_sm: [u32; 3],
 }
 
 impl GroupedGemm {
@@ -325,7 +326,11 @@ impl GroupedGemm {
             load(Activation::Bf16)?,
         ];
         let sm_count = ptx_module::sm_count(&ctx)?;
-        let ctas_per_sm = ptx_module::ctas_per_sm(&funcs[0], kernel, FALLBACK_CTAS_PER_SM);
+        // Per kernel: the W4A16 kernels may need other resources than the NVFP4 one, and a
+        // persistent grid sized for more CTAs than fit would run in two waves.
+        let ctas_per_sm = [Activation::Nvfp4, Activation::F16, Activation::Bf16].map(|a| {
+            ptx_module::ctas_per_sm(&funcs[a as usize], path.kernel_for(a), FALLBACK_CTAS_PER_SM)
+        });
         Ok(Self {
             ctx,
             funcs,
@@ -367,16 +372,30 @@ impl GroupedGemm {
         self.sm_count
     }
 
-    /// Resident CTAs per SM the occupancy query reported (2 if it failed).
+    /// Resident CTAs per SM of the NVFP4-activation kernel, as the occupancy query reported
+    /// (2 if it failed). [`GroupedGemm::ctas_per_sm_for`] gives any activation kind's.
     pub fn ctas_per_sm(&self) -> u32 {
-        self.ctas_per_sm
+        self.ctas_per_sm_for(Activation::Nvfp4)
     }
 
-    /// CTAs a launch of `total_tiles` tiles uses: the persistent grid
-    /// `min(total_tiles, sm_count * ctas_per_sm)`.
+    /// Resident CTAs per SM of the kernel for `activation` (2 if the query failed).
+    pub fn ctas_per_sm_for(&self, activation: Activation) -> u32 {
+        self.ctas_per_sm[activation as usize]
+    }
+
+    /// CTAs a launch of `total_tiles` tiles with NVFP4 activations uses: the persistent grid
+    /// `min(total_tiles, sm_count * ctas_per_sm)`, at least 1.
     pub fn grid_size(&self, total_tiles: u32) -> u32 {
+        self.grid_size_for(Activation::Nvfp4, total_tiles)
+    }
+
+    /// [`GroupedGemm::grid_size`] for the kernel of `activation`.
+    pub fn grid_size_for(&self, activation: Activation, total_tiles: u32) -> u32 {
         total_tiles
-            .min(self.sm_count.saturating_mul(self.ctas_per_sm))
+            .min(
+                self.sm_count
+                    .saturating_mul(self.ctas_per_sm_for(activation)),
+            )
             .max(1)
     }
 
@@ -596,10 +615,11 @@ impl GroupedGemm {
         let writes: Vec<_> = plan.outputs.iter().map(|c| c.write_access(track)).collect();
         let table_ptr = plan.table_addr;
 
+        let kernel = self.path.kernel_for(plan.activation);
         let cfg = LaunchConfig {
-            grid_dim: (self.grid_size(total_tiles), 1, 1),
-            block_dim: (self.path.kernel().threads, 1, 1),
-            shared_mem_bytes: self.path.kernel().dynamic_smem_bytes,
+            grid_dim: (self.grid_size_for(plan.activation, total_tiles), 1, 1),
+            block_dim: (kernel.threads, 1, 1),
+            shared_mem_bytes: kernel.dynamic_smem_bytes,
         };
         let mut launch = stream.launch_builder(&self.funcs[plan.activation as usize]);
         launch

@@ -56,10 +56,11 @@ impl Gpu {
         .expect("loading the NVFP4 kernels");
         let (major, minor) = gemm.compute_capability();
         eprintln!(
-            "device: {} (sm_{major}{minor}), {} SMs x {} CTAs, PTX {}, kernel {}",
+            "device: {} (sm_{major}{minor}), {} SMs x {} CTAs (W4A16: {}), PTX {}, kernel {}",
             ctx.name().unwrap_or_else(|_| "?".into()),
             gemm.sm_count(),
             gemm.ctas_per_sm(),
+            gemm.ctas_per_sm_for(nvfp4::Activation::F16),
             gemm.ptx_arch(),
             gemm.kernel_name()
         );

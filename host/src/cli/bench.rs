@@ -197,6 +197,13 @@ pub fn run_gpu(ctx: Arc<CudaContext>, opts: &BenchOpts, progress: &Progress) -> 
                     ("name", Json::str(gemm.kernel_name())),
                     ("ptx_arch", Json::str(gemm.ptx_arch())),
                     ("ctas_per_sm", Json::int(gemm.ctas_per_sm())),
+                    (
+                        "ctas_per_sm_w4a16",
+                        Json::Arr(vec![
+                            Json::int(gemm.ctas_per_sm_for(Activation::F16)),
+                            Json::int(gemm.ctas_per_sm_for(Activation::Bf16)),
+                        ]),
+                    ),
                     ("path", Json::str(format!("{:?}", gemm.path()))),
                     ("portable_requested", Json::Bool(opts.common.portable)),
                 ]),
