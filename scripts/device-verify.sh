@@ -4,7 +4,9 @@
 # `check` and `bench` (ours and cuBLAS in the same run). Logs go to $OUT (or ./device-out).
 #   bash scripts/device-verify.sh [all|tests|check|bench|sass|sanitize|sanitize-offsets|torch] [extra bench args...]
 # On a machine with one GPU, the two-GPU test (moe's multi_gpu_expert_parallel) is skipped
-# and says so here; with two or more it runs.
+# and says so here; with two or more it runs. For the complete sanitizer sweep (every GPU
+# test, benchmark shapes and the two-GPU test included) on a multi-GPU machine, use
+# scripts/sanitize-parallel.sh instead of the `sanitize` modes here.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${OUT:-device-out}
