@@ -192,7 +192,7 @@ unsafe impl DeviceRepr for DeviceDesc {}
 #[derive(Debug)]
 pub struct GroupPlan<'a> {
     /// The activations' kind: which kernel the launch runs.
-    activation: Activation,
+    pub(crate) activation: Activation,
     /// Every buffer the kernel reads (the row counts included), for cudarc's bookkeeping.
     inputs: Vec<&'a DeviceInput<'a>>,
     /// Every buffer the kernel writes.
@@ -764,7 +764,7 @@ impl GroupedGemm {
 }
 
 /// The descriptor flags of `types`, or the error for a combination the kernels lack.
-fn check_types(types: GemmTypes) -> Result<u32> {
+pub(crate) fn check_types(types: GemmTypes) -> Result<u32> {
     match (types.activation, types.output) {
         (_, OutputType::F16) => Ok(0),
         (Activation::Nvfp4, OutputType::Bf16) => Err(Error::InvalidGroup {

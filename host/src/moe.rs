@@ -16,6 +16,13 @@
 //!   `m` is the capacity of their buffers; problem `i` computes `min(counts[i], m_i)` rows.
 //! - Contiguous buffers: [`ContiguousGroup`] with [`GroupSizes::Device`].
 //!
+//! # 16-bit activations
+//! Both forms take fp16 or bf16 activations (W4A16) and fp16 or bf16 outputs like
+//! [`GroupedGemm::plan_typed`]: [`GroupedGemm::plan_device_counts_typed`] and
+//! [`GroupedGemm::plan_contiguous_typed`] with a [`GemmTypes`]. The token buffer then holds
+//! 16-bit rows (`lda` in bytes: at least `2 k`, a multiple of 16, default `2 k`; the buffer
+//! 16-byte aligned) and its scales are not read (pass [`DeviceInput::empty`]).
+//!
 //! # The contiguous layout
 //! As MoE code and `torch._grouped_mm` lay them out: the tokens of all experts in one
 //! `[rows, k / 2]` FP4 buffer `a` (with its scales over `rows` rows, plain or blocked), expert
@@ -67,7 +74,7 @@
 //! ```
 
 use crate::buffer::{DeviceInput, DeviceOutput};
-use crate::gemm::{GroupPlan, GroupedGemm, Problem};
+use crate::gemm::{GemmTypes, GroupPlan, GroupedGemm, Problem, check_types};
 use crate::table::{self, PackedTable};
 use crate::validate::{self, ProblemSpec, Span};
 use crate::{Error, Result, ScaleLayout};
@@ -169,18 +176,21 @@ pub struct ContiguousGroup<'a> {
     pub n: usize,
     /// Reduction length: a positive multiple of 16.
     pub k: usize,
-    /// The tokens of all experts, FP4 E2M1, `rows` rows, 8-byte aligned.
+    /// The tokens of all experts, FP4 E2M1, `rows` rows, 8-byte aligned (16-bit activations:
+    /// `rows` rows of `k` fp16 / bf16 values, 16-byte aligned).
     pub a: DeviceInput<'a>,
-    /// Bytes between rows of `a`: at least `k / 2`, a multiple of 8; `None` = `k / 2`.
+    /// Bytes between rows of `a`: at least `k / 2`, a multiple of 8; `None` = `k / 2`
+    /// (16-bit activations: at least `2 k`, a multiple of 16; `None` = `2 k`).
     pub lda: Option<usize>,
-    /// `a`'s E4M3 scales over `rows` rows, 4-byte aligned.
+    /// `a`'s E4M3 scales over `rows` rows, 4-byte aligned (not read with 16-bit activations:
+    /// pass [`DeviceInput::empty`]).
     pub sfa: DeviceInput<'a>,
     /// Layout of `sfa`.
     pub sfa_layout: ScaleLayout,
-    /// The output, fp16, `rows` rows of `n`, 2-byte aligned. Rows no expert owns are not
-    /// written.
+    /// The output, fp16 (or bf16, see [`GemmTypes`]), `rows` rows of `n`, 2-byte aligned.
+    /// Rows no expert owns are not written.
     pub c: DeviceOutput<'a>,
-    /// fp16 elements between rows of `c`: at least `n`; `None` = `n`.
+    /// Elements between rows of `c`: at least `n`; `None` = `n`.
     pub ldc: Option<usize>,
     /// One entry per expert, in the order of the rows.
     pub experts: Vec<ExpertWeights<'a>>,
@@ -195,10 +205,20 @@ impl ContiguousGroup<'_> {
     /// # Errors
     /// As [`GroupedGemm::plan_contiguous`].
     pub fn check(&self) -> Result<()> {
-        self.check_inner().map(|_| ())
+        self.check_typed(GemmTypes::default())
     }
 
-    fn check_inner(&self) -> Result<Vec<validate::Checked>> {
+    /// [`ContiguousGroup::check`] for the activation and output types of `types`: the
+    /// validation of [`GroupedGemm::plan_contiguous_typed`] without the CUDA-context checks.
+    ///
+    /// # Errors
+    /// As [`GroupedGemm::plan_contiguous_typed`].
+    pub fn check_typed(&self, types: GemmTypes) -> Result<()> {
+        check_types(types)?;
+        self.check_inner(types).map(|_| ())
+    }
+
+    fn check_inner(&self, types: GemmTypes) -> Result<Vec<validate::Checked>> {
         let experts = self.experts.len();
         let counts_read = match &self.sizes {
             GroupSizes::Host(sizes) => {
@@ -210,7 +230,7 @@ impl ContiguousGroup<'_> {
                 (experts > 0).then(|| counts_span(counts, experts))
             }
         };
-        let checked = validate::check_group_with(&self.specs(), counts_read)?;
+        let checked = validate::check_group_typed(&self.specs(), counts_read, types.activation)?;
         if let (GroupSizes::Device(_), Some(token)) = (&self.sizes, checked.first()) {
             // The kernel's tile count, bounded with the smallest tiles of all kernels.
             let bound = contiguous_tile_bound(
@@ -260,17 +280,32 @@ impl ContiguousGroup<'_> {
 /// # Errors
 /// As [`GroupedGemm::plan_device_counts`].
 pub fn check_device_counts(problems: &[Problem<'_>], counts: &DeviceCounts<'_>) -> Result<()> {
+    check_device_counts_typed(problems, counts, GemmTypes::default())
+}
+
+/// [`check_device_counts`] for the activation and output types of `types`: the validation of
+/// [`GroupedGemm::plan_device_counts_typed`] without the CUDA-context checks.
+///
+/// # Errors
+/// As [`GroupedGemm::plan_device_counts_typed`].
+pub fn check_device_counts_typed(
+    problems: &[Problem<'_>],
+    counts: &DeviceCounts<'_>,
+    types: GemmTypes,
+) -> Result<()> {
+    check_types(types)?;
     let specs: Vec<ProblemSpec> = problems.iter().map(Problem::spec).collect();
-    check_device_counts_specs(&specs, counts).map(|_| ())
+    check_device_counts_specs(&specs, counts, types).map(|_| ())
 }
 
 fn check_device_counts_specs(
     specs: &[ProblemSpec],
     counts: &DeviceCounts<'_>,
+    types: GemmTypes,
 ) -> Result<Vec<validate::Checked>> {
     check_counts(counts, specs.len())?;
     let counts_read = (!specs.is_empty()).then(|| counts_span(counts, specs.len()));
-    validate::check_group_with(specs, counts_read)
+    validate::check_group_typed(specs, counts_read, types.activation)
 }
 
 /// Checks the device counts of a group of `groups` problems.
@@ -351,10 +386,30 @@ impl GroupedGemm {
         problems: &'a [Problem<'a>],
         counts: &'a DeviceCounts<'a>,
     ) -> Result<GroupPlan<'a>> {
+        self.plan_device_counts_typed(stream, problems, counts, GemmTypes::default())
+    }
+
+    /// [`plan_device_counts`](Self::plan_device_counts) for the activation and output types
+    /// of `types` (see [`GemmTypes`] and [`GroupedGemm::plan_typed`]).
+    ///
+    /// # Errors
+    /// As [`plan_device_counts`](Self::plan_device_counts), with the rules of
+    /// [`GroupedGemm::plan_typed`] for `a` and the output.
+    pub fn plan_device_counts_typed<'a>(
+        &self,
+        stream: &Arc<CudaStream>,
+        problems: &'a [Problem<'a>],
+        counts: &'a DeviceCounts<'a>,
+        types: GemmTypes,
+    ) -> Result<GroupPlan<'a>> {
+        let flags = check_types(types)?;
         let specs: Vec<ProblemSpec> = problems.iter().map(Problem::spec).collect();
-        let checked = check_device_counts_specs(&specs, counts)?;
+        let checked = check_device_counts_specs(&specs, counts, types)?;
         // Validation bounded the tiles of every problem at its capacity by u32::MAX.
-        let packed = table::pack_checked(&specs, &checked, self.path().kernel());
+        let mut packed = table::pack_checked(&specs, &checked, self.path().kernel());
+        for d in &mut packed.descs {
+            d.flags = flags;
+        }
         let bound = packed.total_tiles;
         self.make_plan(
             stream,
@@ -362,7 +417,7 @@ impl GroupedGemm {
             packed,
             Some((&counts.input, SizeMode::DevicePerGroup)),
             bound,
-            crate::gemm::Activation::Nvfp4,
+            types.activation,
         )
     }
 
@@ -379,8 +434,37 @@ impl GroupedGemm {
         stream: &Arc<CudaStream>,
         group: &'a ContiguousGroup<'a>,
     ) -> Result<GroupPlan<'a>> {
+        self.plan_contiguous_typed(stream, group, GemmTypes::default())
+    }
+
+    /// [`plan_contiguous`](Self::plan_contiguous) for the activation and output types of
+    /// `types` (see [`GemmTypes`]): with fp16 or bf16 activations `a` holds 16-bit rows and
+    /// `sfa` is not read (see the [module docs](self)).
+    ///
+    /// # Errors
+    /// As [`plan_contiguous`](Self::plan_contiguous), with the rules of
+    /// [`GroupedGemm::plan_typed`] for `a` (problem 0) and the output.
+    pub fn plan_contiguous_typed<'a>(
+        &self,
+        stream: &Arc<CudaStream>,
+        group: &'a ContiguousGroup<'a>,
+        types: GemmTypes,
+    ) -> Result<GroupPlan<'a>> {
+        let flags = check_types(types)?;
+        let mut plan = self.plan_contiguous_checked(stream, group, types, flags)?;
+        plan.activation = types.activation;
+        Ok(plan)
+    }
+
+    fn plan_contiguous_checked<'a>(
+        &self,
+        stream: &Arc<CudaStream>,
+        group: &'a ContiguousGroup<'a>,
+        types: GemmTypes,
+        flags: u32,
+    ) -> Result<GroupPlan<'a>> {
         let experts = group.experts.len();
-        let checked = group.check_inner()?;
+        let checked = group.check_inner(types)?;
         let kernel = self.path().kernel();
         let mut inputs = Vec::with_capacity(2 * experts + 3);
         for (g, e) in group.experts.iter().enumerate() {
@@ -409,6 +493,7 @@ impl GroupedGemm {
             n: token.n,
             k: token.k,
             sfa_layout: group.sfa_layout as u32,
+            flags,
             ..ProblemDesc::default()
         };
         let expert_desc = |g: usize, m: u32, m_offset: u32| ProblemDesc {
@@ -497,6 +582,22 @@ impl GroupedGemm {
         group: &ContiguousGroup<'_>,
     ) -> Result<()> {
         let plan = self.plan_contiguous(stream, group)?;
+        self.launch(stream, &plan)
+    }
+
+    /// [`plan_contiguous_typed`](Self::plan_contiguous_typed) + [`launch`](Self::launch).
+    /// Not inside CUDA graph capture, as [`run_contiguous`](Self::run_contiguous).
+    ///
+    /// # Errors
+    /// As [`plan_contiguous_typed`](Self::plan_contiguous_typed) and
+    /// [`launch`](Self::launch).
+    pub fn run_contiguous_typed(
+        &self,
+        stream: &Arc<CudaStream>,
+        group: &ContiguousGroup<'_>,
+        types: GemmTypes,
+    ) -> Result<()> {
+        let plan = self.plan_contiguous_typed(stream, group, types)?;
         self.launch(stream, &plan)
     }
 }

@@ -6,9 +6,11 @@
 use kernels_gpu::layout::scale_len;
 use nvfp4::moe::{
     ContiguousGroup, DeviceCounts, ExpertWeights, GroupSizes, MAX_DEVICE_GROUPS,
-    check_device_counts,
+    check_device_counts, check_device_counts_typed,
 };
-use nvfp4::{DeviceInput, DeviceOutput, Error, Problem, ScaleLayout};
+use nvfp4::{
+    Activation, DeviceInput, DeviceOutput, Error, GemmTypes, OutputType, Problem, ScaleLayout,
+};
 
 const ROWS: usize = 300;
 const N: usize = 256;
@@ -338,4 +340,139 @@ fn per_group_device_counts() {
         ),
         "{err:?}"
     );
+}
+
+/// [`group`] with 16-bit tokens: `rows` rows of `k` 16-bit values, no token scales.
+fn group16(experts: usize, sizes: GroupSizes<'static>) -> ContiguousGroup<'static> {
+    ContiguousGroup {
+        a: input(1, ROWS * K * 2),
+        sfa: DeviceInput::empty(),
+        ..group(experts, sizes)
+    }
+}
+
+fn types(activation: Activation, output: OutputType) -> GemmTypes {
+    GemmTypes { activation, output }
+}
+
+/// The typed forms (16-bit activations, bf16 outputs) validate `a` with the 16-bit rules,
+/// ignore `sfa`, and refuse bf16 outputs with NVFP4 activations.
+#[test]
+fn sixteen_bit_contiguous_validation() {
+    for act in [Activation::F16, Activation::Bf16] {
+        for out in [OutputType::F16, OutputType::Bf16] {
+            group16(3, host(&[10, 0, 290]))
+                .check_typed(types(act, out))
+                .unwrap();
+            group16(3, GroupSizes::Device(counts(9, 3)))
+                .check_typed(types(act, out))
+                .unwrap();
+        }
+        // An FP4-sized token buffer is too short for 16-bit rows (problem 0 carries them).
+        let g = ContiguousGroup {
+            sfa: DeviceInput::empty(),
+            ..group(3, host(&[1, 2, 3]))
+        };
+        let err = g.check_typed(types(act, OutputType::F16)).unwrap_err();
+        assert!(
+            matches!(err, Error::BufferTooSmall { problem: 0, field: "a", needed, .. } if needed == (ROWS * K * 2) as u64),
+            "{err:?}"
+        );
+        // lda in bytes: at least 2k.
+        let g = ContiguousGroup {
+            lda: Some(K),
+            ..group16(3, host(&[1, 2, 3]))
+        };
+        let err = g.check_typed(types(act, OutputType::F16)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidStride {
+                    problem: 0,
+                    field: "lda",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // 16-byte alignment of the tokens.
+        let g = ContiguousGroup {
+            // SAFETY: numbers only.
+            a: unsafe { DeviceInput::from_raw(at(1) + 8, ROWS * K * 2) },
+            ..group16(3, host(&[1, 2, 3]))
+        };
+        let err = g.check_typed(types(act, OutputType::F16)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Misaligned {
+                    problem: 0,
+                    field: "a",
+                    align: 16,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // The counts' rules are the same.
+        let err = group16(3, host(&[200, 200, 0]))
+            .check_typed(types(act, OutputType::F16))
+            .unwrap_err();
+        assert_group_err(err, "sizes", "capacity");
+    }
+    // The NVFP4 rules for the untyped check: a 16-bit group's empty sfa is an error there.
+    assert!(group16(3, host(&[1, 2, 3])).check().is_err());
+    // bf16 outputs need 16-bit activations, in both forms.
+    let err = group(3, host(&[1, 2, 3]))
+        .check_typed(types(Activation::Nvfp4, OutputType::Bf16))
+        .unwrap_err();
+    assert_group_err(err, "output", "16-bit activations");
+    let ps: Vec<_> = (0..3).map(|i| per_group(i, 64)).collect();
+    let err = check_device_counts_typed(
+        &ps,
+        &counts(9, 3),
+        types(Activation::Nvfp4, OutputType::Bf16),
+    )
+    .unwrap_err();
+    assert_group_err(err, "output", "16-bit activations");
+}
+
+/// Per-group problems with device counts and 16-bit tokens: the 16-bit rules per problem.
+#[test]
+fn sixteen_bit_per_group_device_counts() {
+    let ps16 = |lda: Option<usize>| -> Vec<Problem<'static>> {
+        (0..3)
+            .map(|i| Problem {
+                a: input(1000 + 8 * i, 64 * K * 2),
+                lda,
+                sfa: DeviceInput::empty(),
+                ..per_group(i, 64)
+            })
+            .collect()
+    };
+    for act in [Activation::F16, Activation::Bf16] {
+        check_device_counts_typed(&ps16(None), &counts(9, 3), types(act, OutputType::Bf16))
+            .unwrap();
+        let err = check_device_counts_typed(
+            &ps16(Some(K / 2)),
+            &counts(9, 3),
+            types(act, OutputType::F16),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidStride {
+                    problem: 0,
+                    field: "lda",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err =
+            check_device_counts_typed(&ps16(None), &counts(9, 2), types(act, OutputType::F16))
+                .unwrap_err();
+        assert_group_err(err, "counts", "2 counts");
+    }
 }

@@ -535,3 +535,202 @@ fn bf16_output_needs_16_bit_activations() {
         "{err}"
     );
 }
+
+/// Checks rows `row0 .. row0 + p.m` of the downloaded output `got` (row stride `ldc`) against
+/// the reference of `p` with activations `a` (`p.m` rows); returns the bad elements.
+fn bad_rows(
+    got: &[u16],
+    ldc: usize,
+    row0: usize,
+    p: &HostProblem,
+    a: &Acts,
+    out: OutputType,
+) -> usize {
+    let (want, abs) = reference(p, a);
+    let mut bad = 0;
+    for r in 0..p.m {
+        for j in 0..p.n {
+            let bits = got[(row0 + r) * ldc + j];
+            let w = want[r * p.n + j];
+            if bits == POISON
+                || (decode(bits, out) - w).abs() > bound(w, abs[r * p.n + j], p.k, out)
+            {
+                bad += 1;
+            }
+        }
+    }
+    bad
+}
+
+/// Rows `rows` of `all`'s activations as their own [`Acts`].
+fn acts_rows(all: &Acts, k: usize, rows: std::ops::Range<usize>) -> Acts {
+    Acts {
+        values: all.values[rows.start * k..rows.end * k].to_vec(),
+        bits: all.bits[rows.start * k..rows.end * k].to_vec(),
+    }
+}
+
+/// The contiguous MoE layout with 16-bit activations ([`nvfp4::GroupedGemm::plan_contiguous_typed`]):
+/// five experts of M = 0, 1, 7, 40, 76 in a 130-row buffer (the last 6 rows unowned), N = 136
+/// (not a multiple of the tile), both weight-scale layouts, every activation/output pair,
+/// host sizes and device counts. Owned rows match the reference, unowned rows and the
+/// padding of `ldc` stay poisoned.
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn contiguous_moe_all_types() {
+    use nvfp4::cudarc::driver::DevicePtr;
+    use nvfp4::moe::{ContiguousGroup, DeviceCounts, ExpertWeights, GroupSizes};
+    let gpu = Gpu::new();
+    let stream = &gpu.stream;
+    let sizes = [0usize, 1, 7, 40, 76];
+    let (rows, n, k, ldc) = (130usize, 136usize, 320usize, 144usize);
+    for (t, (act, out)) in PAIRS.into_iter().enumerate() {
+        let layout = [Plain, Blocked][t % 2];
+        let shapes: Vec<_> = sizes.iter().map(|&m| (m, n, k)).collect();
+        let ps = weights(700 + t as u64, &shapes, layout);
+        let all = acts(&mut Rng::new(710 + t as u64), rows, k, act);
+        let a = stream.clone_htod(&all.bits).unwrap();
+        let bs: Vec<CudaSlice<u8>> = ps
+            .iter()
+            .map(|p| stream.clone_htod(&p.b).unwrap())
+            .collect();
+        let sfbs: Vec<CudaSlice<u8>> = ps
+            .iter()
+            .map(|p| stream.clone_htod(&p.sfb).unwrap())
+            .collect();
+        let counts = stream.clone_htod(&sizes.map(|m| m as u32)).unwrap();
+        for device in [false, true] {
+            let label = format!("contiguous {act:?}->{out:?} {layout:?} device={device}");
+            let c = stream.clone_htod(&vec![POISON; rows * ldc]).unwrap();
+            {
+                let (a_addr, _) = a.device_ptr(stream);
+                let (c_addr, _) = c.device_ptr(stream);
+                let group = ContiguousGroup {
+                    rows,
+                    n,
+                    k,
+                    // SAFETY: `a` and `c` outlive the launch; the stream is synchronised below.
+                    a: unsafe { DeviceInput::from_raw(a_addr, rows * k * 2) },
+                    lda: None,
+                    sfa: DeviceInput::empty(),
+                    sfa_layout: Plain,
+                    // SAFETY: as above.
+                    c: unsafe { DeviceOutput::from_raw(c_addr, rows * ldc * 2) },
+                    ldc: Some(ldc),
+                    experts: ps
+                        .iter()
+                        .zip(bs.iter().zip(&sfbs))
+                        .map(|(p, (b, sfb))| ExpertWeights {
+                            b: DeviceInput::from(b),
+                            ldb: None,
+                            sfb: DeviceInput::from(sfb),
+                            sfb_layout: p.sfb_layout,
+                            alpha: p.alpha,
+                        })
+                        .collect(),
+                    sizes: if device {
+                        GroupSizes::Device(DeviceCounts::from_slice(&counts))
+                    } else {
+                        GroupSizes::Host(sizes.to_vec())
+                    },
+                };
+                let types = GemmTypes {
+                    activation: act,
+                    output: out,
+                };
+                let plan = gpu
+                    .gemm
+                    .plan_contiguous_typed(stream, &group, types)
+                    .expect("plan_contiguous_typed");
+                gpu.gemm.launch(stream, &plan).expect("launch");
+                stream.synchronize().unwrap();
+            }
+            let got = stream.clone_dtoh(&c).unwrap();
+            let mut row0 = 0;
+            for (g, p) in ps.iter().enumerate() {
+                let a_g = acts_rows(&all, k, row0..row0 + p.m);
+                let bad = bad_rows(&got, ldc, row0, p, &a_g, out);
+                assert_eq!(
+                    bad, 0,
+                    "{label}: expert {g} (M = {}): {bad} bad elements",
+                    p.m
+                );
+                row0 += p.m;
+            }
+            for r in 0..rows {
+                let first = if r < row0 { n } else { 0 };
+                for j in first..ldc {
+                    assert_eq!(got[r * ldc + j], POISON, "{label}: row {r} col {j} written");
+                }
+            }
+            println!("{label}: {} experts, {row0} of {rows} rows: ok", ps.len());
+        }
+    }
+}
+
+/// Per-group buffers with device counts and 16-bit activations
+/// ([`nvfp4::GroupedGemm::plan_device_counts_typed`]): capacity 64 rows each, counts 0, 1, 7,
+/// 40 and 1000 (clamped to 64); rows past the count stay poisoned.
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn per_group_device_counts_all_types() {
+    use nvfp4::moe::DeviceCounts;
+    let gpu = Gpu::new();
+    let stream = &gpu.stream;
+    let counts_host = [0u32, 1, 7, 40, 1000];
+    let cap = 64usize;
+    for (t, (act, out)) in PAIRS.into_iter().enumerate() {
+        let shapes: Vec<_> = (0..counts_host.len())
+            .map(|i| (cap, 72 + 40 * i, 160))
+            .collect();
+        let ps = weights(800 + t as u64, &shapes, [Blocked, Plain][t % 2]);
+        let mut rng = Rng::new(810 + t as u64);
+        let a: Vec<Acts> = ps.iter().map(|p| acts(&mut rng, p.m, p.k, act)).collect();
+        let mut devs: Vec<Dev> = ps
+            .iter()
+            .zip(&a)
+            .map(|(p, a)| upload(stream, p, a, 8, 3))
+            .collect();
+        let counts = stream.clone_htod(&counts_host).unwrap();
+        let dc = DeviceCounts::from_slice(&counts);
+        {
+            let problems: Vec<Problem<'_>> = ps
+                .iter()
+                .zip(devs.iter_mut())
+                .map(|(p, d)| device_problem(stream, p, d))
+                .collect();
+            let types = GemmTypes {
+                activation: act,
+                output: out,
+            };
+            let plan = gpu
+                .gemm
+                .plan_device_counts_typed(stream, &problems, &dc, types)
+                .expect("plan_device_counts_typed");
+            gpu.gemm.launch(stream, &plan).expect("launch");
+            stream.synchronize().unwrap();
+        }
+        for (i, ((p, a), d)) in ps.iter().zip(&a).zip(&devs).enumerate() {
+            let got = stream.clone_dtoh(&d.c).unwrap();
+            let m = (counts_host[i] as usize).min(cap);
+            let p_m = HostProblem { m, ..p.clone() };
+            let bad = bad_rows(&got, d.ldc, 0, &p_m, &acts_rows(a, p.k, 0..m), out);
+            assert_eq!(
+                bad, 0,
+                "{act:?}->{out:?} problem {i} (count {}): {bad} bad",
+                counts_host[i]
+            );
+            for r in 0..cap {
+                let first = if r < m { p.n } else { 0 };
+                for j in first..d.ldc {
+                    assert_eq!(
+                        got[r * d.ldc + j],
+                        POISON,
+                        "problem {i}: row {r} col {j} written"
+                    );
+                }
+            }
+        }
+        println!("per-group device counts {act:?}->{out:?}: ok");
+    }
+}
