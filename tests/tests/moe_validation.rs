@@ -342,6 +342,21 @@ fn per_group_device_counts() {
     );
 }
 
+/// `err` is problem 0's `lda` being wrong for its rows.
+fn assert_lda_stride(err: &Error) {
+    assert!(
+        matches!(
+            err,
+            Error::InvalidStride {
+                problem: 0,
+                field: "lda",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
 /// [`group`] with 16-bit tokens: `rows` rows of `k` 16-bit values, no token scales.
 fn group16(experts: usize, sizes: GroupSizes<'static>) -> ContiguousGroup<'static> {
     ContiguousGroup {
@@ -384,17 +399,7 @@ fn sixteen_bit_contiguous_validation() {
             ..group16(3, host(&[1, 2, 3]))
         };
         let err = g.check_typed(types(act, OutputType::F16)).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::InvalidStride {
-                    problem: 0,
-                    field: "lda",
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert_lda_stride(&err);
         // 16-byte alignment of the tokens.
         let g = ContiguousGroup {
             // SAFETY: numbers only.
@@ -459,17 +464,7 @@ fn sixteen_bit_per_group_device_counts() {
             types(act, OutputType::F16),
         )
         .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::InvalidStride {
-                    problem: 0,
-                    field: "lda",
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert_lda_stride(&err);
         let err =
             check_device_counts_typed(&ps16(None), &counts(9, 2), types(act, OutputType::F16))
                 .unwrap_err();
