@@ -8,8 +8,8 @@ use crate::validate::{self, ProblemSpec};
 use crate::{Error, Result, ScaleLayout};
 use cudarc::driver::sys::{CUfunction_attribute, CUstreamCaptureStatus as CaptureStatus};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig,
-    PushKernelArg,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr,
+    LaunchConfig, PushKernelArg,
 };
 use half::f16;
 use kernels_gpu::kernels::{
@@ -275,6 +275,8 @@ impl GroupPlan<'_> {
 #[derive(Debug)]
 pub struct GroupedGemm {
     ctx: Arc<CudaContext>,
+    /// The loaded PTX module (shared with a [`crate::quant::Quantizer::from_gemm`]).
+    module: Arc<CudaModule>,
     /// The path's kernels for NVFP4, fp16 and bf16 activations (`Activation as usize`).
     funcs: [CudaFunction; 3],
     path: KernelPath,
@@ -333,6 +335,7 @@ impl GroupedGemm {
         });
         Ok(Self {
             ctx,
+            module,
             funcs,
             path,
             compute_capability: (major, minor),
@@ -340,6 +343,11 @@ impl GroupedGemm {
             sm_count,
             ctas_per_sm,
         })
+    }
+
+    /// The PTX module the kernels come from, the compute capability and which PTX it is.
+    pub(crate) fn module(&self) -> (&Arc<CudaModule>, (i32, i32), &'static str) {
+        (&self.module, self.compute_capability, self.ptx_arch)
     }
 
     /// The CUDA context the kernels are loaded in.

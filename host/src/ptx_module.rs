@@ -103,7 +103,30 @@ pub(crate) fn load(
     fallback_ctas_per_sm: u32,
 ) -> Result<LoadedKernel> {
     let (module, compute_capability, ptx_arch) = load_module(ctx, kernel)?;
-    let func = load_function(&module, kernel, ptx_arch)?;
+    from_module(
+        ctx,
+        &module,
+        compute_capability,
+        ptx_arch,
+        kernel,
+        fallback_ctas_per_sm,
+    )
+}
+
+/// [`load`] from a module [`load_module`] already returned (for `ctx`), without loading the
+/// PTX again.
+///
+/// # Errors
+/// As [`load_function`]; [`Error::Driver`] if a device query fails.
+pub(crate) fn from_module(
+    ctx: &Arc<CudaContext>,
+    module: &Arc<CudaModule>,
+    compute_capability: (i32, i32),
+    ptx_arch: &'static str,
+    kernel: &KernelInfo,
+    fallback_ctas_per_sm: u32,
+) -> Result<LoadedKernel> {
+    let func = load_function(module, kernel, ptx_arch)?;
     Ok(LoadedKernel {
         sm_count: sm_count(ctx)?,
         ctas_per_sm: ctas_per_sm(&func, kernel, fallback_ctas_per_sm),

@@ -41,6 +41,7 @@
 //! # Ok::<(), nvfp4::Error>(())
 //! ```
 
+use crate::gemm::GroupedGemm;
 use crate::ptx_module::{self, LoadedKernel};
 use crate::validate::Span;
 use crate::{Error, Result, ScaleLayout};
@@ -592,6 +593,30 @@ impl Quantizer {
     /// query fails.
     pub fn new(ctx: Arc<CudaContext>) -> Result<Self> {
         let kernel = ptx_module::load(&ctx, &QUANTIZE, FALLBACK_CTAS_PER_SM)?;
+        Ok(Self { ctx, kernel })
+    }
+
+    /// The quantization kernel from the module `gemm` already loaded (same context, same
+    /// PTX): no second load (and, off sm_90, no second JIT compilation) of the embedded PTX.
+    ///
+    /// ```no_run
+    /// use nvfp4::GroupedGemm;
+    /// use nvfp4::quant::Quantizer;
+    /// # fn main() -> Result<(), nvfp4::Error> {
+    /// let gemm = GroupedGemm::new(nvfp4::open_device(0)?)?;
+    /// let quantizer = Quantizer::from_gemm(&gemm)?;
+    /// assert!(std::sync::Arc::ptr_eq(quantizer.context(), gemm.context()));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::PtxLoad`] if the module lacks the kernel; [`Error::Driver`] if a device query
+    /// fails.
+    pub fn from_gemm(gemm: &GroupedGemm) -> Result<Self> {
+        let ctx = gemm.context().clone();
+        let (module, cc, ptx_arch) = gemm.module();
+        let kernel =
+            ptx_module::from_module(&ctx, module, cc, ptx_arch, &QUANTIZE, FALLBACK_CTAS_PER_SM)?;
         Ok(Self { ctx, kernel })
     }
 

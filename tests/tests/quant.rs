@@ -1240,3 +1240,28 @@ fn gpu_quantize_then_gemm() {
         );
     }
 }
+
+/// [`Quantizer::from_gemm`]: the kernel from the GEMM's own module (same context, same PTX)
+/// quantizes bit for bit like the CPU.
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn gpu_quantizer_from_gemm() {
+    let ctx = CudaContext::new(0).expect("CUDA device 0 (these tests need a GPU)");
+    let gemm = nvfp4::GroupedGemm::new(ctx.clone()).expect("loading the GEMM kernels");
+    let gpu = QuantGpu {
+        stream: ctx.default_stream(),
+        quantizer: Quantizer::from_gemm(&gemm).expect("Quantizer::from_gemm"),
+    };
+    assert!(Arc::ptr_eq(gpu.quantizer.context(), gemm.context()));
+    assert_eq!(gpu.quantizer.ptx_arch(), gemm.ptx_arch());
+    let mut rng = Rng::new(77);
+    let (rows, k) = (76, 784);
+    for layout in [Plain, Blocked] {
+        let x = convert::<bf16>(&draw(&mut rng, Dist::Random, InputDtype::Bf16, rows * k));
+        let want = quantize_cpu(&x, rows, k, None, Some(0.3), layout).unwrap();
+        let (fp4, scales) = gpu.quantize(&x, rows, k, k, 0, Some(0.3), layout, 0xA5);
+        assert!(fp4 == want.fp4, "{layout:?}: FP4 differs");
+        assert!(scales == want.scales, "{layout:?}: scales differ");
+    }
+    println!("Quantizer::from_gemm ({}): GPU == CPU", gemm.ptx_arch());
+}
