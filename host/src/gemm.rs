@@ -192,7 +192,7 @@ unsafe impl DeviceRepr for DeviceDesc {}
 #[derive(Debug)]
 pub struct GroupPlan<'a> {
     /// The activations' kind: which kernel the launch runs.
-    pub(crate) activation: Activation,
+    activation: Activation,
     /// Every buffer the kernel reads (the row counts included), for cudarc's bookkeeping.
     inputs: Vec<&'a DeviceInput<'a>>,
     /// Every buffer the kernel writes.
@@ -503,7 +503,7 @@ impl GroupedGemm {
             }
             None => (SizeMode::Host, 0),
         };
-        let mut plan = self.upload_plan(
+        self.upload_plan(
             stream,
             inputs,
             outputs,
@@ -511,9 +511,8 @@ impl GroupedGemm {
             mode,
             counts_addr,
             tile_bound,
-        )?;
-        plan.activation = activation;
-        Ok(plan)
+            activation,
+        )
     }
 
     /// [`Error::InvalidGroup`] (field `counts`) if the device counts belong to another context.
@@ -550,6 +549,7 @@ impl GroupedGemm {
         mode: SizeMode,
         counts_addr: u64,
         tile_bound: u32,
+        activation: Activation,
     ) -> Result<GroupPlan<'a>> {
         let table = if tile_bound == 0 {
             None
@@ -559,7 +559,7 @@ impl GroupedGemm {
         };
         let table_addr = table.as_ref().map_or(0, |t| t.device_ptr(stream).0);
         Ok(GroupPlan {
-            activation: Activation::Nvfp4,
+            activation,
             inputs,
             outputs,
             packed,

@@ -451,18 +451,6 @@ impl GroupedGemm {
         types: GemmTypes,
     ) -> Result<GroupPlan<'a>> {
         let flags = check_types(types)?;
-        let mut plan = self.plan_contiguous_checked(stream, group, types, flags)?;
-        plan.activation = types.activation;
-        Ok(plan)
-    }
-
-    fn plan_contiguous_checked<'a>(
-        &self,
-        stream: &Arc<CudaStream>,
-        group: &'a ContiguousGroup<'a>,
-        types: GemmTypes,
-        flags: u32,
-    ) -> Result<GroupPlan<'a>> {
         let experts = group.experts.len();
         let checked = group.check_inner(types)?;
         let kernel = self.path().kernel();
@@ -480,7 +468,16 @@ impl GroupedGemm {
         self.check_context(0, "c", group.c.context())?;
         if experts == 0 {
             let packed = table::pack_checked(&[], &[], kernel);
-            return self.upload_plan(stream, inputs, vec![&group.c], packed, SizeMode::Host, 0, 0);
+            return self.upload_plan(
+                stream,
+                inputs,
+                vec![&group.c],
+                packed,
+                SizeMode::Host,
+                0,
+                0,
+                types.activation,
+            );
         }
         // The token side's numbers, resolved by validation (problem 0 carries them).
         let token = &checked[0];
@@ -541,6 +538,7 @@ impl GroupedGemm {
                     SizeMode::Host,
                     0,
                     total,
+                    types.activation,
                 )
             }
             GroupSizes::Device(counts) => {
@@ -566,6 +564,7 @@ impl GroupedGemm {
                     SizeMode::DeviceContiguous,
                     counts.input.addr(),
                     bound,
+                    types.activation,
                 )
             }
         }
