@@ -259,6 +259,20 @@ pub fn run_gpu(ctx: Arc<CudaContext>, opts: &BenchOpts, progress: &Progress) -> 
     Ok(passed)
 }
 
+/// `WARMUP` untimed calls of `enqueue`, then `iters` timed ones ([`gpu::time_events`]: CUDA
+/// events, L2 flushed before each).
+fn time_warm(
+    stream: &Arc<CudaStream>,
+    flush: &mut nvfp4::cudarc::driver::CudaSlice<u8>,
+    iters: usize,
+    mut enqueue: impl FnMut() -> AnyResult<()>,
+) -> AnyResult<Stats> {
+    for _ in 0..WARMUP {
+        enqueue()?;
+    }
+    gpu::time_events(stream, flush, iters, enqueue)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn bench_shape_gpu(
     gemm: &GroupedGemm,
@@ -300,10 +314,7 @@ fn bench_shape_gpu(
     let ours = {
         let problems = dev.problems();
         let plan = gemm.plan(stream, &problems)?;
-        for _ in 0..WARMUP {
-            gemm.launch(stream, &plan)?;
-        }
-        gpu::time_events(
+        time_warm(
             stream,
             flush,
             opts.iters,
@@ -331,10 +342,7 @@ fn bench_shape_gpu(
         let stats = {
             let problems = dev.problems_a16(activation);
             let plan = gemm.plan_typed(stream, &problems, types)?;
-            for _ in 0..WARMUP {
-                gemm.launch(stream, &plan)?;
-            }
-            gpu::time_events(
+            time_warm(
                 stream,
                 flush,
                 opts.iters,
@@ -356,10 +364,7 @@ fn bench_shape_gpu(
             let got = cb.download(stream)?;
             let check = check_group(&got, &exp, k_max, false);
             drop(got);
-            for _ in 0..WARMUP {
-                cb.enqueue(blas)?;
-            }
-            let stats = gpu::time_events(stream, flush, opts.iters, || cb.enqueue(blas))?;
+            let stats = time_warm(stream, flush, opts.iters, || cb.enqueue(blas))?;
             Some((stats, check))
         }
     };
