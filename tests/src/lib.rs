@@ -323,3 +323,15 @@ pub fn check_group(label: &str, ps: &[HostProblem], got: &[Vec<f16>], tol: Toler
     );
     s
 }
+
+/// Asserts that the error `err` matches a pattern (with an optional guard), printing it if
+/// not: `assert_err!(err, Error::InvalidStride { problem: 0, field: "lda", .. })`.
+#[macro_export]
+macro_rules! assert_err {
+    ($err:expr, $pattern:pat $(if $guard:expr)? $(,)?) => {
+        match $err {
+            $pattern $(if $guard)? => {}
+            ref other => panic!("unexpected error: {other:?}"),
+        }
+    };
+}

@@ -11,6 +11,7 @@ use nvfp4::moe::{
 use nvfp4::{
     Activation, DeviceInput, DeviceOutput, Error, GemmTypes, OutputType, Problem, ScaleLayout,
 };
+use nvfp4_tests::assert_err;
 
 const ROWS: usize = 300;
 const N: usize = 256;
@@ -157,45 +158,36 @@ fn token_buffers_sized_for_the_capacity() {
     let mut g = group(4, host(&[1, 1, 1, 1]));
     g.a = input(1, (ROWS - 1) * K / 2);
     let err = g.check().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::BufferTooSmall {
-                problem: 0,
-                field: "a",
-                ..
-            }
-        ),
-        "{err:?}"
+    assert_err!(
+        err,
+        Error::BufferTooSmall {
+            problem: 0,
+            field: "a",
+            ..
+        }
     );
     // Blocked scales for fewer rows than the capacity.
     let mut g = group(4, host(&[1, 1, 1, 1]));
     g.sfa = input(2, scale_len(ScaleLayout::Blocked, 128, K as u32) as usize);
     let err = g.check().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::BufferTooSmall {
-                problem: 0,
-                field: "sfa",
-                ..
-            }
-        ),
-        "{err:?}"
+    assert_err!(
+        err,
+        Error::BufferTooSmall {
+            problem: 0,
+            field: "sfa",
+            ..
+        }
     );
     let mut g = group(4, GroupSizes::Device(counts(9, 4)));
     g.c = output(3, ROWS * N * 2 - 2);
     let err = g.check().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::BufferTooSmall {
-                problem: 0,
-                field: "c",
-                ..
-            }
-        ),
-        "{err:?}"
+    assert_err!(
+        err,
+        Error::BufferTooSmall {
+            problem: 0,
+            field: "c",
+            ..
+        }
     );
 }
 
@@ -204,37 +196,28 @@ fn expert_errors_name_the_expert() {
     let mut g = group(5, host(&[1, 1, 1, 1, 1]));
     g.experts[3].b = input(106, N * K / 2 - 1);
     let err = g.check().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::BufferTooSmall {
-                problem: 3,
-                field: "b",
-                ..
-            }
-        ),
-        "{err:?}"
+    assert_err!(
+        err,
+        Error::BufferTooSmall {
+            problem: 3,
+            field: "b",
+            ..
+        }
     );
     let mut g = group(5, host(&[1, 1, 1, 1, 1]));
     g.experts[4].alpha = f32::NAN;
     let err = g.check().unwrap_err();
-    assert!(
-        matches!(err, Error::InvalidAlpha { problem: 4, .. }),
-        "{err:?}"
-    );
+    assert_err!(err, Error::InvalidAlpha { problem: 4, .. });
     let mut g = group(5, host(&[1, 1, 1, 1, 1]));
     g.experts[2].ldb = Some(K / 2 + 4);
     let err = g.check().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::InvalidStride {
-                problem: 2,
-                field: "ldb",
-                ..
-            }
-        ),
-        "{err:?}"
+    assert_err!(
+        err,
+        Error::InvalidStride {
+            problem: 2,
+            field: "ldb",
+            ..
+        }
     );
 }
 
@@ -243,17 +226,14 @@ fn output_overlapping_an_expert() {
     let mut g = group(3, host(&[1, 1, 1]));
     g.experts[2].sfb = input(3, N * K / 16); // inside C
     let err = g.check().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Overlap {
-                problem: 0,
-                field: "c",
-                other_problem: 2,
-                other_field: "sfb"
-            }
-        ),
-        "{err:?}"
+    assert_err!(
+        err,
+        Error::Overlap {
+            problem: 0,
+            field: "c",
+            other_problem: 2,
+            other_field: "sfb"
+        }
     );
 }
 
@@ -262,30 +242,24 @@ fn bad_k_and_strides_of_the_token_side() {
     let mut g = group(2, host(&[1, 1]));
     g.k = 40;
     let err = g.check().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::InvalidDimension {
-                problem: 0,
-                field: "k",
-                ..
-            }
-        ),
-        "{err:?}"
+    assert_err!(
+        err,
+        Error::InvalidDimension {
+            problem: 0,
+            field: "k",
+            ..
+        }
     );
     let mut g = group(2, host(&[1, 1]));
     g.ldc = Some(N - 1);
     let err = g.check().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::InvalidStride {
-                problem: 0,
-                field: "ldc",
-                ..
-            }
-        ),
-        "{err:?}"
+    assert_err!(
+        err,
+        Error::InvalidStride {
+            problem: 0,
+            field: "ldc",
+            ..
+        }
     );
 }
 
@@ -329,31 +303,13 @@ fn per_group_device_counts() {
     let mut ps: Vec<_> = (0..3).map(|i| per_group(i, 64)).collect();
     ps[1].a = input(1008, 63 * K / 2);
     let err = check_device_counts(&ps, &counts(9, 3)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::BufferTooSmall {
-                problem: 1,
-                field: "a",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-}
-
-/// `err` is problem 0's `lda` being wrong for its rows.
-fn assert_lda_stride(err: &Error) {
-    assert!(
-        matches!(
-            err,
-            Error::InvalidStride {
-                problem: 0,
-                field: "lda",
-                ..
-            }
-        ),
-        "{err:?}"
+    assert_err!(
+        err,
+        Error::BufferTooSmall {
+            problem: 1,
+            field: "a",
+            ..
+        }
     );
 }
 
@@ -389,9 +345,10 @@ fn sixteen_bit_contiguous_validation() {
             ..group(3, host(&[1, 2, 3]))
         };
         let err = g.check_typed(types(act, OutputType::F16)).unwrap_err();
-        assert!(
-            matches!(err, Error::BufferTooSmall { problem: 0, field: "a", needed, .. } if needed == (ROWS * K * 2) as u64),
-            "{err:?}"
+        assert_err!(
+            err,
+            Error::BufferTooSmall { problem: 0, field: "a", needed, .. }
+                if needed == (ROWS * K * 2) as u64
         );
         // lda in bytes: at least 2k.
         let g = ContiguousGroup {
@@ -399,7 +356,14 @@ fn sixteen_bit_contiguous_validation() {
             ..group16(3, host(&[1, 2, 3]))
         };
         let err = g.check_typed(types(act, OutputType::F16)).unwrap_err();
-        assert_lda_stride(&err);
+        assert_err!(
+            err,
+            Error::InvalidStride {
+                problem: 0,
+                field: "lda",
+                ..
+            }
+        );
         // 16-byte alignment of the tokens.
         let g = ContiguousGroup {
             // SAFETY: numbers only.
@@ -407,17 +371,14 @@ fn sixteen_bit_contiguous_validation() {
             ..group16(3, host(&[1, 2, 3]))
         };
         let err = g.check_typed(types(act, OutputType::F16)).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Misaligned {
-                    problem: 0,
-                    field: "a",
-                    align: 16,
-                    ..
-                }
-            ),
-            "{err:?}"
+        assert_err!(
+            err,
+            Error::Misaligned {
+                problem: 0,
+                field: "a",
+                align: 16,
+                ..
+            }
         );
         // The counts' rules are the same.
         let err = group16(3, host(&[200, 200, 0]))
@@ -464,7 +425,14 @@ fn sixteen_bit_per_group_device_counts() {
             types(act, OutputType::F16),
         )
         .unwrap_err();
-        assert_lda_stride(&err);
+        assert_err!(
+            err,
+            Error::InvalidStride {
+                problem: 0,
+                field: "lda",
+                ..
+            }
+        );
         let err =
             check_device_counts_typed(&ps16(None), &counts(9, 2), types(act, OutputType::F16))
                 .unwrap_err();

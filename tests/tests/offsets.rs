@@ -18,7 +18,7 @@ use nvfp4::reference::Tolerance;
 use nvfp4::table::{pack, pack_for};
 use nvfp4::validate::{ProblemSpec, Span, check_specs};
 use nvfp4::{DeviceInput, DeviceOutput, Error, HostProblem, Problem, f16};
-use nvfp4_tests::{Gpu, POISON, check};
+use nvfp4_tests::{Gpu, POISON, assert_err, check};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 
@@ -451,9 +451,9 @@ fn tile_count_exactly_u32_max() {
         s.addr += 1 << 50;
     }
     let err = check_specs(&[spec, one]).unwrap_err();
-    assert!(
-        matches!(err, Error::TooManyTiles { tiles, max } if tiles == 1 << 32 && max == u64::from(u32::MAX)),
-        "{err:?}"
+    assert_err!(
+        err,
+        Error::TooManyTiles { tiles, max } if tiles == 1 << 32 && max == u64::from(u32::MAX)
     );
 }
 

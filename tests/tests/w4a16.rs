@@ -18,7 +18,7 @@ use nvfp4::{
     Activation, DeviceInput, DeviceOutput, Error, GemmTypes, HostProblem, OutputType, Problem,
     ScaleLayout, bf16, f16,
 };
-use nvfp4_tests::{Gpu, POISON};
+use nvfp4_tests::{Gpu, POISON, assert_err};
 use std::sync::Arc;
 
 use ScaleLayout::{Blocked, Plain};
@@ -82,39 +82,33 @@ fn a16_validation() {
         let mut s = spec16(40, 128, 256);
         s.a.len_bytes = 40 * 256 / 2;
         let err = check_specs_typed(&[s], act).unwrap_err();
-        assert!(
-            matches!(err, Error::BufferTooSmall { problem: 0, field: "a", needed, .. } if needed == 40 * 512),
-            "{err:?}"
+        assert_err!(
+            err,
+            Error::BufferTooSmall { problem: 0, field: "a", needed, .. } if needed == 40 * 512
         );
         // lda: bytes, at least 2k, a multiple of 16.
         let mut s = spec16(40, 128, 256);
         s.lda = Some(512 + 8);
         s.a.len_bytes = 40 * 520;
         let err = check_specs_typed(&[s], act).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::InvalidStride {
-                    problem: 0,
-                    field: "lda",
-                    ..
-                }
-            ),
-            "{err:?}"
+        assert_err!(
+            err,
+            Error::InvalidStride {
+                problem: 0,
+                field: "lda",
+                ..
+            }
         );
         let mut s = spec16(40, 128, 256);
         s.lda = Some(256);
         let err = check_specs_typed(&[s], act).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::InvalidStride {
-                    problem: 0,
-                    field: "lda",
-                    ..
-                }
-            ),
-            "{err:?}"
+        assert_err!(
+            err,
+            Error::InvalidStride {
+                problem: 0,
+                field: "lda",
+                ..
+            }
         );
         let mut s = spec16(40, 128, 256);
         s.lda = Some(512 + 16);
@@ -124,17 +118,14 @@ fn a16_validation() {
         let mut s = spec16(40, 128, 256);
         s.a.addr += 8;
         let err = check_specs_typed(&[s], act).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Misaligned {
-                    problem: 0,
-                    field: "a",
-                    align: 16,
-                    ..
-                }
-            ),
-            "{err:?}"
+        assert_err!(
+            err,
+            Error::Misaligned {
+                problem: 0,
+                field: "a",
+                align: 16,
+                ..
+            }
         );
         // sfa is not read: any span passes, even one overlapping C.
         let mut s = spec16(40, 128, 256);
@@ -144,15 +135,12 @@ fn a16_validation() {
         let mut s = spec16(40, 128, 256);
         s.c.addr = s.a.addr + 40 * 512 - 2;
         let err = check_specs_typed(&[s], act).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Overlap {
-                    other_field: "a",
-                    ..
-                }
-            ),
-            "{err:?}"
+        assert_err!(
+            err,
+            Error::Overlap {
+                other_field: "a",
+                ..
+            }
         );
     }
 }
@@ -570,8 +558,8 @@ fn acts_rows(all: &Acts, k: usize, rows: std::ops::Range<usize>) -> Acts {
     }
 }
 
-/// The contiguous MoE layout with 16-bit activations ([`nvfp4::GroupedGemm::plan_contiguous_typed`]):
-/// five experts of M = 0, 1, 7, 40, 76 in a 130-row buffer (the last 6 rows unowned), N = 136
+/// The contiguous MoE layout with 16-bit activations
+/// ([`nvfp4::GroupedGemm::plan_contiguous_typed`]): five experts of M = 0, 1, 7, 40, 76 in a 130-row buffer (the last 6 rows unowned), N = 136
 /// (not a multiple of the tile), both weight-scale layouts, every activation/output pair,
 /// host sizes and device counts. Owned rows match the reference, unowned rows and the
 /// padding of `ldc` stay poisoned.
