@@ -35,8 +35,8 @@ pub fn fp4x8_scaled(x: u32, s: u32) -> [u32; 4] {
 }
 
 /// What a kernel variant's activations are, and how its weights are dequantized and
-/// multiplied to match: NVFP4 or fp16 activations use fp16 weights and fp16 MMAs, bf16
-/// activations bf16 weights and bf16 MMAs.
+/// multiplied to match: NVFP4 or fp16 activations use fp16 weights and fp16 MMAs (the
+/// provided methods), bf16 activations bf16 weights and bf16 MMAs.
 pub trait Act {
     /// The activation kind (one kernel entry per kind).
     const KIND: Activation;
@@ -44,14 +44,23 @@ pub trait Act {
     /// dequantized operands undershoot by.
     const SHIFT: f32;
     /// The E4M3 scale byte `b` as a packed pair of the MMA's 16-bit type.
-    fn scale(b: u32) -> u32;
+    #[inline(always)]
+    fn scale(b: u32) -> u32 {
+        scale_f16x2(b)
+    }
     /// Eight FP4 codes times the packed scale `s`: four words pairing code `i` with `i + 4`.
-    fn fp4x8(x: u32, s: u32) -> [u32; 4];
+    #[inline(always)]
+    fn fp4x8(x: u32, s: u32) -> [u32; 4] {
+        fp4x8_scaled(x, s)
+    }
     /// `mma.sync m16n8k16` of the MMA's type: `d += a * b`.
-    fn mma(d: &mut [f32; 4], a: [u32; 4], b0: u32, b1: u32);
+    #[inline(always)]
+    fn mma(d: &mut [f32; 4], a: [u32; 4], b0: u32, b1: u32) {
+        mma::m16n8k16(d, a, b0, b1)
+    }
     /// The wgmma of the MMA's type for 32, 64, 96 and 128 tokens.
     #[cfg(nvfp4_sm90a)]
-    const WGMMA: [Wgmma; 4];
+    const WGMMA: [Wgmma; 4] = WGMMA_F16;
 }
 
 /// An asynchronous `wgmma m64nNk16` with A from registers (see `arch::wgmma`).
@@ -74,41 +83,13 @@ pub struct F16Act;
 pub struct Bf16Act;
 
 impl Act for Fp4Act {
-    #[cfg(nvfp4_sm90a)]
-    const WGMMA: [Wgmma; 4] = WGMMA_F16;
     const KIND: Activation = Activation::Nvfp4;
     const SHIFT: f32 = E2M1_F16_SHIFT * E2M1_F16_SHIFT;
-    #[inline(always)]
-    fn scale(b: u32) -> u32 {
-        scale_f16x2(b)
-    }
-    #[inline(always)]
-    fn fp4x8(x: u32, s: u32) -> [u32; 4] {
-        fp4x8_scaled(x, s)
-    }
-    #[inline(always)]
-    fn mma(d: &mut [f32; 4], a: [u32; 4], b0: u32, b1: u32) {
-        mma::m16n8k16(d, a, b0, b1)
-    }
 }
 
 impl Act for F16Act {
-    #[cfg(nvfp4_sm90a)]
-    const WGMMA: [Wgmma; 4] = WGMMA_F16;
     const KIND: Activation = Activation::F16;
     const SHIFT: f32 = E2M1_F16_SHIFT;
-    #[inline(always)]
-    fn scale(b: u32) -> u32 {
-        scale_f16x2(b)
-    }
-    #[inline(always)]
-    fn fp4x8(x: u32, s: u32) -> [u32; 4] {
-        fp4x8_scaled(x, s)
-    }
-    #[inline(always)]
-    fn mma(d: &mut [f32; 4], a: [u32; 4], b0: u32, b1: u32) {
-        mma::m16n8k16(d, a, b0, b1)
-    }
 }
 
 impl Act for Bf16Act {
