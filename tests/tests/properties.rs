@@ -953,6 +953,22 @@ fn realize_typed(gens: &[ProblemGen], a16: bool) -> Vec<ProblemSpec> {
 /// Outcomes seen, for the coverage summary.
 type Tally = RefCell<BTreeMap<&'static str, usize>>;
 
+/// Prints the outcomes of property `name`; with the default case count (no `PROPTEST_CASES`)
+/// asserts that every one of `wanted` came up (guards the generator) and returns true.
+fn outcomes_came_up(name: &str, tally: &BTreeMap<&'static str, usize>, wanted: &[&str]) -> bool {
+    println!("{name} outcomes: {tally:?}");
+    if std::env::var_os("PROPTEST_CASES").is_some() {
+        return false;
+    }
+    for outcome in wanted {
+        assert!(
+            tally.get(outcome).copied().unwrap_or(0) > 0,
+            "no case gave {outcome}: {tally:?}"
+        );
+    }
+    true
+}
+
 #[test]
 fn validation_agrees_with_model() {
     let tally: Tally = RefCell::default();
@@ -969,10 +985,10 @@ fn validation_agrees_with_model() {
         },
     );
     let tally = tally.into_inner();
-    println!("validation_agrees_with_model outcomes: {tally:?}");
-    // With the default case count every outcome must have come up (guards the generator).
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        for outcome in [
+    let default_cases = outcomes_came_up(
+        "validation_agrees_with_model",
+        &tally,
+        &[
             "valid",
             "InvalidAlpha",
             "InvalidDimension",
@@ -982,12 +998,9 @@ fn validation_agrees_with_model() {
             "BufferTooSmall",
             "Overflow",
             "Overlap",
-        ] {
-            assert!(
-                tally.get(outcome).copied().unwrap_or(0) > 0,
-                "no case gave {outcome}: {tally:?}"
-            );
-        }
+        ],
+    );
+    if default_cases {
         assert!(
             tally["valid"] * 5 >= cases as usize,
             "too few valid groups: {tally:?}"
@@ -1022,22 +1035,17 @@ fn a16_validation_agrees_with_model() {
             Ok(())
         },
     );
-    let tally = tally.into_inner();
-    println!("a16_validation_agrees_with_model outcomes: {tally:?}");
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        for outcome in [
+    outcomes_came_up(
+        "a16_validation_agrees_with_model",
+        &tally.into_inner(),
+        &[
             "valid",
             "InvalidStride",
             "Misaligned",
             "BufferTooSmall",
             "Overlap",
-        ] {
-            assert!(
-                tally.get(outcome).copied().unwrap_or(0) > 0,
-                "no case gave {outcome}: {tally:?}"
-            );
-        }
-    }
+        ],
+    );
 }
 
 /// Problems with up to 2^22 x 2^22 outputs (2^31 portable tiles each), exact buffers in
@@ -1091,15 +1099,11 @@ fn tile_counts_agree_with_model() {
             Ok(())
         },
     );
-    let tally = tally.into_inner();
-    println!("tile_counts_agree_with_model outcomes: {tally:?}");
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        assert!(tally.get("valid").copied().unwrap_or(0) > 0, "{tally:?}");
-        assert!(
-            tally.get("TooManyTiles").copied().unwrap_or(0) > 0,
-            "{tally:?}"
-        );
-    }
+    outcomes_came_up(
+        "tile_counts_agree_with_model",
+        &tally.into_inner(),
+        &["valid", "TooManyTiles"],
+    );
 }
 
 /// [`judge`] for groups too large to walk every tile: the verdict must agree; for valid
