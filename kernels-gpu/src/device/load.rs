@@ -225,42 +225,50 @@ impl<const N: usize> Tok16<N> {
     }
 }
 
-/// The 16-bit activation loads of one token row for the Hopper kernel: `U` consecutive
-/// 16-byte units from unit `first` of each 64-value chunk.
+/// [`Tok16`] for the Hopper kernel, which has fewer registers to spare: one address and the
+/// row stride instead of `N` addresses (the rows' addresses are recomputed at each load).
 #[cfg_attr(not(nvfp4_sm90a), allow(dead_code))]
 #[derive(Clone, Copy)]
-pub struct Tok16Row<const U: usize> {
-    src: u64,
-    valid: bool,
-    first: u32,
+pub struct Tok16Strided<const N: usize> {
+    src: u64,    // row `first`, unit `unit` (only read for rows that exist)
+    stride: u64, // bytes from one of this thread's rows to the next
+    valid: u32,  // bit i: row i exists
+    unit: u32,
     k: u32,
 }
 
 #[cfg_attr(not(nvfp4_sm90a), allow(dead_code))]
-impl<const U: usize> Tok16Row<U> {
-    /// Prepares the loads of row `row` of `op` (16-bit values, `ld` in bytes).
+impl<const N: usize> Tok16Strided<N> {
+    /// As [`Tok16::new`]: rows `first + step * i` past `row0` of `op`, unit `unit`.
     #[inline(always)]
-    pub fn new(op: &Operand, row: u32, first: u32) -> Self {
-        let valid = row < op.rows;
+    pub fn new(op: &Operand, row0: u32, first: u32, step: u32, unit: u32) -> Self {
+        let row = row0 + first;
+        let mut valid = 0;
+        for i in 0..N as u32 {
+            if row + step * i < op.rows {
+                valid |= 1 << i;
+            }
+        }
         Self {
-            src: if valid {
-                op.data + row as u64 * op.ld + (first * 16) as u64
-            } else {
-                op.data
-            },
+            src: op
+                .data
+                .wrapping_add((row as u64).wrapping_mul(op.ld))
+                .wrapping_add(unit as u64 * 16),
+            stride: step as u64 * op.ld,
             valid,
-            first,
+            unit,
             k: op.k,
         }
     }
 
-    /// Chunk `chunk`'s units (zeros past the rows and past K).
+    /// As [`Tok16::fetch`]: chunk `chunk`'s values of each row (zeros past the rows and K).
     #[inline(always)]
-    pub unsafe fn fetch(&self, chunk: u32) -> [[u32; 4]; U] {
-        let mut out = [[0u32; 4]; U];
-        for (u, o) in out.iter_mut().enumerate() {
-            if self.valid && chunk * CHUNK_K + (self.first + u as u32) * 8 < self.k {
-                let at = self.src + (chunk * CHUNK_K * 2 + 16 * u as u32) as u64;
+    pub unsafe fn fetch(&self, chunk: u32) -> [[u32; 4]; N] {
+        let in_k = chunk * CHUNK_K + self.unit * 8 < self.k;
+        let mut out = [[0u32; 4]; N];
+        for (i, o) in out.iter_mut().enumerate() {
+            if in_k && self.valid & (1 << i) != 0 {
+                let at = self.src + i as u64 * self.stride + (chunk * CHUNK_K * 2) as u64;
                 *o = unsafe { global::ld_nc_v4(at) };
             }
         }

@@ -22,7 +22,7 @@ use super::arch::{copy, dyn_smem_base, half, shared, thread, wgmma};
 use super::dequant::{
     Act, Bf16Act, F16Act, Fp4Act, a_fragments_for, fp4x8_scaled, pair_i_i4, scale_f16x2,
 };
-use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow, Tok16Row};
+use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow, Tok16Strided};
 use super::sched::{TileFn, for_each_tile};
 use crate::problem::{Activation, FLAG_OUT_BF16, ProblemDesc};
 use crate::tiling::CHUNK_K;
@@ -169,8 +169,9 @@ unsafe fn gemm_tile<A: Act>(smem: u32, desc: *const ProblemDesc, m_end: u32, n0:
         ScaleRow::new(&tokens, m0 + tid - TILE_N)
     };
     let a16 = A::KIND != Activation::Nvfp4;
-    // 16-bit tokens: row tid / 2, units 4 (tid % 2) .. + 4 (dequant_tokens' blocks).
-    let t16 = Tok16Row::<4>::new(&tokens, m0 + tid / 2, 4 * (tid % 2));
+    // 16-bit tokens: unit tid % 8 of rows tid / 8 + 32 i, so that one load instruction of a
+    // warp reads four whole 128-byte row chunks (four cache lines, not sixteen).
+    let t16 = Tok16Strided::<4>::new(&tokens, m0, tid / 8, 32, tid % 8);
     let issue = |chunk: u32, stage: u32| {
         let base = smem + stage * STAGE_BYTES;
         let tid = thread::tid_fresh();
@@ -354,25 +355,21 @@ unsafe fn dequant_tokens(stage: u32, buf: u32, tid: u32) {
     unsafe { wgmma::fence_proxy_async_shared() };
 }
 
-/// Stores one chunk's 16-bit tokens of this thread (row `tid / 2`, units `4 (tid % 2) ..`,
-/// from [`Tok16Row::fetch`]) into the token buffer at `buf` where [`dequant_tokens`] puts the
-/// same K positions, then fences for wgmma's reads like it.
+/// Stores one chunk's 16-bit tokens of this thread (unit `tid % 8` of rows `tid / 8 + 32 i`,
+/// from [`Tok16Strided::fetch`]) where [`dequant_tokens`] puts the same K positions: unit `u` is half
+/// `u % 2` of scale block `u / 2`, and its word `j` (values `j` and `j + 4`) goes to core
+/// matrix `4 (u % 2) + j`, bytes `4 (u / 2) ..` of the token's 16-byte row there. Then fences
+/// for wgmma's reads like it.
 #[inline(always)]
 unsafe fn store_tokens16(v: [[u32; 4]; 4], buf: u32, tid: u32) {
-    let row = tid / 2;
-    let p = tid % 2;
-    // v[2b + h]: block 2p + b, half h.
-    let mut w = [[[0u32; 4]; 2]; 2]; // [b][h][word]
-    unroll!(b in [0, 1] {
-        unroll!(h in [0, 1] {
-            w[b][h] = pair_i_i4(v[2 * b + h]);
-        });
-    });
-    let base = buf + (row / 8) * TOK_GROUP_BYTES + (row % 8) * 16 + p * 8;
-    unroll!(h in [0, 1] {
-        unroll!(i in [0, 1, 2, 3] {
-            let kc = 2 * (2 * h as u32 + (i as u32) / 2) + (i as u32) % 2;
-            unsafe { shared::st_v2(base + kc * 128, [w[0][h][i], w[1][h][i]]) };
+    let u = tid % 8;
+    unroll!(i in [0, 1, 2, 3] {
+        let row = tid / 8 + 32 * i as u32;
+        let base = buf + (row / 8) * TOK_GROUP_BYTES + (row % 8) * 16 + (u / 2) * 4
+            + (u % 2) * 4 * 128;
+        let w = pair_i_i4(v[i]);
+        unroll!(j in [0, 1, 2, 3] {
+            unsafe { shared::st_u32(base + j as u32 * 128, w[j]) };
         });
     });
     unsafe { wgmma::fence_proxy_async_shared() };
