@@ -325,6 +325,17 @@ pub mod global {
         }
     }
 
+    /// `prefetch.global.L2`: asks the L2 to fetch the line holding `src` ahead of use.
+    /// Writes no register, so no instruction waits on it; a hint, never a fault.
+    #[cfg(nvfp4_sm90a)]
+    #[inline(always)]
+    pub unsafe fn prefetch_l2(src: u64) {
+        unsafe {
+            asm!("{{ .reg .u64 g; cvta.to.global.u64 g, {s}; prefetch.global.L2 [g]; }}",
+                 s = in(reg64) src, options(nostack, preserves_flags));
+        }
+    }
+
     /// `st.global.u8` of the low byte of `v`.
     #[inline(always)]
     pub unsafe fn st_u8(dst: u64, v: u32) {

@@ -261,6 +261,20 @@ impl<const N: usize> Tok16Strided<N> {
         }
     }
 
+    /// Asks the L2 for what [`Self::fetch`] of chunk `chunk` will load (nothing past the rows
+    /// or past K), so that the fetch finds it there instead of in DRAM.
+    #[cfg(nvfp4_sm90a)]
+    #[inline(always)]
+    pub unsafe fn prefetch_l2(&self, chunk: u32) {
+        let in_k = chunk * CHUNK_K + self.unit * 8 < self.k;
+        for i in 0..N {
+            if in_k && self.valid & (1 << i) != 0 {
+                let at = self.src + i as u64 * self.stride + (chunk * CHUNK_K * 2) as u64;
+                unsafe { global::prefetch_l2(at) };
+            }
+        }
+    }
+
     /// As [`Tok16::fetch`]: chunk `chunk`'s values of each row (zeros past the rows and K).
     #[inline(always)]
     pub unsafe fn fetch(&self, chunk: u32) -> [[u32; 4]; N] {

@@ -202,6 +202,14 @@ unsafe fn gemm_tile<A: Act>(smem: u32, desc: *const ProblemDesc, m_end: u32, n0:
 
     // Prologue: chunk 0's tokens into token buffer 0.
     if a16 {
+        // The 16-bit tokens are loaded one chunk ahead only: have the L2 fetch chunks 1..3
+        // from DRAM now, as the cp.async copies above do for the weights (0.5-1.5 us less on
+        // the G = 2 shapes, PERF.md run 47; prefetching every chunk cost more on G = 8).
+        for c in 1..STAGES {
+            if c < chunks {
+                unsafe { t16.prefetch_l2(c) };
+            }
+        }
         unsafe { store_tokens16(t16.fetch(0), smem + TOK_F16, tid) };
     } else {
         unsafe {
