@@ -123,26 +123,37 @@ unsafe fn run<A: Act>(
             THREADS,
             TILE_N,
             TILE_M,
-            &mut Tiles::<A>(smem, PhantomData),
+            // One wave (every CTA has at most one tile; `total_tiles` bounds the tiles in
+            // every mode): nothing else on the SM hides the 16-bit tokens' DRAM latency.
+            &mut Tiles::<A>(smem, total_tiles <= thread::nctaid(), PhantomData),
         );
     }
 }
 
 /// The kernel's tile work for the scheduler, for activations `A`.
-struct Tiles<A>(u32, PhantomData<A>);
+struct Tiles<A>(u32, bool, PhantomData<A>);
 
 impl<A: Act> TileFn for Tiles<A> {
     #[inline(always)]
     unsafe fn tile(&mut self, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32) {
-        unsafe { gemm_tile::<A>(self.0, desc, m_end, n0, m0) }
+        unsafe { gemm_tile::<A>(self.0, self.1, desc, m_end, n0, m0) }
     }
 }
 
 /// One 128 x 128 tile for activations `A`: NVFP4 tokens come through the cp.async stages
 /// and are dequantized into the fp16 token tile; 16-bit tokens are loaded from global memory
 /// while the previous chunk's wgmmas run and stored into the tile in the same K order.
+/// `one_wave`: the launch has at most one tile per CTA (then the 16-bit tokens are also
+/// prefetched into L2 with every chunk's copies).
 #[inline(always)]
-unsafe fn gemm_tile<A: Act>(smem: u32, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32) {
+unsafe fn gemm_tile<A: Act>(
+    smem: u32,
+    one_wave: bool,
+    desc: *const ProblemDesc,
+    m_end: u32,
+    n0: u32,
+    m0: u32,
+) {
     // Only the main loop's fields are read here; the epilogue reads its own after the loop
     // (the memory-clobbering asm in between keeps them from being hoisted), which keeps
     // c, ldc and alpha out of registers during the loop.
@@ -204,7 +215,7 @@ unsafe fn gemm_tile<A: Act>(smem: u32, desc: *const ProblemDesc, m_end: u32, n0:
     if a16 {
         // The 16-bit tokens are loaded one chunk ahead only: have the L2 fetch chunks 1..3
         // from DRAM now, as the cp.async copies above do for the weights (0.5-1.5 us less on
-        // the G = 2 shapes, PERF.md run 47; prefetching every chunk cost more on G = 8).
+        // the G = 2 shapes, PERF.md run 47; the later chunks: one-wave launches only, below).
         for c in 1..STAGES {
             if c < chunks {
                 unsafe { t16.prefetch_l2(c) };
@@ -232,6 +243,12 @@ unsafe fn gemm_tile<A: Act>(smem: u32, desc: *const ProblemDesc, m_end: u32, n0:
         let ahead = chunk + STAGES - 1;
         if ahead < chunks {
             issue(ahead, ahead % STAGES);
+            // 16-bit tokens in one-wave launches: have the L2 fetch them as far ahead as the
+            // copies (even lanes: one request per 32-byte sector). Launches of more tiles
+            // than CTAs lose more to the extra instructions than they gain (runs 47, 50).
+            if a16 && one_wave && tid % 2 == 0 {
+                unsafe { t16.prefetch_l2(ahead) };
+            }
         }
         unsafe { copy::commit() };
         let stage = smem + (chunk % STAGES) * STAGE_BYTES;
