@@ -238,17 +238,22 @@ unsafe impl Send for DeviceOutput<'_> {}
 unsafe impl Sync for DeviceOutput<'_> {}
 
 impl<'a> DeviceOutput<'a> {
-    /// The whole of `slice` (`2 * slice.len()` bytes).
-    pub fn from_slice(slice: &'a mut CudaSlice<f16>) -> Self {
-        let span = Span::new(address_of(&*slice), slice.num_bytes());
-        let context = Some(slice.context().clone());
-        let source = OutputSource::Slice(NonNull::from(slice), PhantomData);
+    /// The one constructor the public ones go through (an unlocked output).
+    fn with(span: Span, context: Option<Arc<CudaContext>>, source: OutputSource<'a>) -> Self {
         Self {
             span,
             context,
             source,
             lock: Mutex::new(()),
         }
+    }
+
+    /// The whole of `slice` (`2 * slice.len()` bytes).
+    pub fn from_slice(slice: &'a mut CudaSlice<f16>) -> Self {
+        let span = Span::new(address_of(&*slice), slice.num_bytes());
+        let context = Some(slice.context().clone());
+        let source = OutputSource::Slice(NonNull::from(slice), PhantomData);
+        Self::with(span, context, source)
     }
 
     /// The whole of a bf16 `slice` (`2 * slice.len()` bytes), for bf16 outputs
@@ -257,12 +262,7 @@ impl<'a> DeviceOutput<'a> {
         let span = Span::new(address_of(&*slice), slice.num_bytes());
         let context = Some(slice.context().clone());
         let source = OutputSource::SliceBf16(NonNull::from(slice), PhantomData);
-        Self {
-            span,
-            context,
-            source,
-            lock: Mutex::new(()),
-        }
+        Self::with(span, context, source)
     }
 
     /// The elements of `view` (e.g. `slice.slice_mut(off..off + len)`).
@@ -270,12 +270,7 @@ impl<'a> DeviceOutput<'a> {
         let span = Span::new(address_of(&view), view.num_bytes());
         let context = Some(DeviceSlice::stream(&view).context().clone());
         let source = OutputSource::View(NonNull::from(Box::leak(Box::new(view))));
-        Self {
-            span,
-            context,
-            source,
-            lock: Mutex::new(()),
-        }
+        Self::with(span, context, source)
     }
 
     /// `len_bytes` bytes of device memory at address `ptr`, not managed by cudarc, holding
@@ -290,12 +285,7 @@ impl<'a> DeviceOutput<'a> {
     /// context, stay allocated, and be neither read nor written by anything else. No stream
     /// synchronisation is done for it: the caller orders its consumers after the launch.
     pub unsafe fn from_raw(ptr: u64, len_bytes: usize) -> Self {
-        Self {
-            span: Span::new(ptr, len_bytes),
-            context: None,
-            source: OutputSource::Raw,
-            lock: Mutex::new(()),
-        }
+        Self::with(Span::new(ptr, len_bytes), None, OutputSource::Raw)
     }
 
     /// A zero-length output at address 0: the C of an empty problem (`m == 0` or `n == 0`).
