@@ -451,10 +451,7 @@ impl GroupedGemm {
         let flags = check_types(types)?;
         let specs: Vec<ProblemSpec> = problems.iter().map(Problem::spec).collect();
         let checked = validate::check_group_typed(&specs, None, types.activation)?;
-        let mut packed = table::pack_checked(&specs, &checked, self.path.kernel());
-        for d in &mut packed.descs {
-            d.flags = flags;
-        }
+        let packed = table::pack_checked(&specs, &checked, self.path.kernel()).with_flags(flags);
         let bound = packed.total_tiles;
         self.make_plan(stream, problems, packed, None, bound, types.activation)
     }

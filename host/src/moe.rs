@@ -406,10 +406,7 @@ impl GroupedGemm {
         let specs: Vec<ProblemSpec> = problems.iter().map(Problem::spec).collect();
         let checked = check_device_counts_specs(&specs, counts, types)?;
         // Validation bounded the tiles of every problem at its capacity by u32::MAX.
-        let mut packed = table::pack_checked(&specs, &checked, self.path().kernel());
-        for d in &mut packed.descs {
-            d.flags = flags;
-        }
+        let packed = table::pack_checked(&specs, &checked, self.path().kernel()).with_flags(flags);
         let bound = packed.total_tiles;
         self.make_plan(
             stream,

@@ -25,6 +25,16 @@ pub struct PackedTable {
     pub tile_m: u32,
 }
 
+impl PackedTable {
+    /// The table with every descriptor's `flags` set to `flags` (how the kernels write `c`).
+    pub(crate) fn with_flags(mut self, flags: u32) -> Self {
+        for d in &mut self.descs {
+            d.flags = flags;
+        }
+        self
+    }
+}
+
 /// Where one linear tile index of a launch lands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TileCoord {
