@@ -4,6 +4,7 @@ use crate::buffer::{DeviceInput, DeviceOutput};
 use crate::problem::HostProblem;
 use crate::ptx_module;
 use crate::table::{self, PackedTable};
+use crate::token_maps::{self, TokenMap};
 use crate::validate::{self, ProblemSpec};
 use crate::{Error, Result, ScaleLayout};
 use cudarc::driver::sys::{CUfunction_attribute, CUstreamCaptureStatus as CaptureStatus};
@@ -191,6 +192,8 @@ unsafe impl DeviceRepr for DeviceDesc {}
 /// replay: keep the plan alive as long as the graph may be launched.
 #[derive(Debug)]
 pub struct GroupPlan<'a> {
+    /// The kernel path the table was packed for (its tiles, its token maps).
+    path: KernelPath,
     /// The activations' kind: which kernel the launch runs.
     activation: Activation,
     /// Every buffer the kernel reads (the row counts included), for cudarc's bookkeeping.
@@ -209,6 +212,11 @@ pub struct GroupPlan<'a> {
     table: Option<CudaSlice<DeviceDesc>>,
     /// Device address of `table` (0 without one).
     table_addr: u64,
+    /// One TMA tensor map per problem over its tokens, for kernels that read them by TMA
+    /// (`KernelInfo::token_maps`); `None` for the others and without a table.
+    maps: Option<CudaSlice<TokenMap>>,
+    /// Device address of `maps` (0 without them).
+    maps_addr: u64,
     context: Arc<CudaContext>,
 }
 
@@ -548,14 +556,22 @@ impl GroupedGemm {
         tile_bound: u32,
         activation: Activation,
     ) -> Result<GroupPlan<'a>> {
-        let table = if tile_bound == 0 {
-            None
+        let (table, maps) = if tile_bound == 0 {
+            (None, None)
         } else {
+            // The maps first: they may still refuse the group.
+            let maps = if self.path.kernel_for(activation).token_maps {
+                Some(stream.clone_htod(&token_maps::encode(&packed.descs)?)?)
+            } else {
+                None
+            };
             let descs: Vec<DeviceDesc> = packed.descs.iter().copied().map(DeviceDesc).collect();
-            Some(stream.clone_htod(&descs)?)
+            (Some(stream.clone_htod(&descs)?), maps)
         };
         let table_addr = table.as_ref().map_or(0, |t| t.device_ptr(stream).0);
+        let maps_addr = maps.as_ref().map_or(0, |m| m.device_ptr(stream).0);
         Ok(GroupPlan {
+            path: self.path,
             activation,
             inputs,
             outputs,
@@ -565,6 +581,8 @@ impl GroupedGemm {
             tile_bound,
             table,
             table_addr,
+            maps,
+            maps_addr,
             context: self.ctx.clone(),
         })
     }
@@ -586,12 +604,24 @@ impl GroupedGemm {
     ///
     /// # Errors
     /// [`Error::ContextMismatch`] if `stream` or the plan belongs to another context;
+    /// [`Error::InvalidGroup`] (field `plan`) if the plan was made by a [`GroupedGemm`] of
+    /// another [`KernelPath`] (its table is packed for that path's tiles);
     /// [`Error::Driver`] if the launch fails (a kernel fault shows up later, at the next
     /// synchronisation, as a driver error).
     pub fn launch(&self, stream: &Arc<CudaStream>, plan: &GroupPlan<'_>) -> Result<()> {
         self.check_stream(stream)?;
         if *plan.context != *self.ctx {
             return Err(Error::ContextMismatch { what: "plan" });
+        }
+        if plan.path != self.path {
+            return Err(Error::InvalidGroup {
+                field: "plan",
+                reason: format!(
+                    "was made for the {:?} kernel path (its tiles and table), and this \
+                     GroupedGemm launches the {:?} path: launch it with a GroupedGemm of its path",
+                    plan.path, self.path
+                ),
+            });
         }
         let Some(table) = &plan.table else {
             return Ok(());
@@ -609,6 +639,7 @@ impl GroupedGemm {
             .is_ok_and(|status| status != CaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE);
         let track = (!capturing).then_some(&**stream);
         let table_read = track.map(|stream| table.device_ptr(stream).1);
+        let maps_read = track.and_then(|stream| Some(plan.maps.as_ref()?.device_ptr(stream).1));
         let reads: Vec<_> = match track {
             Some(stream) => plan
                 .inputs
@@ -633,8 +664,14 @@ impl GroupedGemm {
             .arg(&total_tiles)
             .arg(&counts)
             .arg(&mode);
+        if kernel.token_maps {
+            launch.arg(&plan.maps_addr);
+        }
         // SAFETY: the arguments match the kernel's signature `(table: *const ProblemDesc,
-        // num_problems: u32, total_tiles: u32, counts: *const u32, mode: u32)`; the table
+        // num_problems: u32, total_tiles: u32, counts: *const u32, mode: u32)`, followed by
+        // `maps: u64` for the kernels that take token maps (the plan was made for this path
+        // and activation, so `maps` holds one map per descriptor, each over rows of the
+        // problem's `a` that validation checked are inside the buffer); the table
         // holds `num_problems` descriptors packed from problems that passed validation for
         // `mode` (with device sizes: at most MAX_DEVICE_GROUPS groups, `counts` holding one
         // word per group, every row the clamped counts can name inside the buffers), so every
@@ -644,6 +681,7 @@ impl GroupedGemm {
         // in `plan`, and cudarc frees it stream-ordered after this launch.
         unsafe { launch.launch(cfg) }?;
         drop(table_read);
+        drop(maps_read);
         drop(reads);
         drop(writes);
         Ok(())

@@ -101,4 +101,5 @@ pub mod quant;
 pub mod reference;
 pub mod shapes;
 pub mod table;
+mod token_maps;
 pub mod validate;

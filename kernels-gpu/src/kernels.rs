@@ -22,6 +22,10 @@ pub struct KernelInfo {
     pub tile_n: u32,
     /// Tokens (M) per tile.
     pub tile_m: u32,
+    /// Whether the kernel reads its tokens through TMA tensor maps: it then takes a sixth
+    /// parameter, the address of one 128-byte `CUtensorMap` per problem (64-byte aligned,
+    /// in the table's order), which the host encodes for the problem's `a`.
+    pub token_maps: bool,
 }
 
 impl KernelInfo {
@@ -44,6 +48,7 @@ pub const GROUPED_GEMM_MMA: KernelInfo = KernelInfo {
     sm90a_only: false,
     tile_n: crate::tiling::TILE_N,
     tile_m: crate::tiling::TILE_M,
+    token_maps: false,
 };
 
 /// Hopper grouped GEMM: in-register FP4 dequantization into wgmma A fragments (sm_90a only).
@@ -58,6 +63,7 @@ pub const GROUPED_GEMM_WGMMA: KernelInfo = KernelInfo {
     sm90a_only: true,
     tile_n: crate::tiling::wgmma::TILE_N,
     tile_m: crate::tiling::wgmma::TILE_M,
+    token_maps: false,
 };
 
 /// NVFP4 quantization of an fp16 / bf16 / fp32 tensor ([`crate::quant`]): one thread per
@@ -75,6 +81,7 @@ pub const QUANTIZE: KernelInfo = KernelInfo {
     sm90a_only: false,
     tile_n: 1,
     tile_m: 1,
+    token_maps: false,
 };
 
 /// Every kernel of the crate.
@@ -103,11 +110,13 @@ pub const GROUPED_GEMM_MMA_BF16A: KernelInfo = KernelInfo {
 /// [`GROUPED_GEMM_WGMMA`] with fp16 activations (W4A16): same tiles and launch.
 pub const GROUPED_GEMM_WGMMA_F16A: KernelInfo = KernelInfo {
     name: "nvfp4_grouped_gemm_wgmma_f16a",
+    dynamic_smem_bytes: crate::tiling::wgmma::SMEM_BYTES_A16,
+    token_maps: true,
     ..GROUPED_GEMM_WGMMA
 };
 
 /// [`GROUPED_GEMM_WGMMA`] with bf16 activations (bf16 weights and MMAs).
 pub const GROUPED_GEMM_WGMMA_BF16A: KernelInfo = KernelInfo {
     name: "nvfp4_grouped_gemm_wgmma_bf16a",
-    ..GROUPED_GEMM_WGMMA
+    ..GROUPED_GEMM_WGMMA_F16A
 };

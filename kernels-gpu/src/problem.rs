@@ -86,6 +86,10 @@ pub const PROBLEM_DESC_BYTES: usize = 104;
 const _: () = assert!(core::mem::size_of::<ProblemDesc>() == PROBLEM_DESC_BYTES);
 const _: () = assert!(core::mem::align_of::<ProblemDesc>() == 8);
 
+/// Bytes of one TMA tensor map (`CUtensorMap`) in the token-map array of the kernels that
+/// read their tokens by TMA (`KernelInfo::token_maps`); each is 64-byte aligned.
+pub const TOKEN_MAP_BYTES: u64 = 128;
+
 /// The most problems one launch takes (the tile search is a binary search over this table).
 pub const MAX_PROBLEMS: usize = 1 << 16;
 

@@ -59,6 +59,17 @@ pub mod wgmma {
             + 2 * TILE_M * super::CHUNK_K * 2
             + super::SCHED_SMEM_BYTES;
 
+    /// Bytes of one chunk's 16-bit token tile (`TILE_M` rows x 64 values, 128-byte swizzle).
+    pub const TOK16_STAGE_BYTES: u32 = TILE_M * super::CHUNK_K * 2;
+    /// Bytes of one chunk's weights: FP4 and scales of `TILE_N` rows.
+    pub const W_STAGE_BYTES: u32 = TILE_N * (super::CHUNK_K / 2 + super::CHUNK_K / 16);
+
+    /// Dynamic shared memory of the 16-bit-activation (W4A16) kernels, whose tokens arrive
+    /// by TMA: `STAGES` x (16-bit token tile + weights), one 8-byte barrier per stage, and
+    /// the scheduler's (`SCHED_SMEM_BYTES`, at the end).
+    pub const SMEM_BYTES_A16: u32 =
+        STAGES * (TOK16_STAGE_BYTES + W_STAGE_BYTES) + STAGES * 8 + super::SCHED_SMEM_BYTES;
+
     /// Tiles of one problem for this kernel.
     #[inline(always)]
     pub const fn tiles_for(m: u32, n: u32) -> u64 {

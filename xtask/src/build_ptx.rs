@@ -497,6 +497,7 @@ mod tests {
             sm90a_only: true,
             tile_n: 128,
             tile_m: 128,
+            token_maps: false,
         };
         let report = |arch: &str, smem_bytes| ptxas::Report {
             arch: arch.into(),

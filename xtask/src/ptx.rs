@@ -362,6 +362,7 @@ mod tests {
             sm90a_only: false,
             tile_n: 128,
             tile_m: 64,
+            token_maps: false,
         }
     }
 

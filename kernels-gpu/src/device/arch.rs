@@ -225,6 +225,17 @@ pub mod half {
         }
         d
     }
+    /// `cvt.f32.f16`: the fp16 bit pattern `h` widened to f32 (exact).
+    #[cfg_attr(not(nvfp4_sm90a), allow(dead_code))]
+    #[inline(always)]
+    pub fn f16_to_f32(h: u16) -> f32 {
+        let d: f32;
+        unsafe {
+            asm!("cvt.f32.f16 {d}, {h};", d = out(reg32) d, h = in(reg16) h,
+                 options(pure, nomem, nostack, preserves_flags));
+        }
+        d
+    }
     /// `cvt.rn.bf16x2.f32 d, x, x`: `x` rounded to bf16 in both halves.
     #[inline(always)]
     pub fn f32_to_bf16x2(x: f32) -> u32 {
@@ -325,17 +336,6 @@ pub mod global {
         }
     }
 
-    /// `prefetch.global.L2`: asks the L2 to fetch the line holding `src` ahead of use.
-    /// Writes no register, so no instruction waits on it; a hint, never a fault.
-    #[cfg(nvfp4_sm90a)]
-    #[inline(always)]
-    pub unsafe fn prefetch_l2(src: u64) {
-        unsafe {
-            asm!("{{ .reg .u64 g; cvta.to.global.u64 g, {s}; prefetch.global.L2 [g]; }}",
-                 s = in(reg64) src, options(nostack, preserves_flags));
-        }
-    }
-
     /// `st.global.u8` of the low byte of `v`.
     #[inline(always)]
     pub unsafe fn st_u8(dst: u64, v: u32) {
@@ -359,6 +359,20 @@ pub mod wgmma {
         (((smem_addr as u64) >> 4) & 0x3FFF)
             | ((((lbo as u64) >> 4) & 0x3FFF) << 16)
             | ((((sbo as u64) >> 4) & 0x3FFF) << 32)
+    }
+
+    /// Shared-memory matrix descriptor for a K-major operand in the 128-byte swizzle layout
+    /// (what TMA writes with `CU_TENSOR_MAP_SWIZZLE_128B`): rows of 128 bytes, 8-row groups
+    /// of 1024 bytes `sbo` apart, the 16-byte units of row `r` permuted by `r % 8`. `smem_addr`
+    /// is the group's start plus the k-step's byte offset inside the row; the group must be
+    /// 1024-byte aligned (the base-offset field is 0). The leading offset is unused here
+    /// (encoded as 1, as the PTX ISA asks for swizzled K-major layouts).
+    #[inline(always)]
+    pub fn desc_sw128(smem_addr: u32, sbo: u32) -> u64 {
+        (((smem_addr as u64) >> 4) & 0x3FFF)
+            | (1 << 16)
+            | ((((sbo as u64) >> 4) & 0x3FFF) << 32)
+            | (1 << 62)
     }
 
     /// `wgmma.fence.sync.aligned`: orders register writes (A fragments, accumulators) before
@@ -495,6 +509,80 @@ pub mod wgmma {
                 a12 = in(reg32) a[3][0], a13 = in(reg32) a[3][1], a14 = in(reg32) a[3][2],
                 a15 = in(reg32) a[3][3],
                 options(nostack, preserves_flags));
+        }
+    }
+}
+
+/// Tensor-memory-accelerator copies (`cp.async.bulk.tensor`, sm_90) and the shared-memory
+/// barriers (`mbarrier`) that count their bytes.
+#[cfg(nvfp4_sm90a)]
+pub mod tma {
+    use super::asm;
+
+    /// `mbarrier.init.shared::cta.b64`: a barrier at `bar` (8-byte aligned) whose phase
+    /// completes after `count` arrivals and every expected transaction byte.
+    #[inline(always)]
+    pub unsafe fn mbar_init(bar: u32, count: u32) {
+        unsafe {
+            asm!("mbarrier.init.shared::cta.b64 [{b}], {c};",
+                 b = in(reg32) bar, c = in(reg32) count, options(nostack, preserves_flags));
+        }
+    }
+
+    /// `fence.mbarrier_init.release.cluster`: makes the initialisations visible to the async
+    /// proxy (the TMA unit) before a barrier publishes them to the other threads.
+    #[inline(always)]
+    pub unsafe fn fence_mbar_init() {
+        unsafe {
+            asm!(
+                "fence.mbarrier_init.release.cluster;",
+                options(nostack, preserves_flags)
+            )
+        }
+    }
+
+    /// `mbarrier.arrive.expect_tx`: this thread's arrival on `bar`, announcing `bytes` more
+    /// transaction bytes for the current phase (a TMA copy's `complete_tx` pays them).
+    #[inline(always)]
+    pub unsafe fn mbar_arrive_expect_tx(bar: u32, bytes: u32) {
+        unsafe {
+            asm!("mbarrier.arrive.expect_tx.shared::cta.b64 _, [{b}], {n};",
+                 b = in(reg32) bar, n = in(reg32) bytes, options(nostack, preserves_flags));
+        }
+    }
+
+    /// `mbarrier.try_wait.parity`: whether the phase of `bar` with parity `parity` (0 or 1)
+    /// has completed (the instruction may suspend the thread for a while before answering).
+    /// Memory the completing transactions wrote is visible to this thread once it answers
+    /// true.
+    #[inline(always)]
+    pub unsafe fn mbar_try_wait(bar: u32, parity: u32) -> bool {
+        let done: u32;
+        unsafe {
+            asm!("{{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [{b}], {q}; selp.u32 {d}, 1, 0, p; }}",
+                 d = out(reg32) done, b = in(reg32) bar, q = in(reg32) parity,
+                 options(nostack, preserves_flags));
+        }
+        done != 0
+    }
+
+    /// Waits until the phase of `bar` with parity `parity` has completed.
+    #[inline(always)]
+    pub unsafe fn mbar_wait(bar: u32, parity: u32) {
+        while !unsafe { mbar_try_wait(bar, parity) } {}
+    }
+
+    /// `cp.async.bulk.tensor.2d` of the box at coordinates (`c0` along the contiguous
+    /// dimension, `c1` along rows) of the tensor map at generic address `map` (64-byte
+    /// aligned, in global memory, unchanged while the kernel runs) into shared memory at
+    /// `dst` (1024-byte aligned for the 128-byte swizzle), completing the box's bytes on
+    /// `bar`. Elements outside the tensor are written as zeros.
+    #[inline(always)]
+    pub unsafe fn load_2d(dst: u32, map: u64, c0: u32, c1: u32, bar: u32) {
+        unsafe {
+            asm!("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [{d}], [{m}, {{{x}, {y}}}], [{b}];",
+                 d = in(reg32) dst, m = in(reg64) map, x = in(reg32) c0, y = in(reg32) c1,
+                 b = in(reg32) bar, options(nostack, preserves_flags));
         }
     }
 }

@@ -48,6 +48,13 @@ pub trait Act {
     fn scale(b: u32) -> u32 {
         scale_f16x2(b)
     }
+    /// [`Act::scale`] with fewer live values (the same bits): what the Hopper W4A16 kernels
+    /// use, which dequantize the next chunk's weights while wgmmas hold 80 registers.
+    #[cfg_attr(not(nvfp4_sm90a), allow(dead_code))]
+    #[inline(always)]
+    fn scale_lean(b: u32) -> u32 {
+        Self::scale(b)
+    }
     /// Eight FP4 codes times the packed scale `s`: four words pairing code `i` with `i + 4`.
     #[inline(always)]
     fn fp4x8(x: u32, s: u32) -> [u32; 4] {
@@ -107,6 +114,13 @@ impl Act for Bf16Act {
         // Exact: an E4M3 value has at most 4 significant bits; times 2^100 it is a bf16
         // normal (2^91 .. 2^109); NaN codes give NaN.
         half::f32_to_bf16x2(e4m3_to_f32(b as u8) * BF16_SCALE_BOOST)
+    }
+    #[inline(always)]
+    fn scale_lean(b: u32) -> u32 {
+        // The fp16 bits of `value * 2^-8` (exact, NaN kept) widened to f32 (exact), times
+        // 2^8 * BF16_SCALE_BOOST: the same product as `scale`, without its branches.
+        let h = half::f16_to_f32(e4m3_to_f16_bits_scaled(b as u8));
+        half::f32_to_bf16x2(h * (256.0 * BF16_SCALE_BOOST))
     }
     #[inline(always)]
     fn fp4x8(x: u32, s: u32) -> [u32; 4] {

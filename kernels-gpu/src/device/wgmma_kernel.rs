@@ -18,15 +18,15 @@
 //! token tile: 16 groups of 8 tokens x 8 core matrices (8 tokens x 8 k, 128 bytes) along K:
 //! core (group, kc) at `group * 1024 + kc * 128`, so LBO = 128 and SBO = 1024.
 
-use super::arch::{copy, dyn_smem_base, half, shared, thread, wgmma};
-use super::dequant::{
-    Act, Bf16Act, F16Act, Fp4Act, a_fragments_for, fp4x8_scaled, pair_i_i4, scale_f16x2,
-};
-use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow, Tok16Strided};
+use super::arch::{copy, dyn_smem_base, half, shared, thread, tma, wgmma};
+use super::dequant::{Act, Bf16Act, F16Act, Fp4Act, a_fragments_for, fp4x8_scaled, scale_f16x2};
+use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow};
 use super::sched::{TileFn, for_each_tile};
-use crate::problem::{Activation, FLAG_OUT_BF16, ProblemDesc};
+use crate::problem::{FLAG_OUT_BF16, PROBLEM_DESC_BYTES, ProblemDesc, TOKEN_MAP_BYTES};
 use crate::tiling::CHUNK_K;
-use crate::tiling::wgmma::{STAGES, THREADS, TILE_M, TILE_N};
+use crate::tiling::wgmma::{
+    SMEM_BYTES_A16, STAGES, THREADS, TILE_M, TILE_N, TOK16_STAGE_BYTES, W_STAGE_BYTES,
+};
 use core::marker::PhantomData;
 
 macro_rules! unroll {
@@ -49,6 +49,19 @@ const _: () = assert!(
 );
 
 const _: () = assert!(STAGE_BYTES % 128 == 0 && TOK_F16 % 1024 == 0);
+
+// The 16-bit-activation kernels: `STAGES` token tiles (from 0, 1024-byte aligned for the
+// 128-byte swizzle), then `STAGES` x (FP4 of 128 weight rows, their scales), the stages'
+// transaction barriers and the scheduler's words.
+const A16_W: u32 = STAGES * TOK16_STAGE_BYTES;
+const A16_W_SF: u32 = TILE_N * ROW_BYTES;
+const A16_BARS: u32 = A16_W + STAGES * W_STAGE_BYTES;
+const _: () = assert!(
+    TOK16_STAGE_BYTES % 1024 == 0
+        && A16_W_SF + TILE_N * ROW_SCALES == W_STAGE_BYTES
+        && A16_BARS % 8 == 0
+        && A16_BARS + STAGES * 8 + crate::tiling::SCHED_SMEM_BYTES == SMEM_BYTES_A16
+);
 const _: () = assert!(THREADS == 256 && TILE_N == 128 && TILE_M == 128 && CHUNK_K == 64);
 
 /// Hopper NVFP4 grouped GEMM (sm_90a): one persistent launch for every problem of a group.
@@ -72,10 +85,15 @@ pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_wgmma(
 
 /// The Hopper kernel with fp16 activations (W4A16): as [`nvfp4_grouped_gemm_wgmma`], but each
 /// problem's `a` holds `m` rows of `k` fp16 values (`lda` bytes apart, 16-byte aligned) and
-/// `sfa` is not read; `c` is fp16 or, with `FLAG_OUT_BF16`, bf16.
+/// `sfa` is not read; `c` is fp16 or, with `FLAG_OUT_BF16`, bf16. The tokens are read by TMA:
+/// `maps` holds one 128-byte `CUtensorMap` per problem (64-byte aligned, table order) over
+/// that problem's `a` (see [`gemm_tile_tma`]). Launch with `SMEM_BYTES_A16` of dynamic shared
+/// memory.
 ///
 /// # Safety
-/// As [`nvfp4_grouped_gemm_wgmma`], with the host validating `a` for 16-bit rows.
+/// As [`nvfp4_grouped_gemm_wgmma`], with the host validating `a` for 16-bit rows and encoding
+/// each problem's map over rows `0 .. m_offset + m` of its `a` (none for problems without
+/// rows).
 #[unsafe(no_mangle)]
 pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_wgmma_f16a(
     table: *const ProblemDesc,
@@ -83,8 +101,9 @@ pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_wgmma_f16a(
     total_tiles: u32,
     counts: *const u32,
     mode: u32,
+    maps: u64,
 ) {
-    unsafe { run::<F16Act>(table, num_problems, total_tiles, counts, mode) }
+    unsafe { run_a16::<F16Act>(table, num_problems, total_tiles, counts, mode, maps) }
 }
 
 /// [`nvfp4_grouped_gemm_wgmma_f16a`] with bf16 activations (bf16 weights and wgmmas).
@@ -98,8 +117,9 @@ pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_wgmma_bf16a(
     total_tiles: u32,
     counts: *const u32,
     mode: u32,
+    maps: u64,
 ) {
-    unsafe { run::<Bf16Act>(table, num_problems, total_tiles, counts, mode) }
+    unsafe { run_a16::<Bf16Act>(table, num_problems, total_tiles, counts, mode, maps) }
 }
 
 /// The persistent loop of every entry, for activations `A`.
@@ -123,37 +143,86 @@ unsafe fn run<A: Act>(
             THREADS,
             TILE_N,
             TILE_M,
-            // One wave (every CTA has at most one tile; `total_tiles` bounds the tiles in
-            // every mode): nothing else on the SM hides the 16-bit tokens' DRAM latency.
-            &mut Tiles::<A>(smem, total_tiles <= thread::nctaid(), PhantomData),
+            &mut Tiles::<A>(smem, PhantomData),
         );
     }
 }
 
 /// The kernel's tile work for the scheduler, for activations `A`.
-struct Tiles<A>(u32, bool, PhantomData<A>);
+struct Tiles<A>(u32, PhantomData<A>);
 
 impl<A: Act> TileFn for Tiles<A> {
     #[inline(always)]
     unsafe fn tile(&mut self, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32) {
-        unsafe { gemm_tile::<A>(self.0, self.1, desc, m_end, n0, m0) }
+        unsafe { gemm_tile::<A>(self.0, desc, m_end, n0, m0) }
     }
 }
 
-/// One 128 x 128 tile for activations `A`: NVFP4 tokens come through the cp.async stages
-/// and are dequantized into the fp16 token tile; 16-bit tokens are loaded from global memory
-/// while the previous chunk's wgmmas run and stored into the tile in the same K order.
-/// `one_wave`: the launch has at most one tile per CTA (then the 16-bit tokens are also
-/// prefetched into L2 with every chunk's copies).
+/// The persistent loop of the 16-bit-activation entries: thread 0 initialises one
+/// transaction barrier per stage before the first tile.
 #[inline(always)]
-unsafe fn gemm_tile<A: Act>(
-    smem: u32,
-    one_wave: bool,
-    desc: *const ProblemDesc,
-    m_end: u32,
-    n0: u32,
-    m0: u32,
+unsafe fn run_a16<A: Act>(
+    table: *const ProblemDesc,
+    num_problems: u32,
+    total_tiles: u32,
+    counts: *const u32,
+    mode: u32,
+    maps: u64,
 ) {
+    let smem = unsafe { dyn_smem_base() };
+    if thread::tid() == 0 {
+        for s in 0..STAGES {
+            unsafe { tma::mbar_init(smem + A16_BARS + s * 8, 1) };
+        }
+        unsafe { tma::fence_mbar_init() };
+    }
+    unsafe {
+        thread::sync_cta();
+        for_each_tile(
+            table,
+            num_problems,
+            total_tiles,
+            counts,
+            mode,
+            smem + A16_BARS + STAGES * 8,
+            THREADS,
+            TILE_N,
+            TILE_M,
+            &mut TilesTma::<A> {
+                smem,
+                table: table as u64,
+                maps,
+                phases: 0,
+                kind: PhantomData,
+            },
+        );
+    }
+}
+
+/// The 16-bit-activation kernels' tile work: where the table and the token maps are, and
+/// the parity of each stage's barrier (bit `s`: the phase the next wait on stage `s` needs).
+struct TilesTma<A> {
+    smem: u32,
+    table: u64,
+    maps: u64,
+    phases: u32,
+    kind: PhantomData<A>,
+}
+
+impl<A: Act> TileFn for TilesTma<A> {
+    #[inline(always)]
+    unsafe fn tile(&mut self, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32) {
+        let index = (desc as u64 - self.table) / PROBLEM_DESC_BYTES as u64;
+        let map = self.maps + index * TOKEN_MAP_BYTES;
+        unsafe { gemm_tile_tma::<A>(self.smem, map, &mut self.phases, desc, m_end, n0, m0) }
+    }
+}
+
+/// One 128 x 128 tile with NVFP4 tokens (`A` = [`Fp4Act`]): tokens and weights come through
+/// the cp.async stages; each chunk's tokens are dequantized into the fp16 token tile while
+/// the previous chunk's wgmmas run.
+#[inline(always)]
+unsafe fn gemm_tile<A: Act>(smem: u32, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32) {
     // Only the main loop's fields are read here; the epilogue reads its own after the loop
     // (the memory-clobbering asm in between keeps them from being hoisted), which keeps
     // c, ldc and alpha out of registers during the loop.
@@ -179,23 +248,15 @@ unsafe fn gemm_tile<A: Act>(
     } else {
         ScaleRow::new(&tokens, m0 + tid - TILE_N)
     };
-    let a16 = A::KIND != Activation::Nvfp4;
-    // 16-bit tokens: unit tid % 8 of rows tid / 8 + 32 i, so that one load instruction of a
-    // warp reads four whole 128-byte row chunks (four cache lines, not sixteen).
-    let t16 = Tok16Strided::<4>::new(&tokens, m0, tid / 8, 32, tid % 8);
     let issue = |chunk: u32, stage: u32| {
         let base = smem + stage * STAGE_BYTES;
         let tid = thread::tid_fresh();
         let row_q = tid / 4;
         unsafe {
             w_rows.issue(chunk, base + W_RAW + row_q * ROW_BYTES, 64 * ROW_BYTES);
-            if !a16 {
-                t_rows.issue(chunk, base + T_RAW + row_q * ROW_BYTES, 64 * ROW_BYTES);
-            }
+            t_rows.issue(chunk, base + T_RAW + row_q * ROW_BYTES, 64 * ROW_BYTES);
             // W_SF and T_SF are adjacent: thread tid's scale row is at W_SF + tid * 4.
-            if !a16 || tid < TILE_N {
-                scales.issue(chunk, base + W_SF + tid * ROW_SCALES);
-            }
+            scales.issue(chunk, base + W_SF + tid * ROW_SCALES);
         }
     };
 
@@ -212,22 +273,10 @@ unsafe fn gemm_tile<A: Act>(
     let subtiles = m_rem.min(TILE_M).div_ceil(32);
 
     // Prologue: chunk 0's tokens into token buffer 0.
-    if a16 {
-        // The 16-bit tokens are loaded one chunk ahead only: have the L2 fetch chunks 1..3
-        // from DRAM now, as the cp.async copies above do for the weights (0.5-1.5 us less on
-        // the G = 2 shapes, PERF.md run 47; the later chunks: one-wave launches only, below).
-        for c in 1..STAGES {
-            if c < chunks {
-                unsafe { t16.prefetch_l2(c) };
-            }
-        }
-        unsafe { store_tokens16(t16.fetch(0), smem + TOK_F16, tid) };
-    } else {
-        unsafe {
-            copy::wait::<{ STAGES - 2 }>();
-            thread::sync_cta();
-            dequant_tokens(smem, smem + TOK_F16, tid);
-        }
+    unsafe {
+        copy::wait::<{ STAGES - 2 }>();
+        thread::sync_cta();
+        dequant_tokens(smem, smem + TOK_F16, tid);
     }
 
     // Per chunk c, one barrier: the MMAs of chunk c run asynchronously while this warpgroup
@@ -243,22 +292,9 @@ unsafe fn gemm_tile<A: Act>(
         let ahead = chunk + STAGES - 1;
         if ahead < chunks {
             issue(ahead, ahead % STAGES);
-            // 16-bit tokens in one-wave launches: have the L2 fetch them as far ahead as the
-            // copies (even lanes: one request per 32-byte sector). Launches of more tiles
-            // than CTAs lose more to the extra instructions than they gain (runs 47, 50).
-            if a16 && one_wave && tid % 2 == 0 {
-                unsafe { t16.prefetch_l2(ahead) };
-            }
         }
         unsafe { copy::commit() };
         let stage = smem + (chunk % STAGES) * STAGE_BYTES;
-        // 16-bit tokens of chunk c + 1: loads issued now, in flight during the weights'
-        // dequantization and this chunk's wgmmas, stored after them.
-        let ahead16 = if a16 && chunk + 1 < chunks {
-            unsafe { t16.fetch(chunk + 1) }
-        } else {
-            [[0u32; 4]; 4]
-        };
 
         // Weights: rows wrow and wrow + 8, scale block t, both halves of the block.
         let lo_raw = unsafe { shared::ld_v2(stage + W_RAW + wrow * ROW_BYTES + t * 8) };
@@ -283,24 +319,195 @@ unsafe fn gemm_tile<A: Act>(
         if chunk + 1 < chunks {
             let next = smem + ((chunk + 1) % STAGES) * STAGE_BYTES;
             let buf = smem + TOK_F16 + ((chunk + 1) % 2) * TOK_BUF_BYTES;
-            if a16 {
-                unsafe { store_tokens16(ahead16, buf, tid) };
-            } else {
-                unsafe { dequant_tokens(next, buf, tid) };
-            }
+            unsafe { dequant_tokens(next, buf, tid) };
         }
         unsafe {
             wgmma::wait0(&a);
             wgmma::pin_acc(&mut acc);
         }
     }
+    unsafe { store_tile::<A>(&acc, desc, n0, m0, m_rem, wrow, t, false) };
+}
 
-    // Epilogue: subtile i, n8 block j: acc[i][4j..4j+4] = (rows g, g+8) x (tokens 2t, 2t+1).
-    let (alpha, c, ldc) = unsafe {
+/// One 128 x 128 tile with 16-bit tokens (`A` = [`F16Act`] or [`Bf16Act`]).
+///
+/// Thread 0 has the TMA copy each chunk's 128 token rows x 64 values (16 KiB) from the
+/// problem's tensor map `map` straight into the stage's token tile, in the 128-byte swizzle
+/// layout wgmma reads, completing on the stage's barrier; rows past the map (past the
+/// buffer) and values past K arrive as zeros. Token rows from `m_end` to the end of the map
+/// are real rows of `a` (another problem's, in the contiguous MoE layout): each only feeds
+/// its own output column, which the epilogue does not store. The weights come through
+/// cp.async as in [`gemm_tile`], in the same stages, and are dequantized in natural K order
+/// (what the TMA's token tile has): for k-step `s` thread `t` of a quad takes byte `t` of
+/// FP4 words `2s` and `2s + 1` of its rows (values `2t, 2t + 1` of the step's two 8-value
+/// units) under scale block `s`. Chunk c + 1's weights are dequantized while chunk c's
+/// wgmmas run. `phases` carries each stage barrier's parity from tile to tile.
+#[inline(always)]
+unsafe fn gemm_tile_tma<A: Act>(
+    smem: u32,
+    map: u64,
+    phases: &mut u32,
+    desc: *const ProblemDesc,
+    m_end: u32,
+    n0: u32,
+    m0: u32,
+) {
+    let d = unsafe { &*desc };
+    let tid = thread::tid();
+    let lane = tid % 32;
+    let warp = tid / 32;
+    let g = lane / 4;
+    let t = lane % 4;
+    let chunks = d.k.div_ceil(CHUNK_K);
+    let weights = Operand::weights(d);
+    let m_rem = m_end - m0;
+
+    let (unit, row_q) = (tid % 4, tid / 4);
+    let w_rows = Fp4Rows::<2>::new(&weights, n0, row_q, 64, unit);
+    let scales = ScaleRow::new(&weights, n0 + tid % TILE_N);
+    let issue = |chunk: u32, stage: u32| {
+        let base = smem + A16_W + stage * W_STAGE_BYTES;
+        let tid = thread::tid_fresh();
+        let row_q = tid / 4;
+        unsafe {
+            w_rows.issue(chunk, base + row_q * ROW_BYTES, 64 * ROW_BYTES);
+            if tid < TILE_N {
+                scales.issue(chunk, base + A16_W_SF + tid * ROW_SCALES);
+            }
+            if tid == 0 {
+                let bar = smem + A16_BARS + stage * 8;
+                tma::mbar_arrive_expect_tx(bar, TOK16_STAGE_BYTES);
+                tma::load_2d(
+                    smem + stage * TOK16_STAGE_BYTES,
+                    map,
+                    chunk * CHUNK_K,
+                    m0,
+                    bar,
+                );
+            }
+        }
+    };
+
+    let mut acc = [0f32; 64];
+    for s in 0..STAGES - 1 {
+        if s < chunks {
+            issue(s, s);
+        }
+        unsafe { copy::commit() };
+    }
+    let wrow = (warp / 4) * 64 + (warp % 4) * 16 + g;
+    let subtiles = m_rem.min(TILE_M).div_ceil(32);
+    // Selects byte t of a word (byte 0) and of the word shifted right by 4 (byte 2).
+    let sel = t | ((4 + t) << 8);
+    let weights_of = |chunk: u32| {
+        let w = smem + A16_W + (chunk % STAGES) * W_STAGE_BYTES;
+        unsafe { weight_fragments::<A>(w, wrow, sel) }
+    };
+
+    // Prologue: chunk 0's weights.
+    unsafe {
+        copy::wait::<{ STAGES - 2 }>();
+        thread::sync_cta();
+    }
+    let mut a = weights_of(0);
+
+    for chunk in 0..chunks {
+        unsafe {
+            // This thread's copies of chunk c + 1 have landed; the barrier publishes
+            // everyone's, and after it nobody reads stage (c - 1) % STAGES any more (chunk
+            // c - 1's wgmmas were waited for before it).
+            copy::wait::<{ STAGES - 3 }>();
+            thread::sync_cta();
+        }
+        let ahead = chunk + STAGES - 1;
+        if ahead < chunks {
+            issue(ahead, ahead % STAGES);
+        }
+        unsafe { copy::commit() };
+
+        let stage = chunk % STAGES;
+        unsafe { tma::mbar_wait(smem + A16_BARS + stage * 8, (*phases >> stage) & 1) };
+        *phases ^= 1 << stage;
+        let tok = smem + stage * TOK16_STAGE_BYTES;
+        match subtiles {
+            1 => unsafe { issue_mma_sw128(&mut acc, &a, tok, A::WGMMA[0]) },
+            2 => unsafe { issue_mma_sw128(&mut acc, &a, tok, A::WGMMA[1]) },
+            3 => unsafe { issue_mma_sw128(&mut acc, &a, tok, A::WGMMA[2]) },
+            _ => unsafe { issue_mma_sw128(&mut acc, &a, tok, A::WGMMA[3]) },
+        }
+        let next = if chunk + 1 < chunks {
+            weights_of(chunk + 1)
+        } else {
+            [[0u32; 4]; 4]
+        };
+        unsafe {
+            wgmma::wait0(&a);
+            wgmma::pin_acc(&mut acc);
+        }
+        a = next;
+    }
+    unsafe { store_tile::<A>(&acc, desc, n0, m0, m_rem, wrow, t, true) };
+}
+
+/// This thread's A fragments of one chunk in natural K order, from the weight stage at `w`:
+/// rows `wrow` and `wrow + 8`, for k-step `s` values `16 s + 2t, 2t + 1` (byte `t` of FP4
+/// word `2s`) and `16 s + 8 + 2t, 2t + 1` (byte `t` of word `2s + 1`) under scale block `s`.
+/// `sel` = `t | (4 + t) << 8`.
+#[inline(always)]
+unsafe fn weight_fragments<A: Act>(w: u32, wrow: u32, sel: u32) -> [[u32; 4]; 4] {
+    let (lo, hi) = (w + wrow * ROW_BYTES, w + (wrow + 8) * ROW_BYTES);
+    let (lo_sf, hi_sf) = unsafe {
+        (
+            shared::ld_u32(w + A16_W_SF + wrow * ROW_SCALES),
+            shared::ld_u32(w + A16_W_SF + (wrow + 8) * ROW_SCALES),
+        )
+    };
+    // Word j's byte t (codes 2t, 2t + 1 of unit j) as an fp16x2 / bf16x2 pair times `s`:
+    // the byte's low nibble in bits 0..4, its high nibble in bits 16..20, which is how
+    // `Act::fp4x8` pairs codes 0 and 4 in its word 0.
+    let pair = |word: u32, s: u32| A::fp4x8(half::prmt(word, word >> 4, sel), s)[0];
+    let mut a = [[0u32; 4]; 4];
+    // Half h: FP4 words 4h .. 4h + 3 of each row, k-steps 2h and 2h + 1.
+    unroll!(h in [0, 1] {
+        let (l, r) = unsafe { (shared::ld_v4(lo + 16 * h as u32), shared::ld_v4(hi + 16 * h as u32)) };
+        unroll!(i in [0, 1] {
+            let s = 2 * h + i;
+            let s_lo = A::scale_lean((lo_sf >> (8 * s)) & 0xFF);
+            let s_hi = A::scale_lean((hi_sf >> (8 * s)) & 0xFF);
+            a[s] = [
+                pair(l[2 * i], s_lo),
+                pair(r[2 * i], s_hi),
+                pair(l[2 * i + 1], s_lo),
+                pair(r[2 * i + 1], s_hi),
+            ];
+        });
+    });
+    a
+}
+
+/// The epilogue of a tile: `alpha` times the accumulators (times `A::SHIFT`) rounded to the
+/// output type, for the tile's weight rows below `n` and tokens below `m_rem`. Subtile `i`,
+/// n8 block `j`: `acc[16 i + 4 j ..]` = (rows `wrow`, `wrow + 8`) x (tokens `2t`, `2t + 1`).
+/// `a16`: the kernel has 16-bit activations (only those may write bf16). Ends with a
+/// barrier, so the next tile's copies cannot overwrite anything this one reads.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn store_tile<A: Act>(
+    acc: &[f32; 64],
+    desc: *const ProblemDesc,
+    n0: u32,
+    m0: u32,
+    m_rem: u32,
+    wrow: u32,
+    t: u32,
+    a16: bool,
+) {
+    let (alpha, c, ldc, n) = unsafe {
         (
             core::ptr::read_volatile(&raw const (*desc).alpha),
             core::ptr::read_volatile(&raw const (*desc).c) as *mut u16,
             core::ptr::read_volatile(&raw const (*desc).ldc),
+            (*desc).n,
         )
     };
     // NVFP4 activations: fp16 out (the flags are not read).
@@ -308,15 +515,15 @@ unsafe fn gemm_tile<A: Act>(
         a16 && unsafe { core::ptr::read_volatile(&raw const (*desc).flags) } & FLAG_OUT_BF16 != 0;
     let factor = alpha * A::SHIFT;
     unroll!(half_row in [0, 1] {
-        let n = n0 + wrow + half_row as u32 * 8;
-        if n < d.n {
+        let row = n0 + wrow + half_row as u32 * 8;
+        if row < n {
             unroll!(i in [0, 1, 2, 3] {
                 unroll!(j in [0, 1, 2, 3] {
                     unroll!(e in [0, 1] {
                         let m = (i as u32) * 32 + (j as u32) * 8 + 2 * t + e as u32;
                         if m < m_rem && m < TILE_M {
                             let v = acc[16 * i + 4 * j + 2 * half_row + e] * factor;
-                            let idx = (m0 + m) as u64 * ldc + n as u64;
+                            let idx = (m0 + m) as u64 * ldc + row as u64;
                             let out = if bf16_out {
                                 half::f32_to_bf16(v)
                             } else {
@@ -349,6 +556,23 @@ unsafe fn issue_mma(
     unsafe { wgmma::commit() };
 }
 
+/// As [`issue_mma`], on a token tile in the 128-byte swizzle layout at `tok` (1024-byte
+/// aligned, rows of 64 values): k-step `s` starts `32 s` bytes into the rows.
+#[inline(always)]
+unsafe fn issue_mma_sw128(
+    acc: &mut [f32; 64],
+    a: &[[u32; 4]; 4],
+    tok: u32,
+    mma: unsafe fn(&mut [f32; 64], &[u32; 4], u64),
+) {
+    unsafe { wgmma::fence() };
+    unroll!(s in [0, 1, 2, 3] {
+        let desc = wgmma::desc_sw128(tok + (s as u32) * 32, 1024);
+        unsafe { mma(acc, &a[s], desc) };
+    });
+    unsafe { wgmma::commit() };
+}
+
 /// Dequantizes one chunk's tokens from the raw stage at `stage` into the fp16 token buffer at
 /// `buf`. Thread `tid` takes token row `tid / 2`, scale blocks `2p` and `2p + 1` with
 /// `p = tid % 2`: one conflict-free 16-byte load of FP4 (a warp reads 512 contiguous bytes)
@@ -375,26 +599,6 @@ unsafe fn dequant_tokens(stage: u32, buf: u32, tid: u32) {
         unroll!(i in [0, 1, 2, 3] {
             let kc = 2 * (2 * h as u32 + (i as u32) / 2) + (i as u32) % 2;
             unsafe { shared::st_v2(base + kc * 128, [w[0][h][i], w[1][h][i]]) };
-        });
-    });
-    unsafe { wgmma::fence_proxy_async_shared() };
-}
-
-/// Stores one chunk's 16-bit tokens of this thread (unit `tid % 8` of rows `tid / 8 + 32 i`,
-/// from [`Tok16Strided::fetch`]) where [`dequant_tokens`] puts the same K positions: unit `u` is half
-/// `u % 2` of scale block `u / 2`, and its word `j` (values `j` and `j + 4`) goes to core
-/// matrix `4 (u % 2) + j`, bytes `4 (u / 2) ..` of the token's 16-byte row there. Then fences
-/// for wgmma's reads like it.
-#[inline(always)]
-unsafe fn store_tokens16(v: [[u32; 4]; 4], buf: u32, tid: u32) {
-    let u = tid % 8;
-    unroll!(i in [0, 1, 2, 3] {
-        let row = tid / 8 + 32 * i as u32;
-        let base = buf + (row / 8) * TOK_GROUP_BYTES + (row % 8) * 16 + (u / 2) * 4
-            + (u % 2) * 4 * 128;
-        let w = pair_i_i4(v[i]);
-        unroll!(j in [0, 1, 2, 3] {
-            unsafe { shared::st_u32(base + j as u32 * 128, w[j]) };
         });
     });
     unsafe { wgmma::fence_proxy_async_shared() };

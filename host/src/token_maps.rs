@@ -1,0 +1,108 @@
+//! TMA tensor maps over the 16-bit token operands: the Hopper W4A16 kernels
+//! (`KernelInfo::token_maps`) copy each chunk's tokens with `cp.async.bulk.tensor`, which
+//! reads its shape, strides and address from one such map per problem.
+
+use crate::{Error, Result};
+use cudarc::driver::DeviceRepr;
+use cudarc::driver::sys::{
+    self, CUtensorMap, CUtensorMapDataType, CUtensorMapFloatOOBfill, CUtensorMapInterleave,
+    CUtensorMapL2promotion, CUtensorMapSwizzle,
+};
+use kernels_gpu::problem::{ProblemDesc, TOKEN_MAP_BYTES};
+use kernels_gpu::tiling::CHUNK_K;
+use kernels_gpu::tiling::wgmma::TILE_M;
+
+/// One problem's tensor map as an element of the kernel's map array (128 bytes, 128-byte
+/// aligned; the kernels need 64).
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TokenMap(CUtensorMap);
+
+// SAFETY: `CUtensorMap` is `#[repr(C)]`, sixteen `u64` the driver filled in (or zeros), the
+// layout `cp.async.bulk.tensor` reads.
+unsafe impl DeviceRepr for TokenMap {}
+
+const _: () = assert!(size_of::<TokenMap>() as u64 == TOKEN_MAP_BYTES);
+const _: () = assert!(align_of::<TokenMap>() >= 64);
+
+/// TMA coordinates are signed 32-bit: rows at or past this cannot be addressed.
+const MAX_ROWS: u64 = i32::MAX as u64;
+/// The driver takes row strides below 2^40 bytes.
+const MAX_STRIDE: u64 = 1 << 40;
+
+/// The maps of a packed table, in its order: for problem `i`, rows `0 .. m_offset + m` of
+/// its `a` (`m` is the capacity where the row counts live on the device), `k` 16-bit values
+/// a row, `lda` bytes apart, read in boxes of `TILE_M` rows x `CHUNK_K` values into the
+/// 128-byte swizzle layout; rows and values outside arrive as zeros. A problem without rows
+/// or without K gets a zeroed map, which the kernel never reads (it has no tiles, or no
+/// chunks).
+///
+/// The table was validated for 16-bit activations: `a` is 16-byte aligned, `lda` a multiple
+/// of 16 holding `2 k` bytes, and the rows are inside the buffer.
+///
+/// # Errors
+/// [`Error::InvalidDimension`] (field `m`) if `m_offset + m` reaches 2^31 rows, and
+/// [`Error::InvalidStride`] (field `lda`) if `lda` reaches 2^40 bytes: the TMA cannot
+/// address them. [`Error::Driver`] if the driver rejects a map anyway.
+pub(crate) fn encode(descs: &[ProblemDesc]) -> Result<Vec<TokenMap>> {
+    descs
+        .iter()
+        .enumerate()
+        .map(|(problem, d)| {
+            let rows = u64::from(d.m_offset) + u64::from(d.m);
+            if rows >= MAX_ROWS {
+                return Err(Error::InvalidDimension {
+                    problem,
+                    field: "m",
+                    value: usize::try_from(rows).unwrap_or(usize::MAX),
+                    reason: "reaches 2^31 rows (with the first row, `m_offset`): the Hopper \
+                             kernels read 16-bit activations by TMA, whose row coordinates \
+                             are signed 32-bit",
+                });
+            }
+            if d.lda >= MAX_STRIDE {
+                return Err(Error::InvalidStride {
+                    problem,
+                    field: "lda",
+                    value: usize::try_from(d.lda).unwrap_or(usize::MAX),
+                    reason: "is 2^40 bytes or more: the Hopper kernels read 16-bit activations \
+                             by TMA, which takes smaller strides"
+                        .into(),
+                });
+            }
+            if rows == 0 || d.k == 0 {
+                return Ok(TokenMap(CUtensorMap { opaque: [0; 16] }));
+            }
+            encode_one(d.a, u64::from(d.k), rows, d.lda)
+        })
+        .collect()
+}
+
+/// `cuTensorMapEncodeTiled` for `rows` rows of `k` 16-bit values at `a`, `lda` bytes apart.
+fn encode_one(a: u64, k: u64, rows: u64, lda: u64) -> Result<TokenMap> {
+    let mut map = CUtensorMap { opaque: [0; 16] };
+    let dims = [k, rows];
+    let strides = [lda];
+    let boxes = [CHUNK_K, TILE_M];
+    let steps = [1u32, 1];
+    // SAFETY: every pointer names a live local of the length the rank (2) asks for; the
+    // driver only writes `map` and reads the rest. `a` is not dereferenced here.
+    unsafe {
+        sys::cuTensorMapEncodeTiled(
+            &mut map,
+            CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT16,
+            2,
+            a as *mut core::ffi::c_void,
+            dims.as_ptr(),
+            strides.as_ptr(),
+            boxes.as_ptr(),
+            steps.as_ptr(),
+            CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+            CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+            CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+        .result()?;
+    }
+    Ok(TokenMap(map))
+}
