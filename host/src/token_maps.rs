@@ -25,7 +25,7 @@ unsafe impl DeviceRepr for TokenMap {}
 const _: () = assert!(size_of::<TokenMap>() as u64 == TOKEN_MAP_BYTES);
 const _: () = assert!(align_of::<TokenMap>() >= 64);
 
-/// TMA coordinates are signed 32-bit: rows at or past this cannot be addressed.
+/// TMA coordinates are signed 32-bit: rows past this cannot be addressed.
 const MAX_ROWS: u64 = i32::MAX as u64;
 /// The driver takes row strides below 2^40 bytes.
 const MAX_STRIDE: u64 = 1 << 40;
@@ -41,7 +41,7 @@ const MAX_STRIDE: u64 = 1 << 40;
 /// of 16 holding `2 k` bytes, and the rows are inside the buffer.
 ///
 /// # Errors
-/// [`Error::InvalidDimension`] (field `m`) if `m_offset + m` reaches 2^31 rows, and
+/// [`Error::InvalidDimension`] (field `m`) if `m_offset + m` is more than 2^31 - 1 rows, and
 /// [`Error::InvalidStride`] (field `lda`) if `lda` reaches 2^40 bytes: the TMA cannot
 /// address them. [`Error::Driver`] if the driver rejects a map anyway.
 pub(crate) fn encode(descs: &[ProblemDesc]) -> Result<Vec<TokenMap>> {
@@ -50,14 +50,14 @@ pub(crate) fn encode(descs: &[ProblemDesc]) -> Result<Vec<TokenMap>> {
         .enumerate()
         .map(|(problem, d)| {
             let rows = u64::from(d.m_offset) + u64::from(d.m);
-            if rows >= MAX_ROWS {
+            if rows > MAX_ROWS {
                 return Err(Error::InvalidDimension {
                     problem,
                     field: "m",
                     value: usize::try_from(rows).unwrap_or(usize::MAX),
-                    reason: "reaches 2^31 rows (with the first row, `m_offset`): the Hopper \
-                             kernels read 16-bit activations by TMA, whose row coordinates \
-                             are signed 32-bit",
+                    reason: "makes more than 2^31 - 1 rows with the first row `m_offset`: \
+                             the Hopper kernels read 16-bit activations by TMA, whose row \
+                             coordinates are signed 32-bit",
                 });
             }
             if d.lda >= MAX_STRIDE {

@@ -225,8 +225,20 @@ pub mod half {
         }
         d
     }
+    /// `cvt.rn.f16x2.e4m3x2`: the two E4M3 bytes of `x` (low byte first) as an fp16x2 word,
+    /// exactly (E4M3 NaN codes give fp16 NaNs). sm_89 and newer, so sm_90a only here.
+    #[cfg(nvfp4_sm90a)]
+    #[inline(always)]
+    pub fn e4m3x2_to_f16x2(x: u16) -> u32 {
+        let d: u32;
+        unsafe {
+            asm!("cvt.rn.f16x2.e4m3x2 {d}, {x};", d = out(reg32) d, x = in(reg16) x,
+                 options(pure, nomem, nostack, preserves_flags));
+        }
+        d
+    }
     /// `cvt.f32.f16`: the fp16 bit pattern `h` widened to f32 (exact).
-    #[cfg_attr(not(nvfp4_sm90a), allow(dead_code))]
+    #[cfg(nvfp4_sm90a)]
     #[inline(always)]
     pub fn f16_to_f32(h: u16) -> f32 {
         let d: f32;

@@ -48,12 +48,21 @@ pub trait Act {
     fn scale(b: u32) -> u32 {
         scale_f16x2(b)
     }
-    /// [`Act::scale`] with fewer live values (the same bits): what the Hopper W4A16 kernels
-    /// use, which dequantize the next chunk's weights while wgmmas hold 80 registers.
-    #[cfg_attr(not(nvfp4_sm90a), allow(dead_code))]
+    /// The four E4M3 scale bytes of `sf` (byte `i` first... byte 3) as packed pairs of the
+    /// MMA's 16-bit type, each the value [`Act::scale`] gives, with two hardware conversions
+    /// (`cvt.rn.f16x2.e4m3x2`, sm_89+) instead of four bit-twiddled ones: what the Hopper
+    /// W4A16 kernels use, which need four scales a row per chunk.
+    #[cfg(nvfp4_sm90a)]
     #[inline(always)]
-    fn scale_lean(b: u32) -> u32 {
-        Self::scale(b)
+    fn scales4(sf: u32) -> [u32; 4] {
+        let lo = half::e4m3x2_to_f16x2(sf as u16);
+        let hi = half::e4m3x2_to_f16x2((sf >> 16) as u16);
+        [
+            half::prmt(lo, lo, 0x1010),
+            half::prmt(lo, lo, 0x3232),
+            half::prmt(hi, hi, 0x1010),
+            half::prmt(hi, hi, 0x3232),
+        ]
     }
     /// Eight FP4 codes times the packed scale `s`: four words pairing code `i` with `i + 4`.
     #[inline(always)]
@@ -115,12 +124,20 @@ impl Act for Bf16Act {
         // normal (2^91 .. 2^109); NaN codes give NaN.
         half::f32_to_bf16x2(e4m3_to_f32(b as u8) * BF16_SCALE_BOOST)
     }
+    #[cfg(nvfp4_sm90a)]
     #[inline(always)]
-    fn scale_lean(b: u32) -> u32 {
-        // The fp16 bits of `value * 2^-8` (exact, NaN kept) widened to f32 (exact), times
-        // 2^8 * BF16_SCALE_BOOST: the same product as `scale`, without its branches.
-        let h = half::f16_to_f32(e4m3_to_f16_bits_scaled(b as u8));
-        half::f32_to_bf16x2(h * (256.0 * BF16_SCALE_BOOST))
+    fn scales4(sf: u32) -> [u32; 4] {
+        // Each scale exactly in fp16 (NaN kept), widened to f32 (exact), times the boost:
+        // the same product as `scale`.
+        let pairs = [
+            half::e4m3x2_to_f16x2(sf as u16),
+            half::e4m3x2_to_f16x2((sf >> 16) as u16),
+        ];
+        let one = |i: usize| {
+            let h = (pairs[i / 2] >> (16 * (i % 2))) as u16;
+            half::f32_to_bf16x2(half::f16_to_f32(h) * BF16_SCALE_BOOST)
+        };
+        [one(0), one(1), one(2), one(3)]
     }
     #[inline(always)]
     fn fp4x8(x: u32, s: u32) -> [u32; 4] {

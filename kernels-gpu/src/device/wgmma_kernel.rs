@@ -456,10 +456,10 @@ unsafe fn gemm_tile_tma<A: Act>(
 #[inline(always)]
 unsafe fn weight_fragments<A: Act>(w: u32, wrow: u32, sel: u32) -> [[u32; 4]; 4] {
     let (lo, hi) = (w + wrow * ROW_BYTES, w + (wrow + 8) * ROW_BYTES);
-    let (lo_sf, hi_sf) = unsafe {
+    let (s_lo, s_hi) = unsafe {
         (
-            shared::ld_u32(w + A16_W_SF + wrow * ROW_SCALES),
-            shared::ld_u32(w + A16_W_SF + (wrow + 8) * ROW_SCALES),
+            A::scales4(shared::ld_u32(w + A16_W_SF + wrow * ROW_SCALES)),
+            A::scales4(shared::ld_u32(w + A16_W_SF + (wrow + 8) * ROW_SCALES)),
         )
     };
     // Word j's byte t (codes 2t, 2t + 1 of unit j) as an fp16x2 / bf16x2 pair times `s`:
@@ -472,8 +472,7 @@ unsafe fn weight_fragments<A: Act>(w: u32, wrow: u32, sel: u32) -> [[u32; 4]; 4]
         let (l, r) = unsafe { (shared::ld_v4(lo + 16 * h as u32), shared::ld_v4(hi + 16 * h as u32)) };
         unroll!(i in [0, 1] {
             let s = 2 * h + i;
-            let s_lo = A::scale_lean((lo_sf >> (8 * s)) & 0xFF);
-            let s_hi = A::scale_lean((hi_sf >> (8 * s)) & 0xFF);
+            let (s_lo, s_hi) = (s_lo[s], s_hi[s]);
             a[s] = [
                 pair(l[2 * i], s_lo),
                 pair(r[2 * i], s_hi),
