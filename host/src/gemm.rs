@@ -448,7 +448,10 @@ impl GroupedGemm {
     /// # Errors
     /// As [`plan`](Self::plan), with the rules for `a` of
     /// [`crate::validate::check_specs_typed`]; [`Error::InvalidGroup`] (field `output`) for
-    /// bf16 outputs with NVFP4 activations (not supported).
+    /// bf16 outputs with NVFP4 activations (not supported). On [`KernelPath::Hopper`] with
+    /// 16-bit activations, which the kernel reads by TMA: [`Error::InvalidDimension`] (field
+    /// `m`) if a problem's rows reach past row 2^31 - 1 of its `a`, [`Error::InvalidStride`]
+    /// (field `lda`) for strides of 2^40 bytes or more.
     pub fn plan_typed<'a>(
         &self,
         stream: &Arc<CudaStream>,

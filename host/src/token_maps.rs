@@ -54,7 +54,7 @@ pub(crate) fn encode(descs: &[ProblemDesc]) -> Result<Vec<TokenMap>> {
                 return Err(Error::InvalidDimension {
                     problem,
                     field: "m",
-                    value: usize::try_from(rows).unwrap_or(usize::MAX),
+                    value: d.m as usize,
                     reason: "makes more than 2^31 - 1 rows with the first row `m_offset`: \
                              the Hopper kernels read 16-bit activations by TMA, whose row \
                              coordinates are signed 32-bit",

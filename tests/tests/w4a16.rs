@@ -15,8 +15,8 @@ use nvfp4::reference::dequantize;
 use nvfp4::shapes::{gpu_mode_benchmarks, gpu_mode_tests};
 use nvfp4::validate::{ProblemSpec, Span, check_specs_typed};
 use nvfp4::{
-    Activation, DeviceInput, DeviceOutput, Error, GemmTypes, HostProblem, OutputType, Problem,
-    ScaleLayout, bf16, f16,
+    Activation, DeviceInput, DeviceOutput, Error, GemmTypes, HostProblem, KernelPath, OutputType,
+    Problem, ScaleLayout, bf16, f16,
 };
 use nvfp4_tests::{Gpu, POISON, assert_err};
 use std::sync::Arc;
@@ -721,4 +721,108 @@ fn per_group_device_counts_all_types() {
         }
         println!("per-group device counts {act:?}->{out:?}: ok");
     }
+}
+
+/// Fake, disjoint device addresses for problems that are planned but never launched.
+const FAKE_A: u64 = 0x1000_0000_0000;
+const FAKE_B: u64 = 0x2000_0000_0000;
+const FAKE_SFB: u64 = 0x3000_0000_0000;
+const FAKE_C: u64 = 0x4000_0000_0000;
+
+/// A problem of `m` rows of fp16 activations at fake addresses (never launched).
+fn fake_problem(m: usize) -> Problem<'static> {
+    let (n, k) = (8, 16);
+    // SAFETY: never launched: planning only validates and packs the addresses.
+    unsafe {
+        Problem {
+            m,
+            n,
+            k,
+            a: DeviceInput::from_raw(FAKE_A, m * k * 2),
+            lda: None,
+            sfa: DeviceInput::empty(),
+            sfa_layout: Plain,
+            b: DeviceInput::from_raw(FAKE_B, n * k / 2),
+            ldb: None,
+            sfb: DeviceInput::from_raw(FAKE_SFB, n * k / 16),
+            sfb_layout: Plain,
+            c: DeviceOutput::from_raw(FAKE_C, m * n * 2),
+            ldc: None,
+            alpha: 1.0,
+        }
+    }
+}
+
+/// The Hopper W4A16 kernels address token rows with signed 32-bit TMA coordinates: a
+/// problem whose rows reach past row 2^31 - 1 is refused when planned, naming the problem and
+/// `m`; one row less plans. The portable path has no such limit and plans both.
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn tma_row_limit_is_checked_when_planning() {
+    let gpu = Gpu::new();
+    let types = GemmTypes {
+        activation: Activation::F16,
+        output: OutputType::F16,
+    };
+    let limit = i32::MAX as usize;
+    let ok = [fake_problem(4), fake_problem(limit)];
+    gpu.gemm
+        .plan_typed(&gpu.stream, &ok, types)
+        .expect("2^31 - 1 rows plan");
+    let over = [fake_problem(4), fake_problem(limit + 1)];
+    let got = gpu.gemm.plan_typed(&gpu.stream, &over, types);
+    match gpu.gemm.path() {
+        KernelPath::Hopper => {
+            let err = got.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::InvalidDimension {
+                        problem: 1,
+                        field: "m",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            println!("refused as expected: {err}");
+        }
+        KernelPath::Portable => {
+            got.expect("the portable path plans 2^31 rows");
+        }
+    }
+}
+
+/// A plan made by a [`nvfp4::GroupedGemm`] of one kernel path is refused by one of the
+/// other path (its table is packed for the other kernel's tiles and token maps), before
+/// anything is launched; launching it with its own path works.
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn plans_launch_only_on_their_own_path() {
+    let gpu = Gpu::new();
+    if gpu.gemm.compute_capability() != (9, 0) {
+        println!("SKIPPED: needs compute capability 9.0 (both kernel paths); nothing checked");
+        return;
+    }
+    let hopper = nvfp4::GroupedGemm::with_path(gpu.ctx.clone(), KernelPath::Hopper).unwrap();
+    let portable = nvfp4::GroupedGemm::with_path(gpu.ctx.clone(), KernelPath::Portable).unwrap();
+    let ps = weights(700, &[(40, 96, 64)], Plain);
+    let mut rng = Rng::new(701);
+    let a = acts(&mut rng, 40, 64, Activation::F16);
+    let mut d = upload(&gpu.stream, &ps[0], &a, 0, 0);
+    let problems = [device_problem(&gpu.stream, &ps[0], &mut d)];
+    let types = GemmTypes {
+        activation: Activation::F16,
+        output: OutputType::F16,
+    };
+    for (maker, launcher) in [(&hopper, &portable), (&portable, &hopper)] {
+        let plan = maker.plan_typed(&gpu.stream, &problems, types).unwrap();
+        let err = launcher.launch(&gpu.stream, &plan).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidGroup { field: "plan", .. }),
+            "{err}"
+        );
+        maker.launch(&gpu.stream, &plan).unwrap();
+    }
+    gpu.stream.synchronize().unwrap();
 }
