@@ -40,7 +40,10 @@ pub const fn tiles_for(m: u32, n: u32) -> u64 {
 /// four n32 subtiles (64 fp32 accumulators per thread). Shared memory per stage: 128 + 128
 /// rows x 32 bytes of FP4 plus 4 + 4 scale bytes a row = 9 KiB; four stages and two 16 KiB
 /// fp16 token buffers (chunk c's MMAs read one while chunk c + 1 is dequantized into the
-/// other) make 68 KiB of dynamic shared memory.
+/// other) make 68 KiB of dynamic shared memory. The 16-bit-activation (W4A16) entries get
+/// their tokens by TMA instead: four stages of a 16 KiB token tile plus 4.5 KiB of weights
+/// and an 8-byte barrier, with the scheduler's words, make 86 KiB (`SMEM_BYTES_A16`; two CTAs
+/// still fit an SM).
 pub mod wgmma {
     /// Weight rows (N) per CTA tile: two warpgroups x 64.
     pub const TILE_N: u32 = 128;

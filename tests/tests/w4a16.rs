@@ -729,24 +729,26 @@ const FAKE_B: u64 = 0x2000_0000_0000;
 const FAKE_SFB: u64 = 0x3000_0000_0000;
 const FAKE_C: u64 = 0x4000_0000_0000;
 
-/// A problem of `m` rows of fp16 activations at fake addresses (never launched).
-fn fake_problem(m: usize) -> Problem<'static> {
+/// A problem of `m` rows of fp16 activations at fake addresses (never launched); `slot`
+/// (below 16) picks disjoint ones, 1 TiB apart.
+fn fake_problem(slot: u64, m: usize) -> Problem<'static> {
     let (n, k) = (8, 16);
+    let at = |base: u64| base + (slot << 40);
     // SAFETY: never launched: planning only validates and packs the addresses.
     unsafe {
         Problem {
             m,
             n,
             k,
-            a: DeviceInput::from_raw(FAKE_A, m * k * 2),
+            a: DeviceInput::from_raw(at(FAKE_A), m * k * 2),
             lda: None,
             sfa: DeviceInput::empty(),
             sfa_layout: Plain,
-            b: DeviceInput::from_raw(FAKE_B, n * k / 2),
+            b: DeviceInput::from_raw(at(FAKE_B), n * k / 2),
             ldb: None,
-            sfb: DeviceInput::from_raw(FAKE_SFB, n * k / 16),
+            sfb: DeviceInput::from_raw(at(FAKE_SFB), n * k / 16),
             sfb_layout: Plain,
-            c: DeviceOutput::from_raw(FAKE_C, m * n * 2),
+            c: DeviceOutput::from_raw(at(FAKE_C), m * n * 2),
             ldc: None,
             alpha: 1.0,
         }
@@ -765,11 +767,11 @@ fn tma_row_limit_is_checked_when_planning() {
         output: OutputType::F16,
     };
     let limit = i32::MAX as usize;
-    let ok = [fake_problem(4), fake_problem(limit)];
+    let ok = [fake_problem(0, 4), fake_problem(1, limit)];
     gpu.gemm
         .plan_typed(&gpu.stream, &ok, types)
         .expect("2^31 - 1 rows plan");
-    let over = [fake_problem(4), fake_problem(limit + 1)];
+    let over = [fake_problem(0, 4), fake_problem(1, limit + 1)];
     let got = gpu.gemm.plan_typed(&gpu.stream, &over, types);
     match gpu.gemm.path() {
         KernelPath::Hopper => {
@@ -825,4 +827,14 @@ fn plans_launch_only_on_their_own_path() {
         maker.launch(&gpu.stream, &plan).unwrap();
     }
     gpu.stream.synchronize().unwrap();
+}
+
+/// The premise of [`tma_row_limit_is_checked_when_planning`], checked everywhere: validation
+/// itself accepts the fake problems (2^31 rows fit the 32-bit fields), so on the GPU only
+/// the Hopper path's TMA limit can refuse them.
+#[test]
+fn fake_problems_of_2_31_rows_validate() {
+    let problems = [fake_problem(0, 4), fake_problem(1, i32::MAX as usize + 1)];
+    let specs: Vec<ProblemSpec> = problems.iter().map(Problem::spec).collect();
+    check_specs_typed(&specs, Activation::F16).unwrap();
 }

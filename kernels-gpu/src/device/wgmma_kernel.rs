@@ -1,6 +1,7 @@
-//! Hopper (sm_90a) NVFP4 grouped GEMM: cp.async ring, FP4 weights dequantized in registers
-//! straight into wgmma's A fragments, tokens dequantized once per chunk into shared memory in
-//! the layout of wgmma's B descriptor.
+//! Hopper (sm_90a) NVFP4 grouped GEMM: FP4 weights through a cp.async ring, dequantized in
+//! registers straight into wgmma's A fragments; tokens in shared memory in the layout of
+//! wgmma's B descriptor (NVFP4 tokens dequantized there once per chunk, 16-bit tokens copied
+//! there by the TMA).
 //!
 //! # Tiling and thread mapping (constants in [`crate::tiling::wgmma`])
 //! Swap AB as in the portable kernel: C^T = B * A^T. A CTA has two warpgroups (256 threads);
@@ -8,15 +9,24 @@
 //! against up to `TILE_M` = 128 tokens as four n32 subtiles; subtiles past the problem's M are
 //! skipped, so 80 tokens cost three n32 MMAs, not four.
 //!
-//! # K order
-//! The same per-thread K shuffle as the portable kernel (see `mma_kernel.rs`): thread `t` of an
-//! MMA quad takes scale block `t` of each 64-element chunk, and the token tile is written in
-//! the matching order, so every core matrix row holds the K values the A fragments pair with.
+//! # NVFP4 tokens ([`gemm_tile`])
+//! K order: the same per-thread K shuffle as the portable kernel (see `mma_kernel.rs`):
+//! thread `t` of an MMA quad takes scale block `t` of each 64-element chunk, and the token tile
+//! is written in the matching order, so every core matrix row holds the K values the A
+//! fragments pair with. Shared memory (dynamic): `STAGES` x (raw FP4 of 128 weight rows and
+//! 128 tokens, plus their scales), then two fp16 token tiles: 16 groups of 8 tokens x 8 core
+//! matrices (8 tokens x 8 k, 128 bytes) along K: core (group, kc) at `group * 1024 + kc * 128`,
+//! so LBO = 128 and SBO = 1024.
 //!
-//! # Shared memory (dynamic)
-//! `STAGES` x (raw FP4 of 128 weight rows and 128 tokens, plus their scales), then the fp16
-//! token tile: 16 groups of 8 tokens x 8 core matrices (8 tokens x 8 k, 128 bytes) along K:
-//! core (group, kc) at `group * 1024 + kc * 128`, so LBO = 128 and SBO = 1024.
+//! # 16-bit tokens ([`gemm_tile_tma`], the W4A16 entries)
+//! The TMA copies each chunk's 128 x 64 token box from the problem's tensor map (encoded by
+//! the host) into a `STAGES`-deep ring of 16 KiB tiles in the 128-byte swizzle layout, which
+//! wgmma reads directly: no token instructions in the main loop, tokens as far ahead as the
+//! weights. K is in natural order (the TMA cannot shuffle it), so the weights are: for k-step
+//! `s`, thread `t` takes byte `t` of FP4 words `2s` and `2s + 1` of its rows, under scale
+//! block `s` (four scales a row, converted by `cvt.rn.f16x2.e4m3x2`). Shared memory: the token
+//! ring from offset 0 (1024-byte aligned), then `STAGES` x (FP4 and scales of 128 weight
+//! rows), one transaction barrier per stage, the scheduler's words.
 
 use super::arch::{copy, dyn_smem_base, half, shared, thread, tma, wgmma};
 use super::dequant::{Act, Bf16Act, F16Act, Fp4Act, a_fragments_for, fp4x8_scaled, scale_f16x2};
