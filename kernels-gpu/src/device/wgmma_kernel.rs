@@ -29,7 +29,7 @@
 //! rows), one transaction barrier per stage, the scheduler's words.
 
 use super::arch::{copy, dyn_smem_base, half, shared, thread, tma, wgmma};
-use super::dequant::{Act, Bf16Act, F16Act, Fp4Act, a_fragments_for, fp4x8_scaled, scale_f16x2};
+use super::dequant::{Act, Bf16Act, F16Act, Fp4Act, a_fragments_for, fp4x8_scaled};
 use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow};
 use super::sched::{TileFn, for_each_tile};
 use crate::problem::{FLAG_OUT_BF16, PROBLEM_DESC_BYTES, ProblemDesc, TOKEN_MAP_BYTES};
@@ -282,12 +282,29 @@ unsafe fn gemm_tile<A: Act>(smem: u32, desc: *const ProblemDesc, m_end: u32, n0:
     let wrow = (warp / 4) * 64 + (warp % 4) * 16 + g;
     let subtiles = m_rem.min(TILE_M).div_ceil(32);
 
-    // Prologue: chunk 0's tokens into token buffer 0.
+    // Weights: rows wrow and wrow + 8, scale block t, both halves of the block.
+    let weights_of = |stage: u32| {
+        let lo_raw = unsafe { shared::ld_v2(stage + W_RAW + wrow * ROW_BYTES + t * 8) };
+        let hi_raw = unsafe { shared::ld_v2(stage + W_RAW + (wrow + 8) * ROW_BYTES + t * 8) };
+        let s_lo = A::scales4(unsafe { shared::ld_u8(stage + W_SF + wrow * ROW_SCALES + t) })[0];
+        let s_hi =
+            A::scales4(unsafe { shared::ld_u8(stage + W_SF + (wrow + 8) * ROW_SCALES + t) })[0];
+        let mut a = [[0u32; 4]; 4]; // [k-step][reg]
+        unroll!(h in [0, 1] {
+            let [s0, s1] = a_fragments_for::<A>(lo_raw[h], hi_raw[h], s_lo, s_hi);
+            a[2 * h] = s0;
+            a[2 * h + 1] = s1;
+        });
+        a
+    };
+
+    // Prologue: chunk 0's tokens into token buffer 0, its weights into fragments.
     unsafe {
         copy::wait::<{ STAGES - 2 }>();
         thread::sync_cta();
         dequant_tokens(smem, smem + TOK_F16, tid);
     }
+    let mut a = weights_of(smem);
 
     // Per chunk c, one barrier: the MMAs of chunk c run asynchronously while this warpgroup
     // dequantizes chunk c + 1's tokens into the other buffer, then waits for them.
@@ -304,19 +321,6 @@ unsafe fn gemm_tile<A: Act>(smem: u32, desc: *const ProblemDesc, m_end: u32, n0:
             issue(ahead, ahead % STAGES);
         }
         unsafe { copy::commit() };
-        let stage = smem + (chunk % STAGES) * STAGE_BYTES;
-
-        // Weights: rows wrow and wrow + 8, scale block t, both halves of the block.
-        let lo_raw = unsafe { shared::ld_v2(stage + W_RAW + wrow * ROW_BYTES + t * 8) };
-        let hi_raw = unsafe { shared::ld_v2(stage + W_RAW + (wrow + 8) * ROW_BYTES + t * 8) };
-        let s_lo = A::scale(unsafe { shared::ld_u8(stage + W_SF + wrow * ROW_SCALES + t) });
-        let s_hi = A::scale(unsafe { shared::ld_u8(stage + W_SF + (wrow + 8) * ROW_SCALES + t) });
-        let mut a = [[0u32; 4]; 4]; // [k-step][reg]
-        unroll!(h in [0, 1] {
-            let [s0, s1] = a_fragments_for::<A>(lo_raw[h], hi_raw[h], s_lo, s_hi);
-            a[2 * h] = s0;
-            a[2 * h + 1] = s1;
-        });
         let tok = smem + TOK_F16 + (chunk % 2) * TOK_BUF_BYTES;
         // One wgmma per k-step, as wide as the tile's tokens (a branch between wgmmas would
         // make ptxas serialise them, C7519).
@@ -326,15 +330,21 @@ unsafe fn gemm_tile<A: Act>(smem: u32, desc: *const ProblemDesc, m_end: u32, n0:
             3 => unsafe { issue_mma(&mut acc, &a, tok, A::WGMMA[2]) },
             _ => unsafe { issue_mma(&mut acc, &a, tok, A::WGMMA[3]) },
         }
-        if chunk + 1 < chunks {
+        // While they run: chunk c + 1's tokens into the other buffer and its weights into
+        // the next fragments.
+        let next_a = if chunk + 1 < chunks {
             let next = smem + ((chunk + 1) % STAGES) * STAGE_BYTES;
             let buf = smem + TOK_F16 + ((chunk + 1) % 2) * TOK_BUF_BYTES;
             unsafe { dequant_tokens(next, buf, tid) };
-        }
+            weights_of(next)
+        } else {
+            [[0u32; 4]; 4]
+        };
         unsafe {
             wgmma::wait0(&a);
             wgmma::pin_acc(&mut acc);
         }
+        a = next_a;
     }
     unsafe { store_tile::<A>(&acc, desc, n0, m0, m_rem, wrow, t, false) };
 }
@@ -595,7 +605,8 @@ unsafe fn dequant_tokens(stage: u32, buf: u32, tid: u32) {
     let p = tid % 2;
     let raw = unsafe { shared::ld_v4(stage + T_RAW + row * ROW_BYTES + p * 16) };
     let sf2 = unsafe { shared::ld_u16(stage + T_SF + row * ROW_SCALES + p * 2) };
-    let sf = [scale_f16x2(sf2 & 0xFF), scale_f16x2(sf2 >> 8)];
+    let sf = Fp4Act::scales4(sf2);
+    let sf = [sf[0], sf[1]];
     // raw[2b + h]: block 2p + b, half h.
     let mut w = [[[0u32; 4]; 2]; 2]; // [b][h][word]
     unroll!(b in [0, 1] {
