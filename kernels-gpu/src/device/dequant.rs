@@ -51,7 +51,7 @@ pub trait Act {
     /// The four E4M3 scale bytes of `sf` (byte `i` first... byte 3) as packed pairs of the
     /// MMA's 16-bit type, each the value [`Act::scale`] gives, with two hardware conversions
     /// (`cvt.rn.f16x2.e4m3x2`, sm_89+) instead of four bit-twiddled ones: what the Hopper
-    /// W4A16 kernels use, which need four scales a row per chunk.
+    /// kernels use (the W4A16 ones need four scales a row per chunk).
     #[cfg(nvfp4_sm90a)]
     #[inline(always)]
     fn scales4(sf: u32) -> [u32; 4] {

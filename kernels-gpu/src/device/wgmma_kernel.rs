@@ -229,8 +229,8 @@ impl<A: Act> TileFn for TilesTma<A> {
 }
 
 /// One 128 x 128 tile with NVFP4 tokens (`A` = [`Fp4Act`]): tokens and weights come through
-/// the cp.async stages; each chunk's tokens are dequantized into the fp16 token tile while
-/// the previous chunk's wgmmas run.
+/// the cp.async stages; each chunk's tokens (into the fp16 token tile) and weights (into the
+/// next A fragments) are dequantized while the previous chunk's wgmmas run.
 #[inline(always)]
 unsafe fn gemm_tile<A: Act>(smem: u32, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32) {
     // Only the main loop's fields are read here; the epilogue reads its own after the loop
@@ -307,7 +307,7 @@ unsafe fn gemm_tile<A: Act>(smem: u32, desc: *const ProblemDesc, m_end: u32, n0:
     let mut a = weights_of(smem);
 
     // Per chunk c, one barrier: the MMAs of chunk c run asynchronously while this warpgroup
-    // dequantizes chunk c + 1's tokens into the other buffer, then waits for them.
+    // dequantizes chunk c + 1's tokens into the other buffer and its weights, then waits.
     for chunk in 0..chunks {
         unsafe {
             // Chunk c + 1 has landed (groups are committed for every chunk, empty or not).
