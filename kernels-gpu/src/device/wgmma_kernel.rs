@@ -322,14 +322,11 @@ unsafe fn gemm_tile<A: Act>(smem: u32, desc: *const ProblemDesc, m_end: u32, n0:
         }
         unsafe { copy::commit() };
         let tok = smem + TOK_F16 + (chunk % 2) * TOK_BUF_BYTES;
-        // One wgmma per k-step, as wide as the tile's tokens (a branch between wgmmas would
-        // make ptxas serialise them, C7519).
-        match subtiles {
-            1 => unsafe { issue_mma(&mut acc, &a, tok, A::WGMMA[0]) },
-            2 => unsafe { issue_mma(&mut acc, &a, tok, A::WGMMA[1]) },
-            3 => unsafe { issue_mma(&mut acc, &a, tok, A::WGMMA[2]) },
-            _ => unsafe { issue_mma(&mut acc, &a, tok, A::WGMMA[3]) },
-        }
+        unsafe {
+            mma_chunk::<A>(&mut acc, &a, subtiles, |s| {
+                wgmma::desc_no_swizzle(tok + s * 256, 128, TOK_GROUP_BYTES)
+            })
+        };
         // While they run: chunk c + 1's tokens into the other buffer and its weights into
         // the next fragments.
         let next_a = if chunk + 1 < chunks {
@@ -449,12 +446,12 @@ unsafe fn gemm_tile_tma<A: Act>(
         unsafe { tma::mbar_wait(smem + A16_BARS + stage * 8, (*phases >> stage) & 1) };
         *phases ^= 1 << stage;
         let tok = smem + stage * TOK16_STAGE_BYTES;
-        match subtiles {
-            1 => unsafe { issue_mma_sw128(&mut acc, &a, tok, A::WGMMA[0]) },
-            2 => unsafe { issue_mma_sw128(&mut acc, &a, tok, A::WGMMA[1]) },
-            3 => unsafe { issue_mma_sw128(&mut acc, &a, tok, A::WGMMA[2]) },
-            _ => unsafe { issue_mma_sw128(&mut acc, &a, tok, A::WGMMA[3]) },
-        }
+        // k-step s starts 32 s bytes into the swizzled rows.
+        unsafe {
+            mma_chunk::<A>(&mut acc, &a, subtiles, |s| {
+                wgmma::desc_sw128(tok + s * 32, 1024)
+            })
+        };
         let next = if chunk + 1 < chunks {
             weights_of(chunk + 1)
         } else {
@@ -558,36 +555,37 @@ unsafe fn store_tile<A: Act>(
     unsafe { thread::sync_cta() };
 }
 
-/// Issues one chunk's four k-steps of `mma` (one wgmma variant: m64 x n{32,64,96,128})
-/// on the token buffer at `tok` and commits them as one group.
+/// Issues one chunk's four k-steps against `subtiles` n32 token subtiles and commits them
+/// as one group: one wgmma per k-step, as wide as the tile's tokens (a branch between wgmmas
+/// would make ptxas serialise them, C7519). `desc(s)`: the token descriptor of k-step `s`.
+#[inline(always)]
+unsafe fn mma_chunk<A: Act>(
+    acc: &mut [f32; 64],
+    a: &[[u32; 4]; 4],
+    subtiles: u32,
+    desc: impl Fn(u32) -> u64,
+) {
+    // Each arm names its wgmma, so every call is direct.
+    match subtiles {
+        1 => unsafe { issue_mma(acc, a, &desc, A::WGMMA[0]) },
+        2 => unsafe { issue_mma(acc, a, &desc, A::WGMMA[1]) },
+        3 => unsafe { issue_mma(acc, a, &desc, A::WGMMA[2]) },
+        _ => unsafe { issue_mma(acc, a, &desc, A::WGMMA[3]) },
+    }
+}
+
+/// The four k-steps of one wgmma variant (`mma`: m64 x n{32,64,96,128}), committed as one
+/// group.
 #[inline(always)]
 unsafe fn issue_mma(
     acc: &mut [f32; 64],
     a: &[[u32; 4]; 4],
-    tok: u32,
+    desc: &impl Fn(u32) -> u64,
     mma: unsafe fn(&mut [f32; 64], &[u32; 4], u64),
 ) {
     unsafe { wgmma::fence() };
     unroll!(s in [0, 1, 2, 3] {
-        let desc = wgmma::desc_no_swizzle(tok + (s as u32) * 256, 128, TOK_GROUP_BYTES);
-        unsafe { mma(acc, &a[s], desc) };
-    });
-    unsafe { wgmma::commit() };
-}
-
-/// As [`issue_mma`], on a token tile in the 128-byte swizzle layout at `tok` (1024-byte
-/// aligned, rows of 64 values): k-step `s` starts `32 s` bytes into the rows.
-#[inline(always)]
-unsafe fn issue_mma_sw128(
-    acc: &mut [f32; 64],
-    a: &[[u32; 4]; 4],
-    tok: u32,
-    mma: unsafe fn(&mut [f32; 64], &[u32; 4], u64),
-) {
-    unsafe { wgmma::fence() };
-    unroll!(s in [0, 1, 2, 3] {
-        let desc = wgmma::desc_sw128(tok + (s as u32) * 32, 1024);
-        unsafe { mma(acc, &a[s], desc) };
+        unsafe { mma(acc, &a[s], desc(s as u32)) };
     });
     unsafe { wgmma::commit() };
 }
