@@ -14,12 +14,35 @@ use cudarc::driver::{
 };
 use half::f16;
 use kernels_gpu::kernels::{
-    GROUPED_GEMM_MMA, GROUPED_GEMM_MMA_BF16A, GROUPED_GEMM_MMA_F16A, GROUPED_GEMM_WGMMA,
-    GROUPED_GEMM_WGMMA_BF16A, GROUPED_GEMM_WGMMA_F16A, KernelInfo,
+    DEQUANT_TOKENS, GROUPED_GEMM_MMA, GROUPED_GEMM_MMA_BF16A, GROUPED_GEMM_MMA_F16A,
+    GROUPED_GEMM_WGMMA, GROUPED_GEMM_WGMMA_BF16A, GROUPED_GEMM_WGMMA_F16A, KernelInfo,
 };
 pub use kernels_gpu::problem::Activation;
-use kernels_gpu::problem::{FLAG_OUT_BF16, ProblemDesc, SizeMode};
+use kernels_gpu::problem::{FLAG_OUT_BF16, ProblemDesc, SizeMode, TokenJob};
 use std::sync::Arc;
+
+/// Whether the Hopper path runs NVFP4 x NVFP4 groups (with host sizes) as a token
+/// dequantization pass plus its fp16-activation kernel (see [`GroupedGemm::plan`]) or on its
+/// NVFP4 kernel. The portable path ignores it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TokenDequant {
+    /// The pass when the group has at least [`TokenDequant::AUTO_MIN_MACS`] multiply-adds
+    /// (`sum m * n * k`), the NVFP4 kernel below: the pass costs a launch and a trip of the
+    /// tokens through memory, which small groups do not win back.
+    #[default]
+    Auto,
+    /// Always the pass.
+    Always,
+    /// Never the pass.
+    Never,
+}
+
+impl TokenDequant {
+    /// [`TokenDequant::Auto`]'s threshold. Measured on an H100 (PERF.md run 58): the pass
+    /// took 8% longer at 3.2e9 multiply-adds (G2 N4096 K1536) and 6-13% less from 6.4e9 up;
+    /// the threshold is the interpolated break-even.
+    pub const AUTO_MIN_MACS: u64 = 5_000_000_000;
+}
 
 /// Which kernel a [`GroupedGemm`] launches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -190,6 +213,10 @@ unsafe impl DeviceRepr for DeviceDesc {}
 ///
 /// A CUDA graph that captured a launch of this plan reads its table and buffers at every
 /// replay: keep the plan alive as long as the graph may be launched.
+///
+/// An NVFP4 plan of the Hopper path (host sizes) also owns an fp16 copy of its tokens, which
+/// each launch rewrites before the GEMM reads it (see [`GroupedGemm::plan`]); launches of the
+/// plan on several streams are ordered by its outputs, which they share.
 #[derive(Debug)]
 pub struct GroupPlan<'a> {
     /// The kernel path the table was packed for (its tiles, its token maps).
@@ -217,8 +244,45 @@ pub struct GroupPlan<'a> {
     maps: Option<CudaSlice<TokenMap>>,
     /// Device address of `maps` (0 without them).
     maps_addr: u64,
+    /// NVFP4 groups on the Hopper path (host sizes): the tokens' fp16 copy and the table the
+    /// fp16-activation kernel runs on (see [`TokenPass`]).
+    pass: Option<TokenPass>,
     context: Arc<CudaContext>,
 }
+
+/// The Hopper path runs NVFP4 x NVFP4 groups (with host sizes) as two launches: a pass that
+/// dequantizes each problem's token rows once into an fp16 workspace (exact), then the
+/// fp16-activation (W4A16) kernel, which reads them by TMA, on a copy of the table pointing
+/// at the workspace. The NVFP4 kernel dequantizes a problem's tokens again in every N tile.
+#[derive(Debug)]
+struct TokenPass {
+    /// One job per problem with tiles: its rows of `a` into its workspace.
+    jobs: CudaSlice<DeviceJob>,
+    /// CTAs per job (the grid's x).
+    grid_x: u32,
+    /// The fp16 token rows, one buffer per distinct token operand (same row numbers as `a`).
+    workspaces: Vec<CudaSlice<u8>>,
+    /// The table of the fp16-activation launch.
+    table: CudaSlice<DeviceDesc>,
+    /// Device addresses of `jobs` and `table` (taken once, so that launches inside CUDA
+    /// graph capture touch no cudarc event).
+    jobs_addr: u64,
+    table_addr: u64,
+}
+
+/// The most jobs the token pass takes (its grid's y); larger groups run the NVFP4 kernel.
+const MAX_PASS_JOBS: usize = 65_535;
+/// CTAs per job of the token pass at most (each strides over the rest).
+const MAX_PASS_CTAS_PER_JOB: u64 = 1024;
+
+/// A token job as a kernel argument type.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug)]
+struct DeviceJob(TokenJob);
+
+// SAFETY: `TokenJob` is `#[repr(C)]`: a u64 and two u32, 16 bytes without padding, the layout
+// the pass reads.
+unsafe impl DeviceRepr for DeviceJob {}
 
 impl GroupPlan<'_> {
     /// Problems in the group (including empty ones).
@@ -293,6 +357,10 @@ pub struct GroupedGemm {
     sm_count: u32,
     /// Resident CTAs per SM of each activation kind's kernel (indexed like `funcs`).
     ctas_per_sm: [u32; 3],
+    /// The Hopper path's NVFP4 token dequantization pass (`None` on the portable path).
+    dequant: Option<CudaFunction>,
+    /// When plans of NVFP4 groups use that pass.
+    token_dequant: TokenDequant,
 }
 
 impl GroupedGemm {
@@ -341,6 +409,14 @@ impl GroupedGemm {
         let ctas_per_sm = [Activation::Nvfp4, Activation::F16, Activation::Bf16].map(|a| {
             ptx_module::ctas_per_sm(&funcs[a as usize], path.kernel_for(a), FALLBACK_CTAS_PER_SM)
         });
+        let dequant = match path {
+            KernelPath::Hopper => Some(ptx_module::load_function(
+                &module,
+                &DEQUANT_TOKENS,
+                ptx_arch,
+            )?),
+            KernelPath::Portable => None,
+        };
         Ok(Self {
             ctx,
             module,
@@ -350,7 +426,20 @@ impl GroupedGemm {
             ptx_arch,
             sm_count,
             ctas_per_sm,
+            dequant,
+            token_dequant: TokenDequant::default(),
         })
+    }
+
+    /// Sets when the plans made from now on run NVFP4 groups through the token pass
+    /// ([`TokenDequant`]; default [`TokenDequant::Auto`]). Plans already made keep theirs.
+    pub fn set_token_dequant(&mut self, mode: TokenDequant) {
+        self.token_dequant = mode;
+    }
+
+    /// When plans of NVFP4 groups use the token pass (see [`TokenDequant`]).
+    pub fn token_dequant(&self) -> TokenDequant {
+        self.token_dequant
     }
 
     /// The PTX module the kernels come from, the compute capability and which PTX it is.
@@ -368,9 +457,23 @@ impl GroupedGemm {
         self.compute_capability
     }
 
-    /// PTX entry name of the kernel that launches run.
+    /// PTX entry names of what an NVFP4 launch with host sizes runs: the portable path's
+    /// kernel; on the Hopper path its NVFP4 kernel, the token pass and the fp16-activation
+    /// kernel, or either by size, as [`TokenDequant`] says (see [`GroupedGemm::plan`]; the
+    /// MoE forms with device row counts always run `nvfp4_grouped_gemm_wgmma` there).
     pub fn kernel_name(&self) -> &'static str {
-        self.path.kernel().name
+        match (self.path, self.token_dequant) {
+            (KernelPath::Portable, _) | (KernelPath::Hopper, TokenDequant::Never) => {
+                self.path.kernel().name
+            }
+            (KernelPath::Hopper, TokenDequant::Always) => {
+                "nvfp4_dequant_tokens + nvfp4_grouped_gemm_wgmma_f16a"
+            }
+            (KernelPath::Hopper, TokenDequant::Auto) => {
+                "nvfp4_grouped_gemm_wgmma, or from 5e9 multiply-adds nvfp4_dequant_tokens + \
+                 nvfp4_grouped_gemm_wgmma_f16a"
+            }
+        }
     }
 
     /// The kernel path launches run.
@@ -429,11 +532,20 @@ impl GroupedGemm {
     /// group, or one whose problems all have `m == 0` or `n == 0`, gives a plan with no tiles
     /// whose launch does nothing (and uploads nothing).
     ///
+    /// On [`KernelPath::Hopper`], for groups of at least [`TokenDequant::AUTO_MIN_MACS`]
+    /// multiply-adds (or as [`GroupedGemm::set_token_dequant`] says), the plan also holds an
+    /// fp16 copy of the tokens: each launch first dequantizes every problem's token rows once
+    /// (exactly: E2M1 times E4M3 fits fp16), then runs the fp16-activation kernel on them.
+    /// That costs `2 k` bytes of device memory per token row (per distinct `a`, up to its
+    /// last row used), allocated here and freed with the plan.
+    ///
     /// # Errors
     /// Any validation error of [`crate::validate::check_specs`] (naming the problem and
     /// field); [`Error::WrongContext`] for a buffer of another context;
     /// [`Error::ContextMismatch`] if `stream` belongs to another context; [`Error::Driver`]
-    /// if the upload fails.
+    /// if the upload or the fp16 copy's allocation fails; on the Hopper path,
+    /// [`Error::InvalidDimension`] (field `m`) if a problem's rows reach past row 2^31 - 1 of
+    /// its `a` (the kernel reads the copy by TMA).
     pub fn plan<'a>(
         &self,
         stream: &Arc<CudaStream>,
@@ -559,17 +671,37 @@ impl GroupedGemm {
         tile_bound: u32,
         activation: Activation,
     ) -> Result<GroupPlan<'a>> {
-        let (table, maps) = if tile_bound == 0 {
-            (None, None)
+        let (table, maps, pass) = if tile_bound == 0 {
+            (None, None, None)
         } else {
-            // The maps first: they may still refuse the group.
-            let maps = if self.path.kernel_for(activation).token_maps {
-                Some(stream.clone_htod(&token_maps::encode(&packed.descs)?)?)
+            let macs: u64 = packed
+                .descs
+                .iter()
+                .map(|d| u64::from(d.m) * u64::from(d.n) * u64::from(d.k))
+                .sum();
+            let wanted = match self.token_dequant {
+                TokenDequant::Auto => macs >= TokenDequant::AUTO_MIN_MACS,
+                TokenDequant::Always => true,
+                TokenDequant::Never => false,
+            };
+            let with_pass = wanted
+                && self.path == KernelPath::Hopper
+                && activation == Activation::Nvfp4
+                && mode == SizeMode::Host
+                && packed.descs.len() <= MAX_PASS_JOBS;
+            let (pass, maps) = if with_pass {
+                let (pass, maps) = self.upload_token_pass(stream, &packed.descs)?;
+                (Some(pass), Some(maps))
+            } else if self.path.kernel_for(activation).token_maps {
+                (
+                    None,
+                    Some(stream.clone_htod(&token_maps::encode(&packed.descs)?)?),
+                )
             } else {
-                None
+                (None, None)
             };
             let descs: Vec<DeviceDesc> = packed.descs.iter().copied().map(DeviceDesc).collect();
-            (Some(stream.clone_htod(&descs)?), maps)
+            (Some(stream.clone_htod(&descs)?), maps, pass)
         };
         let table_addr = table.as_ref().map_or(0, |t| t.device_ptr(stream).0);
         let maps_addr = maps.as_ref().map_or(0, |m| m.device_ptr(stream).0);
@@ -586,11 +718,94 @@ impl GroupedGemm {
             table_addr,
             maps,
             maps_addr,
+            pass,
             context: self.ctx.clone(),
         })
     }
 
-    /// Enqueues the plan's one kernel launch on `stream`. Does not synchronise the host, so
+    /// The token pass of an NVFP4 group on the Hopper path (see [`TokenPass`]): one fp16
+    /// workspace per distinct token operand (`a`, `lda`, `sfa`, its layout and `k`), as many
+    /// rows as its problems reach (`m_offset + m`); one job per problem with tiles; the
+    /// fp16-activation table (each such problem's `a` the workspace, `lda = 2 k`) and its
+    /// token maps.
+    ///
+    /// # Errors
+    /// As [`token_maps::encode`]; [`Error::Driver`] if an allocation or upload fails.
+    fn upload_token_pass(
+        &self,
+        stream: &Arc<CudaStream>,
+        descs: &[ProblemDesc],
+    ) -> Result<(TokenPass, CudaSlice<TokenMap>)> {
+        /// A token operand: `a`, `lda`, `sfa`, `sfa_layout`, `k`.
+        type Operand = (u64, u64, u64, u32, u32);
+        let key = |d: &ProblemDesc| -> Operand { (d.a, d.lda, d.sfa, d.sfa_layout, d.k) };
+        let with_tiles = |d: &ProblemDesc| d.m > 0 && d.n > 0;
+        // Distinct operands and the rows each must hold, in first-use order.
+        let mut operands: Vec<(Operand, u64)> = Vec::new();
+        for d in descs.iter().filter(|d| with_tiles(d)) {
+            let rows = u64::from(d.m_offset) + u64::from(d.m);
+            match operands.iter_mut().find(|(k, _)| *k == key(d)) {
+                Some((_, r)) => *r = (*r).max(rows),
+                None => operands.push((key(d), rows)),
+            }
+        }
+        let mut workspaces = Vec::with_capacity(operands.len());
+        let mut addrs = Vec::with_capacity(operands.len());
+        for &((.., k), rows) in &operands {
+            let bytes = rows * u64::from(k) * 2;
+            let bytes = usize::try_from(bytes).map_err(|_| Error::InvalidGroup {
+                field: "a",
+                reason: format!("the fp16 copy of the tokens would need {bytes} bytes"),
+            })?;
+            // SAFETY: the pass writes every byte the fp16 kernel reads (the rows of the jobs
+            // that name this workspace) before that kernel runs; other rows are never read.
+            let ws = unsafe { stream.alloc::<u8>(bytes.max(1)) }?;
+            addrs.push(ws.device_ptr(stream).0);
+            workspaces.push(ws);
+        }
+        let mut jobs = Vec::new();
+        let mut table16 = Vec::with_capacity(descs.len());
+        let mut max_items = 1u64;
+        for (i, d) in descs.iter().enumerate() {
+            let mut d16 = *d;
+            if let Some(w) = operands
+                .iter()
+                .position(|(k, _)| *k == key(d))
+                .filter(|_| with_tiles(d))
+            {
+                d16.a = addrs[w];
+                d16.lda = u64::from(d.k) * 2;
+                d16.flags = 0;
+                jobs.push(DeviceJob(TokenJob {
+                    out: addrs[w],
+                    problem: i as u32,
+                    pad: 0,
+                }));
+                max_items = max_items.max(u64::from(d.m) * u64::from(d.k / 16));
+            }
+            table16.push(d16);
+        }
+        let maps = stream.clone_htod(&token_maps::encode(&table16)?)?;
+        let grid_x = max_items
+            .div_ceil(u64::from(DEQUANT_TOKENS.threads))
+            .min(MAX_PASS_CTAS_PER_JOB) as u32;
+        let table16: Vec<DeviceDesc> = table16.into_iter().map(DeviceDesc).collect();
+        let jobs = stream.clone_htod(&jobs)?;
+        let table = stream.clone_htod(&table16)?;
+        let (jobs_addr, table_addr) = (jobs.device_ptr(stream).0, table.device_ptr(stream).0);
+        let pass = TokenPass {
+            jobs,
+            grid_x,
+            workspaces,
+            table,
+            jobs_addr,
+            table_addr,
+        };
+        Ok((pass, maps))
+    }
+
+    /// Enqueues the plan's kernel launch on `stream` (two launches for an NVFP4 plan of the
+    /// Hopper path: the token pass, then the GEMM). Does not synchronise the host, so
     /// it may be captured into a CUDA graph (keep the plan alive as long as the graph).
     ///
     /// Stream bookkeeping (cudarc's events, active when the context runs several streams):
@@ -652,15 +867,53 @@ impl GroupedGemm {
             None => Vec::new(),
         };
         let writes: Vec<_> = plan.outputs.iter().map(|c| c.write_access(track)).collect();
-        let table_ptr = plan.table_addr;
+        let mut table_ptr = plan.table_addr;
+        let mut activation = plan.activation;
+        // NVFP4 on the Hopper path: the token pass first, then the fp16-activation kernel on
+        // its table (the guards order the workspaces across streams for cudarc).
+        let mut pass_guards = Vec::new();
+        if let Some(pass) = &plan.pass {
+            let Some(dequant) = &self.dequant else {
+                return Err(Error::InvalidGroup {
+                    field: "plan",
+                    reason: "has a token pass, which only the Hopper path runs".into(),
+                });
+            };
+            let num_jobs = pass.jobs.len() as u32;
+            if let Some(stream) = track {
+                pass_guards.push(pass.jobs.device_ptr(stream).1);
+                pass_guards.push(pass.table.device_ptr(stream).1);
+                for ws in &pass.workspaces {
+                    pass_guards.push(ws.device_ptr(stream).1);
+                }
+            }
+            let cfg = LaunchConfig {
+                grid_dim: (pass.grid_x, num_jobs, 1),
+                block_dim: (DEQUANT_TOKENS.threads, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut launch = stream.launch_builder(dequant);
+            launch
+                .arg(&plan.table_addr)
+                .arg(&pass.jobs_addr)
+                .arg(&num_jobs);
+            // SAFETY: the arguments match `nvfp4_dequant_tokens(table: *const ProblemDesc,
+            // jobs: *const TokenJob, num_jobs: u32)`; the table is the plan's validated NVFP4
+            // table, each job names one of its problems with tiles and a workspace of the plan
+            // holding `(m_offset + m) * k` fp16 values for it (rows that other jobs of the
+            // same operand may write are the same rows of the same tokens: identical values).
+            unsafe { launch.launch(cfg) }?;
+            table_ptr = pass.table_addr;
+            activation = Activation::F16;
+        }
 
-        let kernel = self.path.kernel_for(plan.activation);
+        let kernel = self.path.kernel_for(activation);
         let cfg = LaunchConfig {
-            grid_dim: (self.grid_size_for(plan.activation, total_tiles), 1, 1),
+            grid_dim: (self.grid_size_for(activation, total_tiles), 1, 1),
             block_dim: (kernel.threads, 1, 1),
             shared_mem_bytes: kernel.dynamic_smem_bytes,
         };
-        let mut launch = stream.launch_builder(&self.funcs[plan.activation as usize]);
+        let mut launch = stream.launch_builder(&self.funcs[activation as usize]);
         launch
             .arg(&table_ptr)
             .arg(&num_problems)
@@ -681,8 +934,11 @@ impl GroupedGemm {
         // address the kernel forms from it lies inside a buffer the plan borrows (or one the
         // caller vouched for in `from_raw`), outputs are disjoint from everything else, and
         // the borrows keep those buffers alive until the plan drops. The table itself lives
-        // in `plan`, and cudarc frees it stream-ordered after this launch.
+        // in `plan`, and cudarc frees it stream-ordered after this launch. With a token pass
+        // the table is the pass's copy: the same descriptors with `a` the fp16 workspace the
+        // pass has just written (`lda = 2 k`), read by the fp16-activation kernel.
         unsafe { launch.launch(cfg) }?;
+        drop(pass_guards);
         drop(table_read);
         drop(maps_read);
         drop(reads);

@@ -85,7 +85,9 @@ pub use kernels_gpu::layout::ScaleLayout;
 
 pub use buffer::{DeviceInput, DeviceOutput};
 pub use error::{Error, Result};
-pub use gemm::{Activation, GemmTypes, GroupPlan, GroupedGemm, KernelPath, OutputType, Problem};
+pub use gemm::{
+    Activation, GemmTypes, GroupPlan, GroupedGemm, KernelPath, OutputType, Problem, TokenDequant,
+};
 pub use problem::HostProblem;
 
 mod buffer;

@@ -33,8 +33,8 @@ const MAX_STRIDE: u64 = 1 << 40;
 /// The maps of a packed table, in its order: for problem `i`, rows `0 .. m_offset + m` of
 /// its `a` (`m` is the capacity where the row counts live on the device), `k` 16-bit values
 /// a row, `lda` bytes apart, read in boxes of `TILE_M` rows x `CHUNK_K` values into the
-/// 128-byte swizzle layout; rows and values outside arrive as zeros. A problem without rows
-/// or without K gets a zeroed map, which the kernel never reads (it has no tiles, or no
+/// 128-byte swizzle layout; rows and values outside arrive as zeros. A problem without rows,
+/// columns or K gets a zeroed map, which the kernel never reads (it has no tiles, or no
 /// chunks).
 ///
 /// The table was validated for 16-bit activations: `a` is 16-byte aligned, `lda` a multiple
@@ -56,8 +56,8 @@ pub(crate) fn encode(descs: &[ProblemDesc]) -> Result<Vec<TokenMap>> {
                     field: "m",
                     value: d.m as usize,
                     reason: "makes more than 2^31 - 1 rows with the first row `m_offset`: \
-                             the Hopper kernels read 16-bit activations by TMA, whose row \
-                             coordinates are signed 32-bit",
+                             the Hopper kernels read activations by TMA (16-bit ones, or NVFP4 \
+                             ones dequantized to fp16), whose row coordinates are signed 32-bit",
                 });
             }
             if d.lda >= MAX_STRIDE {
@@ -70,7 +70,7 @@ pub(crate) fn encode(descs: &[ProblemDesc]) -> Result<Vec<TokenMap>> {
                         .into(),
                 });
             }
-            if rows == 0 || d.k == 0 {
+            if d.m == 0 || d.n == 0 || d.k == 0 {
                 return Ok(TokenMap(CUtensorMap { opaque: [0; 16] }));
             }
             encode_one(d.a, u64::from(d.k), rows, d.lda)

@@ -85,6 +85,20 @@ pub const QUANTIZE: KernelInfo = KernelInfo {
 };
 
 /// Every kernel of the crate.
+/// The NVFP4 token dequantization pass of the Hopper path (`nvfp4_dequant_tokens`): runs
+/// before the W4A16 kernel when a group has NVFP4 activations. Memory-bound, no shared memory.
+pub const DEQUANT_TOKENS: KernelInfo = KernelInfo {
+    name: "nvfp4_dequant_tokens",
+    threads: crate::tiling::DEQUANT_THREADS,
+    min_ctas_per_sm: 4,
+    dynamic_smem_bytes: 0,
+    min_cc: 90,
+    sm90a_only: true,
+    tile_n: 1,
+    tile_m: 1,
+    token_maps: false,
+};
+
 pub const KERNELS: &[KernelInfo] = &[
     GROUPED_GEMM_MMA,
     GROUPED_GEMM_MMA_F16A,
@@ -92,6 +106,7 @@ pub const KERNELS: &[KernelInfo] = &[
     GROUPED_GEMM_WGMMA,
     GROUPED_GEMM_WGMMA_F16A,
     GROUPED_GEMM_WGMMA_BF16A,
+    DEQUANT_TOKENS,
     QUANTIZE,
 ];
 

@@ -90,6 +90,22 @@ const _: () = assert!(core::mem::align_of::<ProblemDesc>() == 8);
 /// read their tokens by TMA (`KernelInfo::token_maps`); each is 64-byte aligned.
 pub const TOKEN_MAP_BYTES: u64 = 128;
 
+/// One job of the Hopper path's NVFP4 token pass (`nvfp4_dequant_tokens`): the token rows
+/// `m_offset .. m_offset + m` of problem `problem` of the table, written as fp16 rows of `k`
+/// values at `out + row * 2k` (the same row numbers as in `a`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenJob {
+    /// Device address of the fp16 rows (row 0; the job writes its own rows only).
+    pub out: u64,
+    /// Index of the problem in the table.
+    pub problem: u32,
+    /// Unused (keeps the struct 16 bytes).
+    pub pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<TokenJob>() == 16);
+
 /// The most problems one launch takes (the tile search is a binary search over this table).
 pub const MAX_PROBLEMS: usize = 1 << 16;
 

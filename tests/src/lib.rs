@@ -54,15 +54,25 @@ impl Gpu {
             Ok(other) => panic!("NVFP4_PATH={other}: expected auto, portable or hopper"),
         }
         .expect("loading the NVFP4 kernels");
+        let mut gemm = gemm;
+        // NVFP4_TOKEN_DEQUANT=always|never|auto: the Hopper path's token pass for every NVFP4
+        // group, for none, or by size (the default), so the suite can check each way.
+        gemm.set_token_dequant(match std::env::var("NVFP4_TOKEN_DEQUANT").as_deref() {
+            Err(_) | Ok("") | Ok("auto") => nvfp4::TokenDequant::Auto,
+            Ok("always") => nvfp4::TokenDequant::Always,
+            Ok("never") => nvfp4::TokenDequant::Never,
+            Ok(other) => panic!("NVFP4_TOKEN_DEQUANT={other}: expected auto, always or never"),
+        });
         let (major, minor) = gemm.compute_capability();
         eprintln!(
-            "device: {} (sm_{major}{minor}), {} SMs x {} CTAs (W4A16: {}), PTX {}, kernel {}",
+            "device: {} (sm_{major}{minor}), {} SMs x {} CTAs (W4A16: {}), PTX {}, kernel {}, token pass {:?}",
             ctx.name().unwrap_or_else(|_| "?".into()),
             gemm.sm_count(),
             gemm.ctas_per_sm(),
             gemm.ctas_per_sm_for(nvfp4::Activation::F16),
             gemm.ptx_arch(),
-            gemm.kernel_name()
+            gemm.kernel_name(),
+            gemm.token_dequant()
         );
         Self { ctx, stream, gemm }
     }

@@ -348,6 +348,30 @@ pub mod global {
         }
     }
 
+    /// `ld.global.nc.v2.u32` (8-byte aligned, read-only path).
+    #[cfg(nvfp4_sm90a)]
+    #[inline(always)]
+    pub unsafe fn ld_nc_v2(src: u64) -> [u32; 2] {
+        let (x, y): (u32, u32);
+        unsafe {
+            asm!("{{ .reg .u64 g; cvta.to.global.u64 g, {s}; ld.global.nc.v2.u32 {{{x}, {y}}}, [g]; }}",
+                 x = out(reg32) x, y = out(reg32) y, s = in(reg64) src,
+                 options(nostack, readonly, preserves_flags));
+        }
+        [x, y]
+    }
+
+    /// `st.global.v4.u32` (16-byte aligned).
+    #[cfg(nvfp4_sm90a)]
+    #[inline(always)]
+    pub unsafe fn st_v4(dst: u64, v: [u32; 4]) {
+        unsafe {
+            asm!("{{ .reg .u64 g; cvta.to.global.u64 g, {d}; st.global.v4.u32 [g], {{{x}, {y}, {z}, {w}}}; }}",
+                 d = in(reg64) dst, x = in(reg32) v[0], y = in(reg32) v[1], z = in(reg32) v[2],
+                 w = in(reg32) v[3], options(nostack, preserves_flags));
+        }
+    }
+
     /// `st.global.u8` of the low byte of `v`.
     #[inline(always)]
     pub unsafe fn st_u8(dst: u64, v: u32) {

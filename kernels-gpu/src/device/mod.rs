@@ -10,4 +10,6 @@ mod mma_kernel;
 mod quant_kernel;
 mod sched;
 #[cfg(nvfp4_sm90a)]
+mod tokens_kernel;
+#[cfg(nvfp4_sm90a)]
 mod wgmma_kernel;

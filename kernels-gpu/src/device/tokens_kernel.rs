@@ -1,0 +1,78 @@
+//! NVFP4 tokens to fp16, once per launch (sm_90a): the pass that lets the Hopper path run
+//! NVFP4 x NVFP4 groups on its W4A16 kernel, whose tokens arrive by TMA. Without it every
+//! N tile of a problem dequantizes the same tokens again.
+//!
+//! Exact: an E2M1 value (at most 2 significant bits, magnitude 0.5 .. 6) times an E4M3 scale
+//! (at most 4 significant bits, 2^-9 .. 448) has at most 6 significant bits and lies in
+//! 2^-10 .. 2688, inside fp16's normal range; NaN scales give NaN.
+//!
+//! # Work distribution
+//! `blockIdx.y` = job (one problem's token rows), `blockIdx.x` strides over the job's 16-value
+//! blocks, numbered row-major: consecutive threads read consecutive 8-byte FP4 units and
+//! 1-byte scales (plain layout) and write consecutive 32-byte fp16 units. No shared memory,
+//! no barriers.
+
+use super::arch::{copy, global, half, thread};
+use super::dequant::{Act, F16Act, fp4x8_scaled};
+use crate::layout::{ScaleLayout, scale_offset};
+use crate::problem::{ProblemDesc, TokenJob};
+use crate::tiling::DEQUANT_THREADS;
+
+/// fp16x2 2^14: undoes the 2^-14 of `fp4x8_scaled`'s FP4 values (exact).
+const F16X2_2_14: u32 = 0x7400_7400;
+
+/// Dequantizes the NVFP4 tokens of `jobs[blockIdx.y]` (see [`TokenJob`]).
+///
+/// # Safety
+/// Every descriptor the jobs name was validated by the host for NVFP4 activations (rows
+/// `m_offset .. m_offset + m` of `a` and `sfa` inside their buffers), and each job's `out`
+/// holds `(m_offset + m) * k` fp16 values that nothing else reads or writes during the launch.
+#[unsafe(no_mangle)]
+pub unsafe extern "ptx-kernel" fn nvfp4_dequant_tokens(
+    table: *const ProblemDesc,
+    jobs: *const TokenJob,
+    num_jobs: u32,
+) {
+    let job_index = unsafe { core::arch::nvptx::_block_idx_y() } as u32;
+    if job_index >= num_jobs {
+        return;
+    }
+    let job = unsafe { *jobs.add(job_index as usize) };
+    let d = unsafe { &*table.add(job.problem as usize) };
+    let cols = d.k / 16;
+    let items = d.m as u64 * cols as u64;
+    let layout = ScaleLayout::from_code(d.sfa_layout).unwrap_or(ScaleLayout::Plain);
+    let stride = thread::nctaid() as u64 * DEQUANT_THREADS as u64;
+    let mut i = thread::ctaid() as u64 * DEQUANT_THREADS as u64 + thread::tid() as u64;
+    while i < items {
+        let row = d.m_offset as u64 + i / cols as u64;
+        let col = (i % cols as u64) as u32;
+        let x = unsafe { global::ld_nc_v2(d.a + row * d.lda + col as u64 * 8) };
+        let sf = unsafe { copy::ld_global_u8(d.sfa + scale_offset(layout, row, col as u64, d.k)) };
+        let s = F16Act::scales4(sf)[0];
+        // Word i of `half_words` pairs values i and i + 4 (times 2^-14): to true values, then
+        // back to consecutive pairs.
+        let half_words = |x: u32| {
+            let w = fp4x8_scaled(x, s);
+            let w = [
+                half::mul2(w[0], F16X2_2_14),
+                half::mul2(w[1], F16X2_2_14),
+                half::mul2(w[2], F16X2_2_14),
+                half::mul2(w[3], F16X2_2_14),
+            ];
+            [
+                half::prmt(w[0], w[1], 0x5410),
+                half::prmt(w[2], w[3], 0x5410),
+                half::prmt(w[0], w[1], 0x7632),
+                half::prmt(w[2], w[3], 0x7632),
+            ]
+        };
+        let (lo, hi) = (half_words(x[0]), half_words(x[1]));
+        let dst = job.out + (row * d.k as u64 + col as u64 * 16) * 2;
+        unsafe {
+            global::st_v4(dst, lo);
+            global::st_v4(dst + 16, hi);
+        }
+        i += stride;
+    }
+}
