@@ -58,6 +58,12 @@ if [[ $what == all || $what == tests ]]; then
     [ -x "$t" ] || continue
     NVFP4_PATH=portable run "test-$(basename "$t")-portable" "$t" --ignored --test-threads=1 "${multi[@]}"
   done
+  # The NVFP4 tests again with the Hopper path's token pass on every group (by default only
+  # groups of 5e9 multiply-adds and more take it); a no-op on the portable path.
+  for t in $bin/tests/test-gpu $bin/tests/test-properties $bin/tests/test-offsets $bin/tests/test-reliability $bin/tests/test-moe; do
+    [ -x "$t" ] || continue
+    NVFP4_TOKEN_DEQUANT=always run "test-$(basename "$t")-token-pass" "$t" --ignored --test-threads=1 "${multi[@]}"
+  done
 fi
 if [[ $what == all || $what == torch ]]; then
   # PyTorch round trip of `nvfp4 run` (safetensors in and out), both kernel paths.
