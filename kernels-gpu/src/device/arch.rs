@@ -531,6 +531,16 @@ pub mod wgmma {
         );
     }
 
+    /// [`wait0`] then [`pin_acc`]: every MMA of the warpgroup is done, `a` may be rewritten
+    /// and `d` read.
+    #[inline(always)]
+    pub unsafe fn wait_all(a: &[[u32; 4]; 4], d: &mut [f32; 64]) {
+        unsafe {
+            wait0(a);
+            pin_acc(d);
+        }
+    }
+
     /// `wgmma.wait_group.sync.aligned 0`, naming 16 A-fragment registers that in-flight MMAs
     /// read, so they stay live and unmodified until every MMA of the warpgroup is done.
     #[inline(always)]

@@ -337,10 +337,7 @@ unsafe fn gemm_tile<A: Act>(smem: u32, desc: *const ProblemDesc, m_end: u32, n0:
         } else {
             [[0u32; 4]; 4]
         };
-        unsafe {
-            wgmma::wait0(&a);
-            wgmma::pin_acc(&mut acc);
-        }
+        unsafe { wgmma::wait_all(&a, &mut acc) };
         a = next_a;
     }
     unsafe { store_tile::<A>(&acc, desc, n0, m0, m_rem, wrow, t, false) };
@@ -457,10 +454,7 @@ unsafe fn gemm_tile_tma<A: Act>(
         } else {
             [[0u32; 4]; 4]
         };
-        unsafe {
-            wgmma::wait0(&a);
-            wgmma::pin_acc(&mut acc);
-        }
+        unsafe { wgmma::wait_all(&a, &mut acc) };
         a = next;
     }
     unsafe { store_tile::<A>(&acc, desc, n0, m0, m_rem, wrow, t, true) };
