@@ -19,6 +19,7 @@ use kernels_gpu::kernels::{
 };
 pub use kernels_gpu::problem::Activation;
 use kernels_gpu::problem::{FLAG_OUT_BF16, ProblemDesc, SizeMode, TokenJob};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Whether the Hopper path runs NVFP4 x NVFP4 groups (with host sizes) as a token
@@ -268,6 +269,50 @@ struct TokenPass {
     /// graph capture touch no cudarc event).
     jobs_addr: u64,
     table_addr: u64,
+}
+
+/// The token operands of an NVFP4 table for the Hopper path's token pass: the bytes of each
+/// distinct operand's fp16 copy (operands in first-use order; one is `a`, `lda`, `sfa`,
+/// `sfa_layout` and `k`, holding `2 k` bytes a row up to the last row its problems use,
+/// `m_offset + m`), and which copy each problem reads (`None` for problems without tiles).
+/// Linear in the problems.
+///
+/// # Errors
+/// [`Error::InvalidGroup`] (field `a`) if a copy's size does not fit the address space.
+fn token_operands(descs: &[ProblemDesc]) -> Result<(Vec<usize>, Vec<Option<usize>>)> {
+    let mut index: HashMap<(u64, u64, u64, u32, u32), usize> = HashMap::new();
+    let mut rows: Vec<(u64, u32)> = Vec::new(); // (rows, k) per operand
+    let operand_of = descs
+        .iter()
+        .map(|d| {
+            if d.m == 0 || d.n == 0 {
+                return None;
+            }
+            let key = (d.a, d.lda, d.sfa, d.sfa_layout, d.k);
+            let end = u64::from(d.m_offset) + u64::from(d.m);
+            let i = *index.entry(key).or_insert_with(|| {
+                rows.push((0, d.k));
+                rows.len() - 1
+            });
+            rows[i].0 = rows[i].0.max(end);
+            Some(i)
+        })
+        .collect();
+    let sizes = rows
+        .iter()
+        .map(|&(rows, k)| {
+            rows.checked_mul(u64::from(k) * 2)
+                .and_then(|b| usize::try_from(b).ok())
+                .ok_or_else(|| Error::InvalidGroup {
+                    field: "a",
+                    reason: format!(
+                        "the fp16 copy of {rows} token rows of {k} values does not fit the \
+                         address space"
+                    ),
+                })
+        })
+        .collect::<Result<_>>()?;
+    Ok((sizes, operand_of))
 }
 
 /// The most jobs the token pass takes (its grid's y); larger groups run the NVFP4 kernel.
@@ -736,27 +781,10 @@ impl GroupedGemm {
         stream: &Arc<CudaStream>,
         descs: &[ProblemDesc],
     ) -> Result<(TokenPass, CudaSlice<TokenMap>)> {
-        /// A token operand: `a`, `lda`, `sfa`, `sfa_layout`, `k`.
-        type Operand = (u64, u64, u64, u32, u32);
-        let key = |d: &ProblemDesc| -> Operand { (d.a, d.lda, d.sfa, d.sfa_layout, d.k) };
-        let with_tiles = |d: &ProblemDesc| d.m > 0 && d.n > 0;
-        // Distinct operands and the rows each must hold, in first-use order.
-        let mut operands: Vec<(Operand, u64)> = Vec::new();
-        for d in descs.iter().filter(|d| with_tiles(d)) {
-            let rows = u64::from(d.m_offset) + u64::from(d.m);
-            match operands.iter_mut().find(|(k, _)| *k == key(d)) {
-                Some((_, r)) => *r = (*r).max(rows),
-                None => operands.push((key(d), rows)),
-            }
-        }
-        let mut workspaces = Vec::with_capacity(operands.len());
-        let mut addrs = Vec::with_capacity(operands.len());
-        for &((.., k), rows) in &operands {
-            let bytes = rows * u64::from(k) * 2;
-            let bytes = usize::try_from(bytes).map_err(|_| Error::InvalidGroup {
-                field: "a",
-                reason: format!("the fp16 copy of the tokens would need {bytes} bytes"),
-            })?;
+        let (sizes, operand_of) = token_operands(descs)?;
+        let mut addrs = Vec::with_capacity(sizes.len());
+        let mut workspaces = Vec::with_capacity(sizes.len());
+        for &bytes in &sizes {
             // SAFETY: the pass writes every byte the fp16 kernel reads (the rows of the jobs
             // that name this workspace) before that kernel runs; other rows are never read.
             let ws = unsafe { stream.alloc::<u8>(bytes.max(1)) }?;
@@ -768,11 +796,7 @@ impl GroupedGemm {
         let mut max_items = 1u64;
         for (i, d) in descs.iter().enumerate() {
             let mut d16 = *d;
-            if let Some(w) = operands
-                .iter()
-                .position(|(k, _)| *k == key(d))
-                .filter(|_| with_tiles(d))
-            {
+            if let Some(w) = operand_of[i] {
                 d16.a = addrs[w];
                 d16.lda = u64::from(d.k) * 2;
                 d16.flags = 0;
@@ -1085,4 +1109,50 @@ fn send_sync() {
     check::<GroupedGemm>();
     check::<Problem<'static>>();
     check::<GroupPlan<'static>>();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc(a: u64, m_offset: u32, m: u32, n: u32, k: u32) -> ProblemDesc {
+        ProblemDesc {
+            a,
+            lda: u64::from(k) / 2,
+            sfa: a + (1 << 40),
+            m,
+            n,
+            k,
+            m_offset,
+            ..ProblemDesc::default()
+        }
+    }
+
+    #[test]
+    fn token_operands_share_one_copy_per_buffer() {
+        let descs = [
+            // Contiguous layout: three groups in one `a`, rows 0..10, 10..10, 10..30.
+            desc(0x1000, 0, 10, 64, 256),
+            desc(0x1000, 10, 0, 64, 256), // no rows: no copy
+            desc(0x1000, 10, 20, 64, 256),
+            // Own buffers; the second has no columns.
+            desc(0x9000, 0, 7, 64, 128),
+            desc(0xA000, 0, 5, 0, 128),
+            // The first buffer again, read up to row 12 only.
+            desc(0x1000, 4, 8, 32, 256),
+        ];
+        let (sizes, of) = token_operands(&descs).unwrap();
+        assert_eq!(sizes, vec![30 * 256 * 2, 7 * 128 * 2]);
+        assert_eq!(of, vec![Some(0), None, Some(0), Some(1), None, Some(0)]);
+    }
+
+    #[test]
+    fn token_operands_refuse_copies_past_the_address_space() {
+        let descs = [desc(0x1000, u32::MAX, u32::MAX, 64, u32::MAX - 15)];
+        let err = token_operands(&descs).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidGroup { field: "a", .. }),
+            "{err}"
+        );
+    }
 }
