@@ -58,11 +58,22 @@ if [[ $what == all || $what == tests ]]; then
     [ -x "$t" ] || continue
     NVFP4_PATH=portable run "test-$(basename "$t")-portable" "$t" --ignored --test-threads=1 "${multi[@]}"
   done
-  # The NVFP4 tests again with the Hopper path's token pass on every group (by default only
-  # groups of 5e9 multiply-adds and more take it); a no-op on the portable path.
+  # The NVFP4 tests again with the token pass on every group (by default only groups of 5e9
+  # multiply-adds and more take it), both paths.
   for t in $bin/tests/test-gpu $bin/tests/test-properties $bin/tests/test-offsets $bin/tests/test-reliability $bin/tests/test-moe; do
     [ -x "$t" ] || continue
     NVFP4_TOKEN_DEQUANT=always run "test-$(basename "$t")-token-pass" "$t" --ignored --test-threads=1 "${multi[@]}"
+  done
+  for t in $bin/tests/test-gpu $bin/tests/test-properties; do
+    [ -x "$t" ] || continue
+    NVFP4_PATH=portable NVFP4_TOKEN_DEQUANT=always run "test-$(basename "$t")-token-pass-portable" "$t" --ignored --test-threads=1
+  done
+  # And with every tile cut into 3 K ranges (SplitK::Parts(3); by default only the tiles
+  # past the last full wave are cut), both paths, NVFP4 and W4A16.
+  for t in $bin/tests/test-gpu $bin/tests/test-w4a16; do
+    [ -x "$t" ] || continue
+    NVFP4_SPLIT_K=3 run "test-$(basename "$t")-split3" "$t" --ignored --test-threads=1
+    NVFP4_PATH=portable NVFP4_SPLIT_K=3 run "test-$(basename "$t")-split3-portable" "$t" --ignored --test-threads=1
   done
 fi
 if [[ $what == all || $what == torch ]]; then

@@ -18,13 +18,15 @@ use kernels_gpu::kernels::{
     GROUPED_GEMM_WGMMA, GROUPED_GEMM_WGMMA_BF16A, GROUPED_GEMM_WGMMA_F16A, KernelInfo,
 };
 pub use kernels_gpu::problem::Activation;
-use kernels_gpu::problem::{FLAG_OUT_BF16, ProblemDesc, SizeMode, TokenJob};
+use kernels_gpu::problem::{
+    FLAG_OUT_BF16, ProblemDesc, SizeMode, Split, TokenJob, split_counter_bytes, split_partial_bytes,
+};
+use kernels_gpu::tiling::CHUNK_K;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Whether the Hopper path runs NVFP4 x NVFP4 groups (with host sizes) as a token
-/// dequantization pass plus its fp16-activation kernel (see [`GroupedGemm::plan`]) or on its
-/// NVFP4 kernel. The portable path ignores it.
+/// Whether NVFP4 x NVFP4 groups (with host sizes) run as a token dequantization pass plus
+/// the path's fp16-activation kernel (see [`GroupedGemm::plan`]) or on its NVFP4 kernel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum TokenDequant {
     /// The pass when the group has at least [`TokenDequant::AUTO_MIN_MACS`] multiply-adds
@@ -39,10 +41,117 @@ pub enum TokenDequant {
 }
 
 impl TokenDequant {
-    /// [`TokenDequant::Auto`]'s threshold. Measured on an H100 (PERF.md run 58): the pass
-    /// took 8% longer at 3.2e9 multiply-adds (G2 N4096 K1536) and 6-13% less from 6.4e9 up;
-    /// the threshold is the interpolated break-even.
+    /// [`TokenDequant::Auto`]'s threshold (both paths). Measured on an H100 for the Hopper
+    /// path (PERF.md run 58): the pass took 8% longer at 3.2e9 multiply-adds (G2 N4096
+    /// K1536) and 6-13% less from 6.4e9 up; the threshold is the interpolated break-even.
+    /// On the portable path (H200, run 61) the pass gained 12-15% from 6.4e9 up and lost
+    /// 1% at 3.2e9.
     pub const AUTO_MIN_MACS: u64 = 5_000_000_000;
+
+    /// Whether a group of `macs` multiply-adds takes the pass.
+    pub fn wants_pass(self, macs: u64) -> bool {
+        match self {
+            Self::Auto => macs >= Self::AUTO_MIN_MACS,
+            Self::Always => true,
+            Self::Never => false,
+        }
+    }
+}
+
+/// Whether launches cut tiles along K so that every CTA slot has work (see
+/// [`GroupedGemm::plan`]). Only groups with host sizes are cut; the MoE forms with device
+/// row counts never are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SplitK {
+    /// Cut where it paid on the benchmark shapes (PERF.md run 61). A launch of `T` tiles on
+    /// `S` CTA slots (`sm_count * ctas_per_sm`) with at least one full wave computes the
+    /// first `T - T % S` tiles whole and cuts each of the other `T % S` into the number of
+    /// K ranges (2 to 4, each at least [`SplitK::AUTO_MIN_CHUNKS`] chunks of 64) that best
+    /// fills the last wave, if that saves at least a quarter of it. A launch of at most one
+    /// tile per SM cuts every tile in two if each half keeps at least
+    /// [`SplitK::AUTO_MIN_CHUNKS_ONE_PER_SM`] chunks (the second CTA slot of each SM is
+    /// otherwise idle). A launch of more tiles than SMs but less than a wave computes one
+    /// tile per SM whole and cuts the others into as many ranges (2 to 4, each at least
+    /// [`SplitK::AUTO_MIN_CHUNKS`] chunks) as the SMs' second slots hold (otherwise some SMs
+    /// run two whole tiles while others run one). Other launches are not cut: each part
+    /// costs a pipeline start and a round trip of its fp32 sums through L2, which short
+    /// parts do not win back.
+    #[default]
+    Auto,
+    /// Never cut.
+    Off,
+    /// Cut every tile into this many K ranges (at most [`SplitK::MAX_PARTS`]; a range may
+    /// be empty when a problem has fewer K chunks of 64 than ranges, and adds zeros); 0 or
+    /// 1: never cut. For tests and experiments.
+    Parts(u32),
+}
+
+impl SplitK {
+    /// The most K ranges a tile is cut into.
+    pub const MAX_PARTS: u32 = 16;
+    /// [`SplitK::Auto`]'s most K ranges per tile.
+    pub const AUTO_MAX_PARTS: u32 = 4;
+    /// [`SplitK::Auto`]'s fewest K chunks (64 values each) per range of a cut tail.
+    pub const AUTO_MIN_CHUNKS: u32 = 16;
+    /// [`SplitK::Auto`]'s fewest K chunks per half when a launch has one tile per SM.
+    pub const AUTO_MIN_CHUNKS_ONE_PER_SM: u32 = 32;
+
+    /// `(dp_tiles, parts)` for a launch of `tiles` tiles on `slots` CTA slots of `sms` SMs
+    /// whose problems with tiles have at least `min_chunks` K chunks of 64 (which bounds
+    /// [`SplitK::Auto`]'s cut): the first `dp_tiles` tiles whole, the others cut into
+    /// `parts` K ranges (`parts == 1`: none cut, `dp_tiles == tiles`).
+    pub fn schedule(self, tiles: u32, slots: u32, sms: u32, min_chunks: u32) -> (u32, u32) {
+        let none = (tiles, 1);
+        if tiles == 0 || slots == 0 {
+            return none;
+        }
+        let (dp, parts) = match self {
+            Self::Off => return none,
+            Self::Parts(p) => (0, p.min(Self::MAX_PARTS)),
+            Self::Auto if tiles <= sms => {
+                if min_chunks >= 2 * Self::AUTO_MIN_CHUNKS_ONE_PER_SM {
+                    (0, 2)
+                } else {
+                    return none;
+                }
+            }
+            Self::Auto if tiles < slots => {
+                // One whole tile per SM; the rest cut into the SMs' second slots.
+                let tail = tiles - sms;
+                let p = Self::AUTO_MAX_PARTS
+                    .min((slots - sms) / tail)
+                    .min(min_chunks / Self::AUTO_MIN_CHUNKS);
+                if p >= 2 {
+                    (sms, p)
+                } else {
+                    return none;
+                }
+            }
+            Self::Auto => {
+                let tail = tiles % slots;
+                if tail == 0 {
+                    return none;
+                }
+                // The tail's time in tile times: one wave uncut, ceil(tail * p / slots) / p
+                // cut into p; the smallest p within the best, and only if it saves 25%.
+                let most = Self::AUTO_MAX_PARTS.min(min_chunks / Self::AUTO_MIN_CHUNKS);
+                let cost = |p: u32| {
+                    (u64::from(tail) * u64::from(p)).div_ceil(u64::from(slots)) as f64
+                        / f64::from(p)
+                };
+                let best = (2..=most).min_by(|&a, &b| cost(a).total_cmp(&cost(b)).then(a.cmp(&b)));
+                match best {
+                    Some(p) if cost(p) <= 0.75 => (tiles - tail, p),
+                    _ => return none,
+                }
+            }
+        };
+        let units = u64::from(dp) + u64::from(tiles - dp) * u64::from(parts);
+        if parts <= 1 || units > u64::from(u32::MAX) {
+            return none;
+        }
+        (dp, parts)
+    }
 }
 
 /// Which kernel a [`GroupedGemm`] launches.
@@ -245,16 +354,23 @@ pub struct GroupPlan<'a> {
     maps: Option<CudaSlice<TokenMap>>,
     /// Device address of `maps` (0 without them).
     maps_addr: u64,
-    /// NVFP4 groups on the Hopper path (host sizes): the tokens' fp16 copy and the table the
-    /// fp16-activation kernel runs on (see [`TokenPass`]).
+    /// NVFP4 groups taking the token pass (host sizes): the tokens' fp16 copy and the table
+    /// the fp16-activation kernel runs on (see [`TokenPass`]).
     pass: Option<TokenPass>,
+    /// Which tiles the launch cuts along K, and the workspace where their parts meet
+    /// (`split.ws` its address; `None` when no tile is cut).
+    split: Split,
+    split_ws: Option<CudaSlice<u8>>,
+    /// Work units of the launch (tiles, plus the extra parts of cut tiles): sizes the grid.
+    units: u32,
     context: Arc<CudaContext>,
 }
 
-/// The Hopper path runs NVFP4 x NVFP4 groups (with host sizes) as two launches: a pass that
-/// dequantizes each problem's token rows once into an fp16 workspace (exact), then the
-/// fp16-activation (W4A16) kernel, which reads them by TMA, on a copy of the table pointing
-/// at the workspace. The NVFP4 kernel dequantizes a problem's tokens again in every N tile.
+/// Large NVFP4 x NVFP4 groups (with host sizes) run as two launches: a pass that dequantizes
+/// each problem's token rows once into an fp16 workspace (exact), then the path's
+/// fp16-activation (W4A16) kernel (on the Hopper path it reads them by TMA) on a copy of the
+/// table pointing at the workspace. The NVFP4 kernels dequantize a problem's tokens again in
+/// every N tile.
 #[derive(Debug)]
 struct TokenPass {
     /// One job per problem with tiles: its rows of `a` into its workspace.
@@ -315,6 +431,10 @@ fn token_operands(descs: &[ProblemDesc]) -> Result<(Vec<usize>, Vec<Option<usize
     Ok((sizes, operand_of))
 }
 
+/// The largest workspace a plan allocates for cut tiles (bytes); a launch that would need
+/// more runs uncut.
+pub const MAX_SPLIT_WS_BYTES: u64 = 256 << 20;
+
 /// The most jobs the token pass takes (its grid's y); larger groups run the NVFP4 kernel.
 const MAX_PASS_JOBS: usize = 65_535;
 /// CTAs per job of the token pass at most (each strides over the rest).
@@ -330,6 +450,16 @@ struct DeviceJob(TokenJob);
 unsafe impl DeviceRepr for DeviceJob {}
 
 impl GroupPlan<'_> {
+    /// How the launch cuts its tiles along K: `(dp_tiles, parts)`, the first `dp_tiles`
+    /// tiles whole and each later one cut into `parts` K ranges (`parts == 1`: none cut).
+    pub fn split_k_schedule(&self) -> (u32, u32) {
+        if self.split.parts > 1 {
+            (self.split.dp_tiles, self.split.parts)
+        } else {
+            (self.tile_bound, 1)
+        }
+    }
+
     /// Problems in the group (including empty ones).
     pub fn num_problems(&self) -> usize {
         self.packed.descs.len()
@@ -402,10 +532,12 @@ pub struct GroupedGemm {
     sm_count: u32,
     /// Resident CTAs per SM of each activation kind's kernel (indexed like `funcs`).
     ctas_per_sm: [u32; 3],
-    /// The Hopper path's NVFP4 token dequantization pass (`None` on the portable path).
-    dequant: Option<CudaFunction>,
+    /// The NVFP4 token dequantization pass.
+    dequant: CudaFunction,
     /// When plans of NVFP4 groups use that pass.
     token_dequant: TokenDequant,
+    /// Whether plans cut tiles along K.
+    split_k: SplitK,
 }
 
 impl GroupedGemm {
@@ -454,14 +586,7 @@ impl GroupedGemm {
         let ctas_per_sm = [Activation::Nvfp4, Activation::F16, Activation::Bf16].map(|a| {
             ptx_module::ctas_per_sm(&funcs[a as usize], path.kernel_for(a), FALLBACK_CTAS_PER_SM)
         });
-        let dequant = match path {
-            KernelPath::Hopper => Some(ptx_module::load_function(
-                &module,
-                &DEQUANT_TOKENS,
-                ptx_arch,
-            )?),
-            KernelPath::Portable => None,
-        };
+        let dequant = ptx_module::load_function(&module, &DEQUANT_TOKENS, ptx_arch)?;
         Ok(Self {
             ctx,
             module,
@@ -473,7 +598,19 @@ impl GroupedGemm {
             ctas_per_sm,
             dequant,
             token_dequant: TokenDequant::default(),
+            split_k: SplitK::default(),
         })
+    }
+
+    /// Sets whether the plans made from now on cut tiles along K ([`SplitK`]; default
+    /// [`SplitK::Auto`]). Plans already made keep theirs.
+    pub fn set_split_k(&mut self, mode: SplitK) {
+        self.split_k = mode;
+    }
+
+    /// Whether plans cut tiles along K (see [`SplitK`]).
+    pub fn split_k(&self) -> SplitK {
+        self.split_k
     }
 
     /// Sets when the plans made from now on run NVFP4 groups through the token pass
@@ -502,22 +639,24 @@ impl GroupedGemm {
         self.compute_capability
     }
 
-    /// PTX entry names of what an NVFP4 launch with host sizes runs: the portable path's
-    /// kernel; on the Hopper path its NVFP4 kernel, the token pass and the fp16-activation
-    /// kernel, or either by size, as [`TokenDequant`] says (see [`GroupedGemm::plan`]; the
-    /// MoE forms with device row counts always run `nvfp4_grouped_gemm_wgmma` there).
-    pub fn kernel_name(&self) -> &'static str {
-        match (self.path, self.token_dequant) {
-            (KernelPath::Portable, _) | (KernelPath::Hopper, TokenDequant::Never) => {
-                self.path.kernel().name
-            }
-            (KernelPath::Hopper, TokenDequant::Always) => {
-                "nvfp4_dequant_tokens + nvfp4_grouped_gemm_wgmma_f16a"
-            }
-            (KernelPath::Hopper, TokenDequant::Auto) => {
-                "nvfp4_grouped_gemm_wgmma, or from 5e9 multiply-adds nvfp4_dequant_tokens + \
-                 nvfp4_grouped_gemm_wgmma_f16a"
-            }
+    /// PTX entry names of what an NVFP4 launch with host sizes runs: the path's NVFP4
+    /// kernel, the token pass and the path's fp16-activation kernel, or either by size, as
+    /// [`TokenDequant`] says (see [`GroupedGemm::plan`]; the MoE forms with device row
+    /// counts always run the NVFP4 kernel).
+    pub fn kernel_name(&self) -> String {
+        let nvfp4 = self.path.kernel().name;
+        let pass = format!(
+            "{} + {}",
+            DEQUANT_TOKENS.name,
+            self.path.kernel_for(Activation::F16).name
+        );
+        match self.token_dequant {
+            TokenDequant::Never => nvfp4.to_string(),
+            TokenDequant::Always => pass,
+            TokenDequant::Auto => format!(
+                "{nvfp4}, or from {min:.0e} multiply-adds {pass}",
+                min = TokenDequant::AUTO_MIN_MACS as f64
+            ),
         }
     }
 
@@ -724,19 +863,13 @@ impl GroupedGemm {
                 .iter()
                 .map(|d| u64::from(d.m) * u64::from(d.n) * u64::from(d.k))
                 .sum();
-            let wanted = match self.token_dequant {
-                TokenDequant::Auto => macs >= TokenDequant::AUTO_MIN_MACS,
-                TokenDequant::Always => true,
-                TokenDequant::Never => false,
-            };
-            let with_pass = wanted
-                && self.path == KernelPath::Hopper
+            let with_pass = self.token_dequant.wants_pass(macs)
                 && activation == Activation::Nvfp4
                 && mode == SizeMode::Host
                 && packed.descs.len() <= MAX_PASS_JOBS;
             let (pass, maps) = if with_pass {
                 let (pass, maps) = self.upload_token_pass(stream, &packed.descs)?;
-                (Some(pass), Some(maps))
+                (Some(pass), maps)
             } else if self.path.kernel_for(activation).token_maps {
                 (
                     None,
@@ -747,6 +880,17 @@ impl GroupedGemm {
             };
             let descs: Vec<DeviceDesc> = packed.descs.iter().copied().map(DeviceDesc).collect();
             (Some(stream.clone_htod(&descs)?), maps, pass)
+        };
+        // The kernel the launch runs: the fp16-activation one after a token pass.
+        let launched = if pass.is_some() {
+            Activation::F16
+        } else {
+            activation
+        };
+        let (split, split_ws, units) = if table.is_some() && mode == SizeMode::Host {
+            self.split_for(stream, &packed.descs, tile_bound, launched)?
+        } else {
+            (Split::default(), None, tile_bound)
         };
         let table_addr = table.as_ref().map_or(0, |t| t.device_ptr(stream).0);
         let maps_addr = maps.as_ref().map_or(0, |m| m.device_ptr(stream).0);
@@ -764,14 +908,66 @@ impl GroupedGemm {
             maps,
             maps_addr,
             pass,
+            split,
+            split_ws,
+            units,
             context: self.ctx.clone(),
         })
     }
 
-    /// The token pass of an NVFP4 group on the Hopper path (see [`TokenPass`]): one fp16
-    /// workspace per distinct token operand (`a`, `lda`, `sfa`, its layout and `k`), as many
-    /// rows as its problems reach (`m_offset + m`); one job per problem with tiles; the
-    /// fp16-activation table (each such problem's `a` the workspace, `lda = 2 k`) and its
+    /// The K cut of a launch of `tiles` tiles (host sizes) on the kernel for `activation`:
+    /// the schedule of [`SplitK::schedule`] for this GPU's CTA slots, its workspace (the
+    /// counters zeroed on `stream`), and the launch's work units. No cut when the workspace
+    /// would pass [`MAX_SPLIT_WS_BYTES`].
+    ///
+    /// # Errors
+    /// [`Error::Driver`] if the allocation or the zeroing fails.
+    fn split_for(
+        &self,
+        stream: &Arc<CudaStream>,
+        descs: &[ProblemDesc],
+        tiles: u32,
+        activation: Activation,
+    ) -> Result<(Split, Option<CudaSlice<u8>>, u32)> {
+        let kernel = self.path.kernel_for(activation);
+        let slots = self
+            .sm_count
+            .saturating_mul(self.ctas_per_sm_for(activation));
+        let min_chunks = descs
+            .iter()
+            .filter(|d| d.m > 0 && d.n > 0)
+            .map(|d| d.k.div_ceil(CHUNK_K))
+            .min()
+            .unwrap_or(0);
+        let (dp, parts) = self
+            .split_k
+            .schedule(tiles, slots, self.sm_count, min_chunks);
+        if parts <= 1 {
+            return Ok((Split::default(), None, tiles));
+        }
+        let cut = tiles - dp;
+        let counters = split_counter_bytes(cut);
+        let bytes =
+            u64::from(cut) * u64::from(parts) * split_partial_bytes(kernel.threads) + counters;
+        if bytes > MAX_SPLIT_WS_BYTES {
+            return Ok((Split::default(), None, tiles));
+        }
+        // SAFETY: the kernel reads a slot only after its part wrote it (in the same launch);
+        // the counters, which it reads first, are zeroed here.
+        let mut ws = unsafe { stream.alloc::<u8>(bytes as usize) }?;
+        stream.memset_zeros(&mut ws.slice_mut(..counters as usize))?;
+        let split = Split {
+            dp_tiles: dp,
+            parts,
+            ws: ws.device_ptr(stream).0,
+        };
+        Ok((split, Some(ws), dp + cut * parts))
+    }
+
+    /// The token pass of an NVFP4 group (see [`TokenPass`]): one fp16 workspace per distinct
+    /// token operand (`a`, `lda`, `sfa`, its layout and `k`), as many rows as its problems
+    /// reach (`m_offset + m`); one job per problem with tiles; the fp16-activation table
+    /// (each such problem's `a` the workspace, `lda = 2 k`) and, on the Hopper path, its
     /// token maps.
     ///
     /// # Errors
@@ -780,7 +976,7 @@ impl GroupedGemm {
         &self,
         stream: &Arc<CudaStream>,
         descs: &[ProblemDesc],
-    ) -> Result<(TokenPass, CudaSlice<TokenMap>)> {
+    ) -> Result<(TokenPass, Option<CudaSlice<TokenMap>>)> {
         let (sizes, operand_of) = token_operands(descs)?;
         let mut addrs = Vec::with_capacity(sizes.len());
         let mut workspaces = Vec::with_capacity(sizes.len());
@@ -809,7 +1005,11 @@ impl GroupedGemm {
             }
             table16.push(d16);
         }
-        let maps = stream.clone_htod(&token_maps::encode(&table16)?)?;
+        let maps = if self.path.kernel_for(Activation::F16).token_maps {
+            Some(stream.clone_htod(&token_maps::encode(&table16)?)?)
+        } else {
+            None
+        };
         let grid_x = max_items
             .div_ceil(u64::from(DEQUANT_TOKENS.threads))
             .min(MAX_PASS_CTAS_PER_JOB) as u32;
@@ -897,12 +1097,6 @@ impl GroupedGemm {
         // its table (the guards order the workspaces across streams for cudarc).
         let mut pass_guards = Vec::new();
         if let Some(pass) = &plan.pass {
-            let Some(dequant) = &self.dequant else {
-                return Err(Error::InvalidGroup {
-                    field: "plan",
-                    reason: "has a token pass, which only the Hopper path runs".into(),
-                });
-            };
             let num_jobs = pass.jobs.len() as u32;
             if let Some(stream) = track {
                 pass_guards.push(pass.jobs.device_ptr(stream).1);
@@ -916,7 +1110,7 @@ impl GroupedGemm {
                 block_dim: (DEQUANT_TOKENS.threads, 1, 1),
                 shared_mem_bytes: 0,
             };
-            let mut launch = stream.launch_builder(dequant);
+            let mut launch = stream.launch_builder(&self.dequant);
             launch
                 .arg(&plan.table_addr)
                 .arg(&pass.jobs_addr)
@@ -932,8 +1126,11 @@ impl GroupedGemm {
         }
 
         let kernel = self.path.kernel_for(activation);
+        let split_guard =
+            track.and_then(|stream| Some(plan.split_ws.as_ref()?.device_ptr(stream).1));
+        let split = plan.split;
         let cfg = LaunchConfig {
-            grid_dim: (self.grid_size_for(activation, total_tiles), 1, 1),
+            grid_dim: (self.grid_size_for(activation, plan.units), 1, 1),
             block_dim: (kernel.threads, 1, 1),
             shared_mem_bytes: kernel.dynamic_smem_bytes,
         };
@@ -943,13 +1140,19 @@ impl GroupedGemm {
             .arg(&num_problems)
             .arg(&total_tiles)
             .arg(&counts)
-            .arg(&mode);
+            .arg(&mode)
+            .arg(&split.dp_tiles)
+            .arg(&split.parts)
+            .arg(&split.ws);
         if kernel.token_maps {
             launch.arg(&plan.maps_addr);
         }
         // SAFETY: the arguments match the kernel's signature `(table: *const ProblemDesc,
-        // num_problems: u32, total_tiles: u32, counts: *const u32, mode: u32)`, followed by
-        // `maps: u64` for the kernels that take token maps (the plan was made for this path
+        // num_problems: u32, total_tiles: u32, counts: *const u32, mode: u32, dp_tiles: u32,
+        // parts: u32, ws: u64)`, followed by `maps: u64` for the kernels that take token maps
+        // (the split fields are the plan's: with `parts > 1` its workspace, sized by
+        // `split_for` for `total_tiles` tiles of this kernel's threads with the counters
+        // zero, which every launch leaves zero; the plan's launches are ordered by its outputs) (the plan was made for this path
         // and activation, so `maps` holds one map per descriptor, each over rows of the
         // problem's `a` that validation checked are inside the buffer); the table
         // holds `num_problems` descriptors packed from problems that passed validation for
@@ -963,6 +1166,7 @@ impl GroupedGemm {
         // pass has just written (`lda = 2 k`), read by the fp16-activation kernel.
         unsafe { launch.launch(cfg) }?;
         drop(pass_guards);
+        drop(split_guard);
         drop(table_read);
         drop(maps_read);
         drop(reads);
@@ -1154,5 +1358,69 @@ mod tests {
             matches!(err, Error::InvalidGroup { field: "a", .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn split_k_auto_fills_the_last_wave() {
+        // (tiles, slots, sms, min_chunks) -> (dp_tiles, parts), worked out by hand. With a
+        // full wave: the tail is tiles % slots, cut into the p in 2..=4 (each range >= 16
+        // chunks) minimising ceil(tail * p / slots) / p, kept only at 0.75 or below. Under a
+        // wave: halves when tiles <= sms and each half has >= 32 chunks; above sms, sms
+        // whole and the rest cut into min(4, (slots - sms) / rest, chunks / 16) ranges.
+        let cases = [
+            // Portable, G8 N4096 K7168: 608 tiles, tail 80; p = 3 gives 240 units: 1/3.
+            ((608, 264, 132, 112), (528, 3)),
+            // Portable, G8 N7168 K2048: tail 120; p = 2 (32 chunks): 240 units, 1/2.
+            ((1176, 264, 132, 32), (1056, 2)),
+            // Portable, G2 N3072 K4096: 192 tiles; 132 whole, 60 cut in 2 (132 / 60).
+            ((192, 264, 132, 64), (132, 2)),
+            ((192, 264, 132, 31), (192, 1)),
+            ((160, 264, 132, 64), (132, 4)),
+            // Portable, G2 N4096 K1536: 256 tiles: 124 left for 132 slots: not cut.
+            ((256, 264, 132, 24), (256, 1)),
+            // Hopper, G8 N4096 K7168: tail 88; p = 3: 264 units, 1/3.
+            ((352, 264, 132, 112), (264, 3)),
+            // Hopper, G8 N7168 K2048: tail 200; p = 2 needs 2 of 2: no gain.
+            ((728, 264, 132, 32), (728, 1)),
+            // Hopper, G2 N3072 K4096: 120 tiles on 132 SMs, 64 chunks: halves.
+            ((120, 264, 132, 64), (0, 2)),
+            // Hopper, G2 N4096 K1536: 128 tiles, 24 chunks: halves too short.
+            ((128, 264, 132, 24), (128, 1)),
+            ((128, 264, 132, 63), (128, 1)),
+            // Full waves: nothing to fill.
+            ((528, 264, 132, 112), (528, 1)),
+            // A tail whose ranges would be too short.
+            ((300, 264, 132, 31), (300, 1)),
+            ((300, 264, 132, 32), (264, 2)),
+            ((0, 264, 132, 64), (0, 1)),
+            ((100, 0, 132, 64), (100, 1)),
+        ];
+        for ((tiles, slots, sms, chunks), want) in cases {
+            assert_eq!(
+                SplitK::Auto.schedule(tiles, slots, sms, chunks),
+                want,
+                "{tiles} tiles, {slots} slots, {sms} SMs, {chunks} chunks"
+            );
+        }
+    }
+
+    #[test]
+    fn split_k_forced_and_off() {
+        assert_eq!(SplitK::Off.schedule(608, 264, 132, 112), (608, 1));
+        assert_eq!(SplitK::Parts(3).schedule(608, 264, 132, 112), (0, 3));
+        // Not bounded by the chunks (empty ranges add zeros), but by MAX_PARTS.
+        assert_eq!(SplitK::Parts(3).schedule(10, 264, 132, 1), (0, 3));
+        assert_eq!(
+            SplitK::Parts(100).schedule(10, 264, 132, 1),
+            (0, SplitK::MAX_PARTS)
+        );
+        assert_eq!(SplitK::Parts(1).schedule(10, 264, 132, 1), (10, 1));
+        assert_eq!(SplitK::Parts(0).schedule(10, 264, 132, 1), (10, 1));
+        // Units past u32: not cut.
+        assert_eq!(
+            SplitK::Parts(16).schedule(u32::MAX / 8, 264, 132, 1),
+            (u32::MAX / 8, 1)
+        );
+        assert_eq!(SplitK::Parts(2).schedule(u32::MAX / 2, 264, 132, 1), (0, 2));
     }
 }

@@ -22,9 +22,10 @@ pub struct KernelInfo {
     pub tile_n: u32,
     /// Tokens (M) per tile.
     pub tile_m: u32,
-    /// Whether the kernel reads its tokens through TMA tensor maps: it then takes a sixth
-    /// parameter, the address of one 128-byte `CUtensorMap` per problem (64-byte aligned,
-    /// in the table's order), which the host encodes for the problem's `a`.
+    /// Whether the kernel reads its tokens through TMA tensor maps: it then takes a last
+    /// parameter (the ninth of a GEMM kernel), the address of one 128-byte `CUtensorMap` per
+    /// problem (64-byte aligned, in the table's order), which the host encodes for the
+    /// problem's `a`.
     pub token_maps: bool,
 }
 
@@ -85,15 +86,16 @@ pub const QUANTIZE: KernelInfo = KernelInfo {
 };
 
 /// Every kernel of the crate.
-/// The NVFP4 token dequantization pass of the Hopper path (`nvfp4_dequant_tokens`): runs
-/// before the W4A16 kernel when a group has NVFP4 activations. Memory-bound, no shared memory.
+/// The NVFP4 token dequantization pass (`nvfp4_dequant_tokens`, both paths): runs before the
+/// W4A16 kernel when a group with NVFP4 activations takes the pass ([`crate::problem::TokenJob`]).
+/// Memory-bound, no shared memory.
 pub const DEQUANT_TOKENS: KernelInfo = KernelInfo {
     name: "nvfp4_dequant_tokens",
     threads: crate::tiling::DEQUANT_THREADS,
     min_ctas_per_sm: 4,
     dynamic_smem_bytes: 0,
-    min_cc: 90,
-    sm90a_only: true,
+    min_cc: 80,
+    sm90a_only: false,
     tile_n: 1,
     tile_m: 1,
     token_maps: false,

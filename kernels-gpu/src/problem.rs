@@ -106,6 +106,39 @@ pub struct TokenJob {
 
 const _: () = assert!(core::mem::size_of::<TokenJob>() == 16);
 
+/// How a launch cuts its tiles along K (the GEMM kernels' `dp_tiles`, `parts` and `ws`
+/// parameters): tiles `0 .. dp_tiles` are computed whole by one CTA each; every later tile
+/// is cut into `parts` K ranges computed by `parts` CTAs, whose fp32 sums meet in the
+/// workspace `ws` (the last to finish adds them in part order and stores the tile). `parts`
+/// 0 or 1 means no tile is cut (`dp_tiles` and `ws` are then unused). Only with host sizes
+/// ([`SizeMode::Host`]). Part `q` of a tile of `c` K chunks (of 64) takes chunks `c * q /
+/// parts .. c * (q + 1) / parts`, which is empty for some parts when `c < parts` (they add
+/// zeros).
+///
+/// `ws` (256-byte aligned) holds [`split_counter_bytes`]`(tiles - dp_tiles)` bytes of `u32`
+/// counters, zero before the launch (and left zero by it), then `parts` slots of
+/// [`split_partial_bytes`]`(threads)` bytes per cut tile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Split {
+    /// Tiles computed whole (the first ones of the launch).
+    pub dp_tiles: u32,
+    /// K ranges of each later tile (0 or 1: none cut).
+    pub parts: u32,
+    /// Device address of the workspace.
+    pub ws: u64,
+}
+
+/// Bytes of one cut tile part's fp32 sums for a CTA of `threads` threads (64 per thread).
+pub const fn split_partial_bytes(threads: u32) -> u64 {
+    threads as u64 * 64 * 4
+}
+
+/// Bytes of the counters at the start of a split workspace for `cut` cut tiles (4 each,
+/// rounded up to 256).
+pub const fn split_counter_bytes(cut: u32) -> u64 {
+    (cut as u64 * 4).next_multiple_of(256)
+}
+
 /// The most problems one launch takes (the tile search is a binary search over this table).
 pub const MAX_PROBLEMS: usize = 1 << 16;
 

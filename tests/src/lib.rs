@@ -63,16 +63,26 @@ impl Gpu {
             Ok("never") => nvfp4::TokenDequant::Never,
             Ok(other) => panic!("NVFP4_TOKEN_DEQUANT={other}: expected auto, always or never"),
         });
+        // NVFP4_SPLIT_K=auto|off|N: tiles cut along K by size (the default), never, or every
+        // tile into N K ranges, so the suite can check the cut tiles' combination.
+        gemm.set_split_k(match std::env::var("NVFP4_SPLIT_K").as_deref() {
+            Err(_) | Ok("") | Ok("auto") => nvfp4::SplitK::Auto,
+            Ok("off") => nvfp4::SplitK::Off,
+            Ok(n) => nvfp4::SplitK::Parts(n.parse().unwrap_or_else(|_| {
+                panic!("NVFP4_SPLIT_K={n}: expected auto, off or a number of K ranges")
+            })),
+        });
         let (major, minor) = gemm.compute_capability();
         eprintln!(
-            "device: {} (sm_{major}{minor}), {} SMs x {} CTAs (W4A16: {}), PTX {}, kernel {}, token pass {:?}",
+            "device: {} (sm_{major}{minor}), {} SMs x {} CTAs (W4A16: {}), PTX {}, kernel {}, token pass {:?}, split-K {:?}",
             ctx.name().unwrap_or_else(|_| "?".into()),
             gemm.sm_count(),
             gemm.ctas_per_sm(),
             gemm.ctas_per_sm_for(nvfp4::Activation::F16),
             gemm.ptx_arch(),
             gemm.kernel_name(),
-            gemm.token_dequant()
+            gemm.token_dequant(),
+            gemm.split_k()
         );
         Self { ctx, stream, gemm }
     }

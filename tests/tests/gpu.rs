@@ -9,7 +9,7 @@ use nvfp4::cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use nvfp4::r#gen::{Distribution, Rng, group, problem};
 use nvfp4::reference::{Tolerance, gemm};
 use nvfp4::shapes::{GroupShape, gpu_mode_benchmarks, gpu_mode_tests, ragged};
-use nvfp4::{DeviceInput, DeviceOutput, Error, HostProblem, Problem, ScaleLayout, f16};
+use nvfp4::{DeviceInput, DeviceOutput, Error, HostProblem, Problem, ScaleLayout, SplitK, f16};
 use nvfp4_tests::{Gpu, Layout, POISON, check, check_group, problems, upload_on};
 
 use ScaleLayout::{Blocked, Plain};
@@ -598,4 +598,103 @@ fn run_host_matches_reference() {
     let ps = group(15_000, shape, Distribution::FullRange, Blocked, Plain);
     let got = gpu.gemm.run_host(&gpu.stream, &ps).expect("run_host");
     assert!(check_group("run_host", &ps, &got, Tolerance::FullRange).passed());
+}
+
+/// Every tile cut along K (into 2, 3, 4 and 16 ranges, some of them empty where K has fewer
+/// chunks of 64) and by size: against the reference, and one plan launched three times with
+/// C poisoned before each launch gives the same bits (each launch leaves the tiles' counters
+/// zero for the next; a stale counter would leave a tile unwritten).
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn split_k_cut_tiles() {
+    let mut gpu = Gpu::new();
+    let shape = GroupShape::new(
+        "split",
+        &[1, 7, 40, 76, 0, 129, 200],
+        &[130, 127, 129, 200, 64, 72, 300],
+        &[1040, 48, 640, 2048, 16, 80, 4096],
+    );
+    let modes = [
+        SplitK::Parts(2),
+        SplitK::Parts(3),
+        SplitK::Parts(4),
+        SplitK::Parts(16),
+        SplitK::Auto,
+    ];
+    for (i, mode) in modes.into_iter().enumerate() {
+        gpu.gemm.set_split_k(mode);
+        let ps = group(
+            15_000 + i as u64,
+            &shape,
+            Distribution::FullRange,
+            Plain,
+            Blocked,
+        );
+        let layout = Layout {
+            poison: POISON,
+            ..Layout::default()
+        };
+        let mut dps = gpu.upload_all(&ps, layout);
+        let outs: Vec<(u64, usize, usize)> = dps
+            .iter_mut()
+            .map(|dp| {
+                let (len, ldc) = (dp.c.len(), dp.ldc);
+                (dp.problem().c.addr(), len, ldc)
+            })
+            .collect();
+        let group_problems = problems(&mut dps);
+        let plan = gpu.gemm.plan(&gpu.stream, &group_problems).expect("plan");
+        let (dp_tiles, parts) = plan.split_k_schedule();
+        println!(
+            "split {mode:?}: {} tiles, {dp_tiles} whole, the rest in {parts} K ranges",
+            plan.total_tiles()
+        );
+        if let SplitK::Parts(n) = mode {
+            assert_eq!((dp_tiles, parts), (0, n), "{mode:?}: every tile cut");
+        }
+        let mut first: Vec<Vec<u16>> = Vec::new();
+        for launch in 0..3 {
+            gpu.stream.synchronize().unwrap();
+            for &(addr, len, _) in &outs {
+                // SAFETY: addr .. + 2 * len is a C buffer of `dps`, alive and idle.
+                unsafe { nvfp4::cudarc::driver::result::memset_d8_sync(addr, 0xFF, 2 * len) }
+                    .unwrap();
+            }
+            gpu.gemm.launch(&gpu.stream, &plan).expect("launch");
+            gpu.stream.synchronize().unwrap();
+            let got: Vec<Vec<u16>> = outs
+                .iter()
+                .map(|&(addr, len, _)| {
+                    let mut out = vec![f16::ZERO; len];
+                    // SAFETY: as above; the launch has finished.
+                    unsafe { nvfp4::cudarc::driver::result::memcpy_dtoh_sync(&mut out, addr) }
+                        .unwrap();
+                    out.iter().map(|x| x.to_bits()).collect()
+                })
+                .collect();
+            if launch == 0 {
+                first = got;
+            } else {
+                assert_eq!(first, got, "{mode:?}: launch {launch} differs bitwise");
+            }
+        }
+        drop(plan);
+        drop(group_problems);
+        let got: Vec<Vec<f16>> = ps
+            .iter()
+            .zip(&first)
+            .zip(&outs)
+            .map(|((p, bits), &(_, _, ldc))| {
+                (0..p.m)
+                    .flat_map(|r| {
+                        bits[r * ldc..r * ldc + p.n]
+                            .iter()
+                            .map(|&b| f16::from_bits(b))
+                    })
+                    .collect()
+            })
+            .collect();
+        let s = check_group(&format!("split {mode:?}"), &ps, &got, Tolerance::FullRange);
+        assert!(s.passed(), "{mode:?}: {} bad elements", s.bad);
+    }
 }

@@ -82,6 +82,10 @@ COMMON OPTIONS:
                     uses seed S + i.
     --portable      Run the portable mma.sync kernel (KernelPath::Portable) even on sm_90,
                     where the Hopper wgmma kernel is the default.
+    --token-pass W  auto (default), always or never: whether NVFP4 groups run as a token
+                    dequantization pass plus the fp16-activation kernel (TokenDequant).
+    --split-k S     auto (default), off, or a number N: whether tiles are cut along K to
+                    fill the last wave of CTAs (SplitK; N cuts every tile into N ranges).
     --cpu           Run the CPU reference path even when a GPU is present.
     -h, --help      This text.
 
@@ -134,6 +138,8 @@ pub struct CommonOpts {
     pub seed: u64,
     pub portable: bool,
     pub cpu: bool,
+    pub token_pass: nvfp4::TokenDequant,
+    pub split_k: nvfp4::SplitK,
 }
 
 impl Default for CommonOpts {
@@ -142,6 +148,8 @@ impl Default for CommonOpts {
             seed: DEFAULT_SEED,
             portable: false,
             cpu: false,
+            token_pass: nvfp4::TokenDequant::Auto,
+            split_k: nvfp4::SplitK::Auto,
         }
     }
 }
@@ -238,6 +246,29 @@ fn common(name: &str, cur: &mut Cursor<'_>, opts: &mut CommonOpts) -> Result<boo
         "--cpu" => {
             cur.flag(name)?;
             opts.cpu = true;
+        }
+        "--token-pass" => {
+            opts.token_pass = match cur.value(name)? {
+                "auto" => nvfp4::TokenDequant::Auto,
+                "always" => nvfp4::TokenDequant::Always,
+                "never" => nvfp4::TokenDequant::Never,
+                v => return err(format!("`{name}`: `{v}` is not auto, always or never")),
+            }
+        }
+        "--split-k" => {
+            opts.split_k = match cur.value(name)? {
+                "auto" => nvfp4::SplitK::Auto,
+                "off" => nvfp4::SplitK::Off,
+                v => match v.parse::<u32>() {
+                    Ok(n) if (1..=nvfp4::SplitK::MAX_PARTS).contains(&n) => nvfp4::SplitK::Parts(n),
+                    _ => {
+                        return err(format!(
+                            "`{name}`: `{v}` is not auto, off or a number of K ranges from 1 to {}",
+                            nvfp4::SplitK::MAX_PARTS
+                        ));
+                    }
+                },
+            }
         }
         _ => return Ok(false),
     }
@@ -454,7 +485,7 @@ mod tests {
     fn bench_options() {
         let b = bench(
             "bench --shapes G8_N4096_K7168 --shapes=m=1,2;n=128;k=64 --iters=50 --json out.json \
-             --seed 0x10 --portable --cpu --scales BLOCKED",
+             --seed 0x10 --portable --cpu --scales BLOCKED --token-pass never --split-k 3",
         );
         assert_eq!(b.shapes.len(), 2);
         assert_eq!(b.shapes[1].problems, vec![(1, 128, 64), (2, 128, 64)]);
@@ -465,11 +496,26 @@ mod tests {
             CommonOpts {
                 seed: 16,
                 portable: true,
-                cpu: true
+                cpu: true,
+                token_pass: nvfp4::TokenDequant::Never,
+                split_k: nvfp4::SplitK::Parts(3),
             }
         );
         assert_eq!(b.scales, ScaleLayout::Blocked);
         assert_eq!(bench("bench --quick --iters 3").iters, 3);
+        let c = bench("bench --token-pass always --split-k off").common;
+        assert_eq!(
+            (c.token_pass, c.split_k),
+            (nvfp4::TokenDequant::Always, nvfp4::SplitK::Off)
+        );
+        for bad in [
+            "bench --token-pass sometimes",
+            "bench --split-k 0",
+            "bench --split-k 17",
+            "bench --split-k two",
+        ] {
+            assert!(parse_str(bad).is_err(), "{bad}");
+        }
         assert_eq!(bench("bench --iters 20").iters, 20);
     }
 
@@ -482,7 +528,8 @@ mod tests {
                     CommonOpts {
                         seed: 7,
                         portable: false,
-                        cpu: true
+                        cpu: true,
+                        ..CommonOpts::default()
                     }
                 )
             }

@@ -96,7 +96,12 @@ pub fn run_gpu(ctx: Arc<CudaContext>, opts: &BenchOpts, progress: &Progress) -> 
     let name = ctx.name()?;
     let (major, minor) = ctx.compute_capability()?;
     progress.step("loading the kernels...");
-    let gemm = device::load_gemm(ctx.clone(), opts.common.portable)?;
+    let gemm = device::load_gemm(
+        ctx.clone(),
+        opts.common.portable,
+        opts.common.token_pass,
+        opts.common.split_k,
+    )?;
     println!(
         "inputs: full-range FP4 codes and E4M3 scales 2^-6..2, {} scales, seed {:#x} (+ shape index); \
          {} timed iterations after {WARMUP} warm-up, L2 flushed ({} MiB memset) before each",
@@ -206,6 +211,11 @@ pub fn run_gpu(ctx: Arc<CudaContext>, opts: &BenchOpts, progress: &Progress) -> 
                     ),
                     ("path", Json::str(format!("{:?}", gemm.path()))),
                     ("portable_requested", Json::Bool(opts.common.portable)),
+                    (
+                        "token_pass",
+                        Json::str(format!("{:?}", gemm.token_dequant())),
+                    ),
+                    ("split_k", Json::str(format!("{:?}", gemm.split_k()))),
                 ]),
             ),
             (

@@ -42,20 +42,27 @@ pub fn open_gpu() -> Result<Arc<CudaContext>, String> {
         .map_err(|e| e.to_string())
 }
 
-pub fn load_gemm(ctx: Arc<CudaContext>, portable: bool) -> nvfp4::Result<GroupedGemm> {
+pub fn load_gemm(
+    ctx: Arc<CudaContext>,
+    portable: bool,
+    token_pass: nvfp4::TokenDequant,
+    split_k: nvfp4::SplitK,
+) -> nvfp4::Result<GroupedGemm> {
     let name = ctx.name()?;
-    let gemm = if portable {
+    let mut gemm = if portable {
         GroupedGemm::with_path(ctx, KernelPath::Portable)?
     } else {
         GroupedGemm::new(ctx)?
     };
+    gemm.set_token_dequant(token_pass);
+    gemm.set_split_k(split_k);
     let (major, minor) = gemm.compute_capability();
     println!(
         "device: {name} (compute capability {major}.{minor}, {} SMs)",
         gemm.sm_count()
     );
     println!(
-        "kernel: {} ({:?} path{}, {} PTX, {} CTAs/SM)",
+        "kernel: {} ({:?} path{}, {} PTX, {} CTAs/SM, token pass {:?}, split-K {:?})",
         gemm.kernel_name(),
         gemm.path(),
         if portable {
@@ -64,7 +71,9 @@ pub fn load_gemm(ctx: Arc<CudaContext>, portable: bool) -> nvfp4::Result<Grouped
             ""
         },
         gemm.ptx_arch(),
-        gemm.ctas_per_sm()
+        gemm.ctas_per_sm(),
+        gemm.token_dequant(),
+        gemm.split_k()
     );
     Ok(gemm)
 }

@@ -349,7 +349,6 @@ pub mod global {
     }
 
     /// `ld.global.nc.v2.u32` (8-byte aligned, read-only path).
-    #[cfg(nvfp4_sm90a)]
     #[inline(always)]
     pub unsafe fn ld_nc_v2(src: u64) -> [u32; 2] {
         let (x, y): (u32, u32);
@@ -362,13 +361,66 @@ pub mod global {
     }
 
     /// `st.global.v4.u32` (16-byte aligned).
-    #[cfg(nvfp4_sm90a)]
     #[inline(always)]
     pub unsafe fn st_v4(dst: u64, v: [u32; 4]) {
         unsafe {
             asm!("{{ .reg .u64 g; cvta.to.global.u64 g, {d}; st.global.v4.u32 [g], {{{x}, {y}, {z}, {w}}}; }}",
                  d = in(reg64) dst, x = in(reg32) v[0], y = in(reg32) v[1], z = in(reg32) v[2],
                  w = in(reg32) v[3], options(nostack, preserves_flags));
+        }
+    }
+
+    /// `st.global.cg.v4.f32` (16-byte aligned; cached in L2 only): a split tile's partial
+    /// sums, which another SM reads.
+    #[inline(always)]
+    pub unsafe fn st_cg_v4_f32(dst: u64, v: [f32; 4]) {
+        unsafe {
+            asm!("{{ .reg .u64 g; cvta.to.global.u64 g, {d}; st.global.cg.v4.f32 [g], {{{x}, {y}, {z}, {w}}}; }}",
+                 d = in(reg64) dst, x = in(reg32) v[0], y = in(reg32) v[1], z = in(reg32) v[2],
+                 w = in(reg32) v[3], options(nostack, preserves_flags));
+        }
+    }
+
+    /// `ld.global.cg.v4.f32` (16-byte aligned; from L2, never a stale L1 line): partial sums
+    /// another SM wrote.
+    #[inline(always)]
+    pub unsafe fn ld_cg_v4_f32(src: u64) -> [f32; 4] {
+        let (x, y, z, w): (f32, f32, f32, f32);
+        unsafe {
+            asm!("{{ .reg .u64 g; cvta.to.global.u64 g, {s}; ld.global.cg.v4.f32 {{{x}, {y}, {z}, {w}}}, [g]; }}",
+                 x = out(reg32) x, y = out(reg32) y, z = out(reg32) z, w = out(reg32) w,
+                 s = in(reg64) src, options(nostack, preserves_flags));
+        }
+        [x, y, z, w]
+    }
+
+    /// `fence.acq_rel.gpu`: orders this thread's memory accesses before and after it for
+    /// every thread of the GPU (with a barrier and an atomic, the release / acquire of a
+    /// split tile's partial sums).
+    #[inline(always)]
+    pub unsafe fn fence_gpu() {
+        unsafe { asm!("fence.acq_rel.gpu;", options(nostack, preserves_flags)) };
+    }
+
+    /// `atom.acq_rel.gpu.global.add.u32`: adds `v` to the word at `addr` (4-byte aligned) and
+    /// returns its old value.
+    #[inline(always)]
+    pub unsafe fn atom_add_u32(addr: u64, v: u32) -> u32 {
+        let old: u32;
+        unsafe {
+            asm!("{{ .reg .u64 g; cvta.to.global.u64 g, {a}; atom.acq_rel.gpu.global.add.u32 {o}, [g], {v}; }}",
+                 o = out(reg32) old, a = in(reg64) addr, v = in(reg32) v,
+                 options(nostack, preserves_flags));
+        }
+        old
+    }
+
+    /// `st.relaxed.gpu.global.u32` (4-byte aligned).
+    #[inline(always)]
+    pub unsafe fn st_relaxed_u32(dst: u64, v: u32) {
+        unsafe {
+            asm!("{{ .reg .u64 g; cvta.to.global.u64 g, {d}; st.relaxed.gpu.global.u32 [g], {v}; }}",
+                 d = in(reg64) dst, v = in(reg32) v, options(nostack, preserves_flags));
         }
     }
 

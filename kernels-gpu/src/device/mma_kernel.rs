@@ -32,7 +32,8 @@ use super::dequant::{
 };
 use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow, Tok16};
 use super::sched::{TileFn, for_each_tile};
-use crate::problem::{Activation, FLAG_OUT_BF16, ProblemDesc};
+use super::split::{Span, combine};
+use crate::problem::{Activation, FLAG_OUT_BF16, ProblemDesc, Split};
 use crate::tiling::{CHUNK_K, SCHED_SMEM_BYTES, STAGES, THREADS, TILE_M, TILE_N};
 use core::marker::PhantomData;
 
@@ -85,13 +86,16 @@ unsafe fn smem_base() -> u32 {
 /// exclusive prefix sum of [`crate::tiling::tiles_for`], `total_tiles` the sum of all
 /// problems' tiles and `counts` unused; with device sizes `counts` points to `num_problems`
 /// (at most `MAX_DEVICE_GROUPS`) `u32` row counts and the kernel computes the tiles itself.
-/// Launch with `THREADS` = 128 threads per CTA and any grid size; CTA `b` takes tiles `b, b +
-/// gridDim.x, ...`.
+/// `dp_tiles`, `parts` and `ws` say which tiles are cut along K, and where their parts meet
+/// ([`Split`]; `parts` 0 or 1: none). Launch with `THREADS` = 128 threads per CTA and any
+/// grid size; CTA `b` takes work units `b, b + gridDim.x, ...` (one per whole tile, `parts`
+/// per cut tile).
 ///
 /// # Safety
 /// The host (the `host` crate's validation) guarantees every descriptor is consistent: buffers
 /// long enough for m, n, k, lda, ldb, ldc and the scale layouts, k a multiple of 16, pointers
-/// aligned (a/b 8 bytes, scales 4, c 2), `tiles_m = ceil(m / TILE_M)` and `tile_start` as above.
+/// aligned (a/b 8 bytes, scales 4, c 2), `tiles_m = ceil(m / TILE_M)` and `tile_start` as above;
+/// with cut tiles, `ws` as [`Split`] says for `total_tiles` tiles of 128 threads.
 #[unsafe(no_mangle)]
 pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_mma(
     table: *const ProblemDesc,
@@ -99,8 +103,16 @@ pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_mma(
     total_tiles: u32,
     counts: *const u32,
     mode: u32,
+    dp_tiles: u32,
+    parts: u32,
+    ws: u64,
 ) {
-    unsafe { run::<Fp4Act>(table, num_problems, total_tiles, counts, mode) }
+    let split = Split {
+        dp_tiles,
+        parts,
+        ws,
+    };
+    unsafe { run::<Fp4Act>(table, num_problems, total_tiles, counts, mode, split) }
 }
 
 /// The portable kernel with fp16 activations (W4A16): as [`nvfp4_grouped_gemm_mma`], but each
@@ -116,8 +128,16 @@ pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_mma_f16a(
     total_tiles: u32,
     counts: *const u32,
     mode: u32,
+    dp_tiles: u32,
+    parts: u32,
+    ws: u64,
 ) {
-    unsafe { run::<F16Act>(table, num_problems, total_tiles, counts, mode) }
+    let split = Split {
+        dp_tiles,
+        parts,
+        ws,
+    };
+    unsafe { run::<F16Act>(table, num_problems, total_tiles, counts, mode, split) }
 }
 
 /// [`nvfp4_grouped_gemm_mma_f16a`] with bf16 activations (bf16 weights and MMAs).
@@ -131,8 +151,16 @@ pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_mma_bf16a(
     total_tiles: u32,
     counts: *const u32,
     mode: u32,
+    dp_tiles: u32,
+    parts: u32,
+    ws: u64,
 ) {
-    unsafe { run::<Bf16Act>(table, num_problems, total_tiles, counts, mode) }
+    let split = Split {
+        dp_tiles,
+        parts,
+        ws,
+    };
+    unsafe { run::<Bf16Act>(table, num_problems, total_tiles, counts, mode, split) }
 }
 
 /// The persistent loop of every entry, for activations `A`.
@@ -143,6 +171,7 @@ unsafe fn run<A: Act>(
     total_tiles: u32,
     counts: *const u32,
     mode: u32,
+    split: Split,
 ) {
     let smem = unsafe { smem_base() };
     unsafe {
@@ -156,6 +185,7 @@ unsafe fn run<A: Act>(
             THREADS,
             TILE_N,
             TILE_M,
+            split,
             &mut Tiles::<A>(smem, PhantomData),
         );
     }
@@ -166,8 +196,8 @@ struct Tiles<A>(u32, PhantomData<A>);
 
 impl<A: Act> TileFn for Tiles<A> {
     #[inline(always)]
-    unsafe fn tile(&mut self, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32) {
-        unsafe { gemm_tile::<A>(self.0, desc, m_end, n0, m0) }
+    unsafe fn tile(&mut self, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32, span: Span) {
+        unsafe { gemm_tile::<A>(self.0, desc, m_end, n0, m0, span) }
     }
 }
 
@@ -177,21 +207,29 @@ impl<A: Act> TileFn for Tiles<A> {
 /// copies), their MMAs harmless and their outputs not stored. A run-time predicate per n8
 /// block made ptxas serialise the blocks' MMAs (25% slower on an H200, PERF.md runs 21, 28).
 #[inline(always)]
-unsafe fn gemm_tile<A: Act>(smem: u32, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32) {
+unsafe fn gemm_tile<A: Act>(
+    smem: u32,
+    desc: *const ProblemDesc,
+    m_end: u32,
+    n0: u32,
+    m0: u32,
+    span: Span,
+) {
     let m_rem = m_end - m0;
     if m_rem > 32 {
-        unsafe { gemm_tile_impl::<8, A>(smem, desc, m_end, n0, m0) }
+        unsafe { gemm_tile_impl::<8, A>(smem, desc, m_end, n0, m0, span) }
     } else if m_rem > 8 {
-        unsafe { gemm_tile_impl::<4, A>(smem, desc, m_end, n0, m0) }
+        unsafe { gemm_tile_impl::<4, A>(smem, desc, m_end, n0, m0, span) }
     } else {
-        unsafe { gemm_tile_impl::<1, A>(smem, desc, m_end, n0, m0) }
+        unsafe { gemm_tile_impl::<1, A>(smem, desc, m_end, n0, m0, span) }
     }
 }
 
 /// [`gemm_tile`] with `NB` n8 blocks of tokens (`8 * NB` at least the tile's tokens), and
 /// activations `A`: NVFP4 tokens come through the cp.async stages and are dequantized into
 /// the fp16 token tile; 16-bit tokens are loaded from global memory into registers one chunk
-/// ahead (during this chunk's MMAs) and stored into the tile in the same K order.
+/// ahead (during this chunk's MMAs) and stored into the tile in the same K order. Computes
+/// K chunks `span.c0 .. span.c1` (all of them unless the tile is cut).
 #[inline(always)]
 unsafe fn gemm_tile_impl<const NB: u32, A: Act>(
     smem: u32,
@@ -199,6 +237,7 @@ unsafe fn gemm_tile_impl<const NB: u32, A: Act>(
     m_end: u32,
     n0: u32,
     m0: u32,
+    span: Span,
 ) {
     // Only the main loop's fields are read here; the epilogue reads its own after the loop
     // (the memory-clobbering asm in between keeps them from being hoisted), which keeps
@@ -209,8 +248,9 @@ unsafe fn gemm_tile_impl<const NB: u32, A: Act>(
     let warp = tid / 32;
     let g = lane / 4; // MMA group: row within an 8-row block
     let t = lane % 4; // thread in group: scale block within the chunk
-    let k = d.k;
-    let chunks = k.div_ceil(CHUNK_K);
+    // Chunks are counted from the span's first; the copies take the absolute chunk.
+    let c0 = span.c0;
+    let chunks = span.c1 - c0;
     let weights = Operand::weights(d);
     let tokens = Operand::tokens(d, m_end);
     let m_rem = m_end - m0; // tokens of this tile (may exceed TILE_M)
@@ -229,6 +269,7 @@ unsafe fn gemm_tile_impl<const NB: u32, A: Act>(
         let base = smem + stage * STAGE_BYTES;
         let tid = thread::tid_fresh();
         let row_q = tid / 4;
+        let chunk = c0 + chunk;
         unsafe {
             w_rows.issue(chunk, base + W_RAW + row_q * ROW_BYTES, 32 * ROW_BYTES);
             if !a16 {
@@ -251,7 +292,7 @@ unsafe fn gemm_tile_impl<const NB: u32, A: Act>(
 
     // Prologue: chunk 0's tokens into token buffer 0.
     if a16 {
-        unsafe { store_tokens16(t16.fetch(0), smem + TOK_F16, tid) };
+        unsafe { store_tokens16(t16.fetch(c0), smem + TOK_F16, tid) };
     } else {
         unsafe {
             copy::wait::<{ STAGES - 2 }>();
@@ -281,7 +322,7 @@ unsafe fn gemm_tile_impl<const NB: u32, A: Act>(
         if chunk + 1 < chunks {
             if a16 {
                 // In flight during this chunk's MMAs; stored after them.
-                ahead16 = unsafe { t16.fetch(chunk + 1) };
+                ahead16 = unsafe { t16.fetch(c0 + chunk + 1) };
             } else {
                 let next = smem + ((chunk + 1) % STAGES) * STAGE_BYTES;
                 let buf = smem + TOK_F16 + ((chunk + 1) % 2) * TOK_BUF_BYTES;
@@ -327,6 +368,16 @@ unsafe fn gemm_tile_impl<const NB: u32, A: Act>(
             unsafe { store_tokens16(ahead16, buf, thread::tid_fresh()) };
         }
     }
+
+    // A cut tile's part: only the CTA that completes the tile goes on, with the whole sum.
+    // acc[mt][j] is quad 8 mt + j; blocks j >= NB are zero and skipped.
+    // SAFETY (transmutes): [[[f32; 4]; 8]; 2] and [[f32; 4]; 16] are the same 64 floats.
+    let mut quads: [[f32; 4]; 16] = unsafe { core::mem::transmute(acc) };
+    if !unsafe { combine(&mut quads, |i| (i % 8) < NB as usize, &span, THREADS) } {
+        // Nothing to store; the barriers in `combine` already ordered the stages' reuse.
+        return;
+    }
+    let acc: [[[f32; 4]; 8]; 2] = unsafe { core::mem::transmute(quads) };
 
     // Epilogue: C[m][n] = fp16(acc * alpha * SHIFT) (bf16 where asked, 16-bit activations);
     // acc[mt][j] = (rows g, g+8) x (tokens 2t, 2t+1).

@@ -9,7 +9,7 @@ mod load;
 mod mma_kernel;
 mod quant_kernel;
 mod sched;
-#[cfg(nvfp4_sm90a)]
+mod split;
 mod tokens_kernel;
 #[cfg(nvfp4_sm90a)]
 mod wgmma_kernel;

@@ -8,7 +8,9 @@
 //! has no tiles, so it costs one read of its count.
 
 use super::arch::{shared, thread, warp};
-use crate::problem::{MAX_DEVICE_GROUPS, ProblemDesc, SizeMode};
+use super::split::{Span, Unit};
+use crate::problem::{MAX_DEVICE_GROUPS, ProblemDesc, SizeMode, Split};
+use crate::tiling::CHUNK_K;
 
 /// Shared memory the scheduler needs (per CTA): tile starts and rows (or row offsets) of
 /// `MAX_DEVICE_GROUPS + 1` groups, and one word per warp for the scan.
@@ -17,6 +19,7 @@ const TILE_START: u32 = 0;
 const ROWS: u32 = TILE_START + 4 * (MAX_DEVICE_GROUPS as u32 + 1);
 const SCRATCH: u32 = ROWS + 4 * (MAX_DEVICE_GROUPS as u32 + 1);
 const _: () = assert!(SCRATCH + 4 * 32 <= SCHED_SMEM_BYTES);
+const _: () = assert!(SCRATCH % 8 == 0 && super::split::RECORD_BYTES <= 4 * 32);
 
 /// Index of the problem that owns linear tile `tile`: the largest `p` with
 /// `start(p) <= tile` (problems with no tiles share their successor's start and are
@@ -162,30 +165,34 @@ unsafe fn device_schedule(
 /// inlined into the loop: LLVM declined to inline a closure this large, which cost a call
 /// with a stack frame).
 pub trait TileFn {
-    /// Computes the tile of `desc` at weight row `n0` and token row `m0`; the problem's token
-    /// rows end at `m_end`. Every thread of the CTA calls it.
+    /// Computes the tile of `desc` at weight row `n0` and token row `m0` over the K chunks
+    /// of `span` (its part of the tile when the tile is split); the problem's token rows end
+    /// at `m_end`. Every thread of the CTA calls it.
     ///
     /// # Safety
     /// As [`for_each_tile`].
-    unsafe fn tile(&mut self, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32);
+    unsafe fn tile(&mut self, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32, span: Span);
 }
 
-/// The persistent loop of a kernel: this CTA takes linear tiles `blockIdx.x`,
-/// `blockIdx.x + gridDim.x`, ... of the launch and calls `tile_fn.tile(desc, m_end, n0, m0)` with the
+/// The persistent loop of a kernel: this CTA takes work units `blockIdx.x`,
+/// `blockIdx.x + gridDim.x`, ... of the launch (one per tile, or with host sizes and
+/// `split` several per cut tile, see [`super::split`]) and calls `tile_fn.tile(desc, m_end,
+/// n0, m0, span)` with the
 /// owning problem's descriptor, the tile's first weight row `n0` and first token row `m0`
 /// (rows counted in the problem's buffers, `m_offset` included) and the end `m_end` of the
 /// problem's token rows. Tile `t` of a problem covers weight rows from `(t / tiles_m) *
 /// tile_n` and tokens from `(t % tiles_m) * tile_m` past the problem's first row.
 ///
 /// `mode` is a [`SizeMode`] code; with a device mode the counts are read from `counts`,
-/// `total_tiles` is ignored and `sched` (shared memory, [`SCHED_SMEM_BYTES`]) holds the
-/// schedule.
+/// `total_tiles` and `split` are ignored and `sched` (shared memory, [`SCHED_SMEM_BYTES`])
+/// holds the schedule.
 ///
 /// # Safety
 /// Every CTA thread calls it with the same arguments; the host validated the table for
 /// `mode` (see [`SizeMode`]): in host mode `tile_start` non-decreasing from 0 and `tile` <
-/// `total_tiles`; in device modes `num_problems <= MAX_DEVICE_GROUPS` and `counts` holds
-/// `num_problems` words.
+/// `total_tiles`, and `split` as [`Split`] says (a workspace sized for `total_tiles` and
+/// `threads`, the units fitting `u32`); in device modes `num_problems <= MAX_DEVICE_GROUPS`
+/// and `counts` holds `num_problems` words.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub unsafe fn for_each_tile(
@@ -198,9 +205,16 @@ pub unsafe fn for_each_tile(
     threads: u32,
     tile_n: u32,
     tile_m: u32,
+    split: Split,
     tile_fn: &mut impl TileFn,
 ) {
     let mode = SizeMode::from_code(mode).unwrap_or(SizeMode::Host);
+    // Tiles are only cut with host sizes (the device modes' counts are not known up front).
+    let split = if mode == SizeMode::Host {
+        split
+    } else {
+        Split::default()
+    };
     let contiguous = mode == SizeMode::DeviceContiguous;
     let total = match mode {
         SizeMode::Host => total_tiles,
@@ -217,8 +231,11 @@ pub unsafe fn for_each_tile(
             )
         },
     };
-    let mut tile = thread::ctaid();
-    while tile < total {
+    let units = Unit::count(total, &split);
+    let mut index = thread::ctaid();
+    while index < units {
+        let unit = Unit::new(index, &split);
+        let tile = unit.tile;
         let (p, local, first_row, rows) = if mode == SizeMode::Host {
             let p = search(num_problems, tile, |q| unsafe {
                 (*table.add(q as usize)).tile_start
@@ -241,14 +258,19 @@ pub unsafe fn for_each_tile(
         let desc = unsafe { table.add(p as usize) };
         let first_row = first_row + unsafe { (*desc).m_offset };
         let tiles_m = rows.div_ceil(tile_m);
+        // The part record lives in the scan's scratch words: only device modes scan, and
+        // they have been scanned before the first unit.
+        let chunks = unsafe { (*desc).k }.div_ceil(CHUNK_K);
+        let span = unsafe { unit.span(chunks, total, &split, threads, sched + SCRATCH) };
         unsafe {
             tile_fn.tile(
                 desc,
                 first_row + rows,
                 (local / tiles_m) * tile_n,
                 first_row + (local % tiles_m) * tile_m,
+                span,
             )
         };
-        tile += thread::nctaid();
+        index += thread::nctaid();
     }
 }

@@ -1,6 +1,6 @@
-//! NVFP4 tokens to fp16, once per launch (sm_90a): the pass that lets the Hopper path run
-//! NVFP4 x NVFP4 groups on its W4A16 kernel, whose tokens arrive by TMA. Without it every
-//! N tile of a problem dequantizes the same tokens again.
+//! NVFP4 tokens to fp16, once per launch (sm_80+): the pass that lets both paths run large
+//! NVFP4 x NVFP4 groups on their W4A16 kernels (on Hopper, whose tokens arrive by TMA).
+//! Without it every N tile of a problem dequantizes the same tokens again.
 //!
 //! Exact: an E2M1 value (at most 2 significant bits, magnitude 0.5 .. 6) times an E4M3 scale
 //! (at most 4 significant bits, 2^-9 .. 448) has at most 6 significant bits and lies in
@@ -13,7 +13,7 @@
 //! no barriers.
 
 use super::arch::{copy, global, half, thread};
-use super::dequant::{Act, F16Act, fp4x8_scaled};
+use super::dequant::{fp4x8_scaled, scale_f16x2};
 use crate::layout::{ScaleLayout, scale_offset};
 use crate::problem::{ProblemDesc, TokenJob};
 use crate::tiling::DEQUANT_THREADS;
@@ -49,7 +49,7 @@ pub unsafe extern "ptx-kernel" fn nvfp4_dequant_tokens(
         let col = (i % cols as u64) as u32;
         let x = unsafe { global::ld_nc_v2(d.a + row * d.lda + col as u64 * 8) };
         let sf = unsafe { copy::ld_global_u8(d.sfa + scale_offset(layout, row, col as u64, d.k)) };
-        let s = F16Act::scales4(sf)[0];
+        let s = scale_f16x2(sf);
         // Word i of `half_words` pairs values i and i + 4 (times 2^-14): to true values, then
         // back to consecutive pairs.
         let half_words = |x: u32| {

@@ -32,7 +32,8 @@ use super::arch::{copy, dyn_smem_base, half, shared, thread, tma, wgmma};
 use super::dequant::{Act, Bf16Act, F16Act, Fp4Act, a_fragments_for, fp4x8_scaled};
 use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow};
 use super::sched::{TileFn, for_each_tile};
-use crate::problem::{FLAG_OUT_BF16, PROBLEM_DESC_BYTES, ProblemDesc, TOKEN_MAP_BYTES};
+use super::split::{Span, combine};
+use crate::problem::{FLAG_OUT_BF16, PROBLEM_DESC_BYTES, ProblemDesc, Split, TOKEN_MAP_BYTES};
 use crate::tiling::CHUNK_K;
 use crate::tiling::wgmma::{
     SMEM_BYTES_A16, STAGES, THREADS, TILE_M, TILE_N, TOK16_STAGE_BYTES, W_STAGE_BYTES,
@@ -89,8 +90,16 @@ pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_wgmma(
     total_tiles: u32,
     counts: *const u32,
     mode: u32,
+    dp_tiles: u32,
+    parts: u32,
+    ws: u64,
 ) {
-    unsafe { run::<Fp4Act>(table, num_problems, total_tiles, counts, mode) }
+    let split = Split {
+        dp_tiles,
+        parts,
+        ws,
+    };
+    unsafe { run::<Fp4Act>(table, num_problems, total_tiles, counts, mode, split) }
 }
 
 /// The Hopper kernel with fp16 activations (W4A16): as [`nvfp4_grouped_gemm_wgmma`], but each
@@ -111,9 +120,17 @@ pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_wgmma_f16a(
     total_tiles: u32,
     counts: *const u32,
     mode: u32,
+    dp_tiles: u32,
+    parts: u32,
+    ws: u64,
     maps: u64,
 ) {
-    unsafe { run_a16::<F16Act>(table, num_problems, total_tiles, counts, mode, maps) }
+    let split = Split {
+        dp_tiles,
+        parts,
+        ws,
+    };
+    unsafe { run_a16::<F16Act>(table, num_problems, total_tiles, counts, mode, split, maps) }
 }
 
 /// [`nvfp4_grouped_gemm_wgmma_f16a`] with bf16 activations (bf16 weights and wgmmas).
@@ -127,9 +144,17 @@ pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_wgmma_bf16a(
     total_tiles: u32,
     counts: *const u32,
     mode: u32,
+    dp_tiles: u32,
+    parts: u32,
+    ws: u64,
     maps: u64,
 ) {
-    unsafe { run_a16::<Bf16Act>(table, num_problems, total_tiles, counts, mode, maps) }
+    let split = Split {
+        dp_tiles,
+        parts,
+        ws,
+    };
+    unsafe { run_a16::<Bf16Act>(table, num_problems, total_tiles, counts, mode, split, maps) }
 }
 
 /// The persistent loop of every entry, for activations `A`.
@@ -140,6 +165,7 @@ unsafe fn run<A: Act>(
     total_tiles: u32,
     counts: *const u32,
     mode: u32,
+    split: Split,
 ) {
     let smem = unsafe { dyn_smem_base() };
     unsafe {
@@ -153,6 +179,7 @@ unsafe fn run<A: Act>(
             THREADS,
             TILE_N,
             TILE_M,
+            split,
             &mut Tiles::<A>(smem, PhantomData),
         );
     }
@@ -163,8 +190,8 @@ struct Tiles<A>(u32, PhantomData<A>);
 
 impl<A: Act> TileFn for Tiles<A> {
     #[inline(always)]
-    unsafe fn tile(&mut self, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32) {
-        unsafe { gemm_tile::<A>(self.0, desc, m_end, n0, m0) }
+    unsafe fn tile(&mut self, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32, span: Span) {
+        unsafe { gemm_tile::<A>(self.0, desc, m_end, n0, m0, span) }
     }
 }
 
@@ -177,6 +204,7 @@ unsafe fn run_a16<A: Act>(
     total_tiles: u32,
     counts: *const u32,
     mode: u32,
+    split: Split,
     maps: u64,
 ) {
     let smem = unsafe { dyn_smem_base() };
@@ -198,6 +226,7 @@ unsafe fn run_a16<A: Act>(
             THREADS,
             TILE_N,
             TILE_M,
+            split,
             &mut TilesTma::<A> {
                 smem,
                 table: table as u64,
@@ -221,10 +250,10 @@ struct TilesTma<A> {
 
 impl<A: Act> TileFn for TilesTma<A> {
     #[inline(always)]
-    unsafe fn tile(&mut self, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32) {
+    unsafe fn tile(&mut self, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32, span: Span) {
         let index = (desc as u64 - self.table) / PROBLEM_DESC_BYTES as u64;
         let map = self.maps + index * TOKEN_MAP_BYTES;
-        unsafe { gemm_tile_tma::<A>(self.smem, map, &mut self.phases, desc, m_end, n0, m0) }
+        unsafe { gemm_tile_tma::<A>(self.smem, map, &mut self.phases, desc, m_end, n0, m0, span) }
     }
 }
 
@@ -232,7 +261,14 @@ impl<A: Act> TileFn for TilesTma<A> {
 /// the cp.async stages; each chunk's tokens (into the fp16 token tile) and weights (into the
 /// next A fragments) are dequantized while the previous chunk's wgmmas run.
 #[inline(always)]
-unsafe fn gemm_tile<A: Act>(smem: u32, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32) {
+unsafe fn gemm_tile<A: Act>(
+    smem: u32,
+    desc: *const ProblemDesc,
+    m_end: u32,
+    n0: u32,
+    m0: u32,
+    span: Span,
+) {
     // Only the main loop's fields are read here; the epilogue reads its own after the loop
     // (the memory-clobbering asm in between keeps them from being hoisted), which keeps
     // c, ldc and alpha out of registers during the loop.
@@ -242,8 +278,9 @@ unsafe fn gemm_tile<A: Act>(smem: u32, desc: *const ProblemDesc, m_end: u32, n0:
     let warp = tid / 32; // 0..8; warpgroup = warp / 4
     let g = lane / 4;
     let t = lane % 4;
-    let k = d.k;
-    let chunks = k.div_ceil(CHUNK_K);
+    // Chunks are counted from the span's first; the copies take the absolute chunk.
+    let c0 = span.c0;
+    let chunks = span.c1 - c0;
     let weights = Operand::weights(d);
     let tokens = Operand::tokens(d, m_end);
     let m_rem = m_end - m0;
@@ -262,6 +299,7 @@ unsafe fn gemm_tile<A: Act>(smem: u32, desc: *const ProblemDesc, m_end: u32, n0:
         let base = smem + stage * STAGE_BYTES;
         let tid = thread::tid_fresh();
         let row_q = tid / 4;
+        let chunk = c0 + chunk;
         unsafe {
             w_rows.issue(chunk, base + W_RAW + row_q * ROW_BYTES, 64 * ROW_BYTES);
             t_rows.issue(chunk, base + T_RAW + row_q * ROW_BYTES, 64 * ROW_BYTES);
@@ -340,7 +378,7 @@ unsafe fn gemm_tile<A: Act>(smem: u32, desc: *const ProblemDesc, m_end: u32, n0:
         unsafe { wgmma::wait_all(&a, &mut acc) };
         a = next_a;
     }
-    unsafe { store_tile::<A>(&acc, desc, n0, m0, m_rem, wrow, t, false) };
+    unsafe { finish_tile::<A>(acc, desc, n0, m0, m_rem, wrow, t, false, &span) };
 }
 
 /// One 128 x 128 tile with 16-bit tokens (`A` = [`F16Act`] or [`Bf16Act`]).
@@ -365,6 +403,7 @@ unsafe fn gemm_tile_tma<A: Act>(
     m_end: u32,
     n0: u32,
     m0: u32,
+    span: Span,
 ) {
     let d = unsafe { &*desc };
     let tid = thread::tid();
@@ -372,7 +411,9 @@ unsafe fn gemm_tile_tma<A: Act>(
     let warp = tid / 32;
     let g = lane / 4;
     let t = lane % 4;
-    let chunks = d.k.div_ceil(CHUNK_K);
+    // Chunks are counted from the span's first; the copies take the absolute chunk.
+    let c0 = span.c0;
+    let chunks = span.c1 - c0;
     let weights = Operand::weights(d);
     let m_rem = m_end - m0;
 
@@ -383,6 +424,7 @@ unsafe fn gemm_tile_tma<A: Act>(
         let base = smem + A16_W + stage * W_STAGE_BYTES;
         let tid = thread::tid_fresh();
         let row_q = tid / 4;
+        let chunk = c0 + chunk;
         unsafe {
             w_rows.issue(chunk, base + row_q * ROW_BYTES, 64 * ROW_BYTES);
             if tid < TILE_N {
@@ -457,7 +499,7 @@ unsafe fn gemm_tile_tma<A: Act>(
         unsafe { wgmma::wait_all(&a, &mut acc) };
         a = next;
     }
-    unsafe { store_tile::<A>(&acc, desc, n0, m0, m_rem, wrow, t, true) };
+    unsafe { finish_tile::<A>(acc, desc, n0, m0, m_rem, wrow, t, true, &span) };
 }
 
 /// This thread's A fragments of one chunk in natural K order, from the weight stage at `w`:
@@ -493,6 +535,31 @@ unsafe fn weight_fragments<A: Act>(w: u32, wrow: u32, sel: u32) -> [[u32; 4]; 4]
         });
     });
     a
+}
+
+/// The end of a tile call: a cut tile's part hands its sums to [`combine`], and only the
+/// CTA that completes the tile stores it ([`store_tile`], with the whole K sum); a whole
+/// tile is stored at once. Subtiles past the tile's tokens hold zeros and are skipped.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn finish_tile<A: Act>(
+    acc: [f32; 64],
+    desc: *const ProblemDesc,
+    n0: u32,
+    m0: u32,
+    m_rem: u32,
+    wrow: u32,
+    t: u32,
+    a16: bool,
+    span: &Span,
+) {
+    let subtiles = m_rem.min(TILE_M).div_ceil(32) as usize;
+    // SAFETY: [f32; 64] and [[f32; 4]; 16] are the same 64 floats; quad i is subtile i / 4.
+    let mut quads: [[f32; 4]; 16] = unsafe { core::mem::transmute(acc) };
+    if unsafe { combine(&mut quads, |i| i / 4 < subtiles, &span, THREADS) } {
+        let acc: [f32; 64] = unsafe { core::mem::transmute(quads) };
+        unsafe { store_tile::<A>(&acc, desc, n0, m0, m_rem, wrow, t, a16) };
+    }
 }
 
 /// The epilogue of a tile: `alpha` times the accumulators (times `A::SHIFT`) rounded to the

@@ -1,0 +1,258 @@
+//! Split tiles: the K range of one tile shared by several CTAs, so that a launch whose tiles
+//! do not fill the last wave (or the first: fewer tiles than CTA slots) keeps every CTA busy.
+//!
+//! The host chooses ([`crate::problem::Split`]): the first `dp_tiles` tiles of the launch are
+//! whole; each later tile is cut into `parts` K ranges (units `dp_tiles + parts * (t -
+//! dp_tiles) + q`, consecutive, so the parts of a tile run at the same time on different
+//! CTAs). Part `q` of a tile with `chunks` K chunks takes chunks `chunks * q / parts ..
+//! chunks * (q + 1) / parts` (empty when `chunks < parts`: that part adds zeros).
+//!
+//! Every part stores its fp32 accumulators to its own slot of the workspace, then counts
+//! itself in the tile's counter; the CTA that counts last adds the slots in part order
+//! (its own from registers) and runs the normal epilogue, then resets the counter to 0 for
+//! the next launch. The sum's order does not depend on which part finishes last, so results
+//! are bitwise repeatable. Nothing waits on another CTA, so co-residency is never needed.
+//!
+//! Workspace (`ws`, 256-byte aligned): one `u32` counter per split tile (zero before the
+//! launch), padded to 256 bytes, then `parts` slots per split tile of
+//! [`crate::problem::split_partial_bytes`]`(threads)` bytes each: 16 fp32x4 per thread, `(i * threads + tid) * 16`
+//! bytes into the slot for accumulator quad `i` (coalesced).
+
+use super::arch::{global, shared, thread};
+
+/// `$body` for `$i` = 0 .. 15 (16) or 0 .. 3 (4) as constants, so register arrays are
+/// never indexed at run time (which would put them in local memory).
+macro_rules! unroll16 {
+    ($i:ident in $body:block) => {
+        unroll_list!($i in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15] $body)
+    };
+}
+macro_rules! unroll4 {
+    ($i:ident in $body:block) => { unroll_list!($i in [0, 1, 2, 3] $body) };
+}
+macro_rules! unroll_list {
+    ($i:ident in [$($v:literal),*] $body:block) => { $( { let $i: usize = $v; $body } )* };
+}
+use crate::problem::{
+    Split, split_counter_bytes as counter_bytes, split_partial_bytes as partial_bytes,
+};
+
+/// One part of a cut tile, as [`combine`] needs it. The scheduler's thread 0 writes it to
+/// a shared-memory record ([`Part::store`]) before the tile call and [`combine`] reads it
+/// back after the K loop, so none of it occupies registers during the loop. Record (32
+/// bytes, 8-byte aligned): the last-count flag, `parts` (0: a whole tile), `index`, a pad
+/// word, `slot0`, `counter`.
+#[derive(Clone, Copy)]
+struct Part {
+    /// This part's index (0 .. parts).
+    index: u32,
+    /// Parts of the tile (0: the tile is whole).
+    parts: u32,
+    /// Device address of part 0's slot (part `q`'s is `q * partial_bytes` further).
+    slot0: u64,
+    /// Device address of the tile's counter.
+    counter: u64,
+}
+
+const REC_FLAG: u32 = 0;
+const REC_PARTS: u32 = 4;
+const REC_INDEX: u32 = 8;
+const REC_SLOT0: u32 = 16;
+const REC_COUNTER: u32 = 24;
+/// Bytes of the shared-memory record.
+pub const RECORD_BYTES: u32 = 32;
+
+impl Part {
+    /// Writes the record at `rec` (one thread).
+    #[inline(always)]
+    unsafe fn store(&self, rec: u32) {
+        let w = |off: u32, v: u32| unsafe { shared::st_u32(rec + off, v) };
+        w(REC_PARTS, self.parts);
+        w(REC_INDEX, self.index);
+        w(REC_SLOT0, self.slot0 as u32);
+        w(REC_SLOT0 + 4, (self.slot0 >> 32) as u32);
+        w(REC_COUNTER, self.counter as u32);
+        w(REC_COUNTER + 4, (self.counter >> 32) as u32);
+    }
+
+    /// Reads the record at `rec`.
+    #[inline(always)]
+    unsafe fn load(rec: u32) -> Self {
+        let r = |off: u32| unsafe { shared::ld_u32(rec + off) };
+        let wide = |off: u32| r(off) as u64 | (r(off + 4) as u64) << 32;
+        Self {
+            parts: r(REC_PARTS),
+            index: r(REC_INDEX),
+            slot0: wide(REC_SLOT0),
+            counter: wide(REC_COUNTER),
+        }
+    }
+}
+
+/// The K chunks a tile call computes, and where its part record is.
+#[derive(Clone, Copy)]
+pub struct Span {
+    /// First K chunk.
+    pub c0: u32,
+    /// One past the last K chunk.
+    pub c1: u32,
+    /// Shared-memory address of the part record ([`RECORD_BYTES`]), for [`combine`].
+    pub rec: u32,
+}
+
+/// A work unit's tile and, for a part of a cut tile, `(cut tile index, part index)`.
+#[derive(Clone, Copy)]
+pub struct Unit {
+    /// The tile (linear index in the launch).
+    pub tile: u32,
+    /// `Some((s, q))` for part `q` of the launch's cut tile `s` (tile `dp_tiles + s`).
+    pub cut: Option<(u32, u32)>,
+}
+
+impl Unit {
+    /// Unit `unit` of a launch split as `split` (see the module doc).
+    #[inline(always)]
+    pub fn new(unit: u32, split: &Split) -> Self {
+        let dp = split.dp_tiles;
+        if split.parts <= 1 || unit < dp {
+            return Self {
+                tile: unit,
+                cut: None,
+            };
+        }
+        let v = unit - dp;
+        let (s, q) = (v / split.parts, v % split.parts);
+        Self {
+            tile: dp + s,
+            cut: Some((s, q)),
+        }
+    }
+
+    /// Units of a launch of `total` tiles split as `split`.
+    #[inline(always)]
+    pub fn count(total: u32, split: &Split) -> u32 {
+        if split.parts <= 1 || split.dp_tiles >= total {
+            total
+        } else {
+            split.dp_tiles + (total - split.dp_tiles) * split.parts
+        }
+    }
+
+    /// This unit's span of its tile's `chunks` K chunks, in a launch of `total` tiles split
+    /// as `split`, for a CTA of `threads` threads; thread 0 writes the part record at `rec`
+    /// ([`RECORD_BYTES`] of shared memory, 8-byte aligned), which [`combine`] reads after a
+    /// barrier.
+    ///
+    /// # Safety
+    /// Every thread calls it; nobody reads the record of the previous unit any more (the
+    /// previous tile call ended with a barrier after [`combine`] read it).
+    #[inline(always)]
+    pub unsafe fn span(
+        &self,
+        chunks: u32,
+        total: u32,
+        split: &Split,
+        threads: u32,
+        rec: u32,
+    ) -> Span {
+        let (c0, c1, part) = match self.cut {
+            None => (
+                0,
+                chunks,
+                Part {
+                    index: 0,
+                    parts: 0,
+                    slot0: 0,
+                    counter: 0,
+                },
+            ),
+            Some((s, q)) => {
+                let (n, parts) = (chunks as u64, split.parts as u64);
+                let slot0 = split.ws
+                    + counter_bytes(total - split.dp_tiles)
+                    + (s as u64 * parts) * partial_bytes(threads);
+                (
+                    (n * q as u64 / parts) as u32,
+                    (n * (q as u64 + 1) / parts) as u32,
+                    Part {
+                        index: q,
+                        parts: split.parts,
+                        slot0,
+                        counter: split.ws + 4 * s as u64,
+                    },
+                )
+            }
+        };
+        if thread::tid() == 0 {
+            unsafe { part.store(rec) };
+        }
+        Span { c0, c1, rec }
+    }
+}
+
+/// After a tile's K loop, with this thread's accumulators `acc` (quad `i` only where
+/// `live(i)`: the others are zero and neither stored nor read): `true` if this CTA stores
+/// the tile, `acc` then holding the whole K sum. A whole tile returns `true` at once. A
+/// part stores its sums, counts itself, and returns `false` unless it counted last; the last
+/// replaces `acc` by the sum of every part's slot in part order.
+///
+/// # Safety
+/// Every thread of the CTA calls it (barriers), after [`Unit::span`] wrote the record; the
+/// record's addresses are the launch's workspace as the host sized it, for a CTA of
+/// `threads` threads.
+#[inline(always)]
+pub unsafe fn combine(
+    acc: &mut [[f32; 4]; 16],
+    live: impl Fn(usize) -> bool,
+    span: &Span,
+    threads: u32,
+) -> bool {
+    // The record was written by thread 0 before the K loop, which may have had no barrier
+    // (an empty K range of the 16-bit portable kernel): publish it.
+    unsafe { thread::sync_cta() };
+    let p = unsafe { Part::load(span.rec) };
+    if p.parts == 0 {
+        return true;
+    }
+    // Quad i of part q's slot: `slot(q) + i * threads * 16` (an immediate offset).
+    let slot =
+        |q: u32| p.slot0 + q as u64 * partial_bytes(threads) + thread::tid_fresh() as u64 * 16;
+    let own = slot(p.index);
+    unroll16!(i in {
+        if live(i) {
+            unsafe { global::st_cg_v4_f32(own + (i as u32 * threads * 16) as u64, acc[i]) };
+        }
+    });
+    unsafe {
+        // Release: every thread's slot stores before thread 0's count.
+        global::fence_gpu();
+        thread::sync_cta();
+        if thread::tid() == 0 {
+            let last = global::atom_add_u32(p.counter, 1) + 1 == p.parts;
+            if last {
+                // Every part has counted: nobody touches the counter again in this launch.
+                global::st_relaxed_u32(p.counter, 0);
+            }
+            shared::st_u32(span.rec + REC_FLAG, last as u32);
+        }
+        thread::sync_cta();
+    }
+    if unsafe { shared::ld_u32(span.rec + REC_FLAG) } == 0 {
+        return false;
+    }
+    // Acquire: the other parts' stores are visible after the count that saw them all. The
+    // sum reads every slot, this CTA's own too, in part order.
+    unsafe { global::fence_gpu() };
+    for q in 0..p.parts {
+        let at = slot(q);
+        unroll16!(i in {
+            if live(i) {
+                let x = unsafe { global::ld_cg_v4_f32(at + (i as u32 * threads * 16) as u64) };
+                unroll4!(e in {
+                    acc[i][e] = if q == 0 { x[e] } else { acc[i][e] + x[e] };
+                });
+            }
+        });
+    }
+    true
+}
