@@ -89,6 +89,9 @@ pub enum SplitK {
 impl SplitK {
     /// The most K ranges a tile is cut into.
     pub const MAX_PARTS: u32 = 16;
+    /// The largest workspace a plan allocates for cut tiles (bytes); a launch that would
+    /// need more is not cut.
+    pub const MAX_WS_BYTES: u64 = 256 << 20;
     /// [`SplitK::Auto`]'s most K ranges per tile.
     pub const AUTO_MAX_PARTS: u32 = 4;
     /// [`SplitK::Auto`]'s fewest K chunks (64 values each) per range of a cut tail.
@@ -324,9 +327,11 @@ unsafe impl DeviceRepr for DeviceDesc {}
 /// A CUDA graph that captured a launch of this plan reads its table and buffers at every
 /// replay: keep the plan alive as long as the graph may be launched.
 ///
-/// An NVFP4 plan of the Hopper path (host sizes) also owns an fp16 copy of its tokens, which
-/// each launch rewrites before the GEMM reads it (see [`GroupedGemm::plan`]); launches of the
-/// plan on several streams are ordered by its outputs, which they share.
+/// A plan may also own an fp16 copy of its tokens, which each launch rewrites before the GEMM
+/// reads it, and a workspace for tiles cut along K, whose counters each launch leaves zero
+/// (see [`GroupedGemm::plan`]); launches of the plan on several streams are ordered by its
+/// outputs, which they share (with raw outputs or in graph replays, order them yourself:
+/// two launches of one plan must not overlap).
 #[derive(Debug)]
 pub struct GroupPlan<'a> {
     /// The kernel path the table was packed for (its tiles, its token maps).
@@ -387,7 +392,7 @@ struct TokenPass {
     table_addr: u64,
 }
 
-/// The token operands of an NVFP4 table for the Hopper path's token pass: the bytes of each
+/// The token operands of an NVFP4 table for the token pass: the bytes of each
 /// distinct operand's fp16 copy (operands in first-use order; one is `a`, `lda`, `sfa`,
 /// `sfa_layout` and `k`, holding `2 k` bytes a row up to the last row its problems use,
 /// `m_offset + m`), and which copy each problem reads (`None` for problems without tiles).
@@ -430,10 +435,6 @@ fn token_operands(descs: &[ProblemDesc]) -> Result<(Vec<usize>, Vec<Option<usize
         .collect::<Result<_>>()?;
     Ok((sizes, operand_of))
 }
-
-/// The largest workspace a plan allocates for cut tiles (bytes); a launch that would need
-/// more runs uncut.
-pub const MAX_SPLIT_WS_BYTES: u64 = 256 << 20;
 
 /// The most jobs the token pass takes (its grid's y); larger groups run the NVFP4 kernel.
 const MAX_PASS_JOBS: usize = 65_535;
@@ -716,18 +717,24 @@ impl GroupedGemm {
     /// group, or one whose problems all have `m == 0` or `n == 0`, gives a plan with no tiles
     /// whose launch does nothing (and uploads nothing).
     ///
-    /// On [`KernelPath::Hopper`], for groups of at least [`TokenDequant::AUTO_MIN_MACS`]
-    /// multiply-adds (or as [`GroupedGemm::set_token_dequant`] says), the plan also holds an
-    /// fp16 copy of the tokens: each launch first dequantizes every problem's token rows once
-    /// (exactly: E2M1 times E4M3 fits fp16), then runs the fp16-activation kernel on them.
-    /// That costs `2 k` bytes of device memory per token row (per distinct `a`, up to its
-    /// last row used), allocated here and freed with the plan.
+    /// For groups of at least [`TokenDequant::AUTO_MIN_MACS`] multiply-adds (or as
+    /// [`GroupedGemm::set_token_dequant`] says), the plan also holds an fp16 copy of the
+    /// tokens: each launch first dequantizes every problem's token rows once (exactly: E2M1
+    /// times E4M3 fits fp16), then runs the path's fp16-activation kernel on them. That costs
+    /// `2 k` bytes of device memory per token row (per distinct `a`, up to its last row
+    /// used), allocated here and freed with the plan.
+    ///
+    /// Where the launch's tiles would leave CTA slots idle ([`SplitK`], set with
+    /// [`GroupedGemm::set_split_k`]), the plan also holds a workspace in which the parts of
+    /// tiles cut along K meet: per cut tile, `parts` x 32 KiB (portable) or 64 KiB (Hopper)
+    /// of fp32 sums plus a 4-byte counter, at most [`SplitK::MAX_WS_BYTES`] (a launch that
+    /// would need more is not cut). [`GroupPlan::split_k_schedule`] says what was chosen.
     ///
     /// # Errors
     /// Any validation error of [`crate::validate::check_specs`] (naming the problem and
     /// field); [`Error::WrongContext`] for a buffer of another context;
     /// [`Error::ContextMismatch`] if `stream` belongs to another context; [`Error::Driver`]
-    /// if the upload or the fp16 copy's allocation fails; on the Hopper path,
+    /// if the upload, the fp16 copy's or the workspace's allocation fails; on the Hopper path,
     /// [`Error::InvalidDimension`] (field `m`) if a problem's rows reach past row 2^31 - 1 of
     /// its `a` (the kernel reads the copy by TMA).
     pub fn plan<'a>(
@@ -918,7 +925,7 @@ impl GroupedGemm {
     /// The K cut of a launch of `tiles` tiles (host sizes) on the kernel for `activation`:
     /// the schedule of [`SplitK::schedule`] for this GPU's CTA slots, its workspace (the
     /// counters zeroed on `stream`), and the launch's work units. No cut when the workspace
-    /// would pass [`MAX_SPLIT_WS_BYTES`].
+    /// would pass [`SplitK::MAX_WS_BYTES`].
     ///
     /// # Errors
     /// [`Error::Driver`] if the allocation or the zeroing fails.
@@ -949,7 +956,7 @@ impl GroupedGemm {
         let counters = split_counter_bytes(cut);
         let bytes =
             u64::from(cut) * u64::from(parts) * split_partial_bytes(kernel.threads) + counters;
-        if bytes > MAX_SPLIT_WS_BYTES {
+        if bytes > SplitK::MAX_WS_BYTES {
             return Ok((Split::default(), None, tiles));
         }
         // SAFETY: the kernel reads a slot only after its part wrote it (in the same launch);

@@ -90,7 +90,7 @@ const _: () = assert!(core::mem::align_of::<ProblemDesc>() == 8);
 /// read their tokens by TMA (`KernelInfo::token_maps`); each is 64-byte aligned.
 pub const TOKEN_MAP_BYTES: u64 = 128;
 
-/// One job of the Hopper path's NVFP4 token pass (`nvfp4_dequant_tokens`): the token rows
+/// One job of the NVFP4 token pass (`nvfp4_dequant_tokens`, both paths): the token rows
 /// `m_offset .. m_offset + m` of problem `problem` of the table, written as fp16 rows of `k`
 /// values at `out + row * 2k` (the same row numbers as in `a`).
 #[repr(C)]

@@ -55,7 +55,7 @@ impl Gpu {
         }
         .expect("loading the NVFP4 kernels");
         let mut gemm = gemm;
-        // NVFP4_TOKEN_DEQUANT=always|never|auto: the Hopper path's token pass for every NVFP4
+        // NVFP4_TOKEN_DEQUANT=always|never|auto: the token pass for every NVFP4
         // group, for none, or by size (the default), so the suite can check each way.
         gemm.set_token_dequant(match std::env::var("NVFP4_TOKEN_DEQUANT").as_deref() {
             Err(_) | Ok("") | Ok("auto") => nvfp4::TokenDequant::Auto,
