@@ -68,7 +68,7 @@ pub enum SplitK {
     /// first `T - T % S` tiles whole and cuts each of the other `T % S` into the number of
     /// K ranges (2 to 4, each at least [`SplitK::AUTO_MIN_CHUNKS`] chunks of 64) that best
     /// fills the last wave, if that saves at least a quarter of it. A launch of at most one
-    /// tile per SM cuts every tile in two if each half keeps at least
+    /// tile per SM (with two CTA slots per SM) cuts every tile in two if each half keeps at least
     /// [`SplitK::AUTO_MIN_CHUNKS_ONE_PER_SM`] chunks (the second CTA slot of each SM is
     /// otherwise idle). A launch of more tiles than SMs but less than a wave computes one
     /// tile per SM whole and cuts the others into as many ranges (2 to 4, each at least
@@ -112,7 +112,7 @@ impl SplitK {
             Self::Off => return none,
             Self::Parts(p) => (0, p.min(Self::MAX_PARTS)),
             Self::Auto if tiles <= sms => {
-                if min_chunks >= 2 * Self::AUTO_MIN_CHUNKS_ONE_PER_SM {
+                if slots >= 2 * sms && min_chunks >= 2 * Self::AUTO_MIN_CHUNKS_ONE_PER_SM {
                     (0, 2)
                 } else {
                     return none;
@@ -451,6 +451,15 @@ struct DeviceJob(TokenJob);
 unsafe impl DeviceRepr for DeviceJob {}
 
 impl GroupPlan<'_> {
+    /// The activation kind of the GEMM kernel a launch runs (fp16 after a token pass).
+    fn launched(&self) -> Activation {
+        if self.pass.is_some() {
+            Activation::F16
+        } else {
+            self.activation
+        }
+    }
+
     /// How the launch cuts its tiles along K: `(dp_tiles, parts)`, the first `dp_tiles`
     /// tiles whole and each later one cut into `parts` K ranges (`parts == 1`: none cut).
     pub fn split_k_schedule(&self) -> (u32, u32) {
@@ -687,10 +696,18 @@ impl GroupedGemm {
         self.ctas_per_sm[activation as usize]
     }
 
-    /// CTAs a launch of `total_tiles` tiles with NVFP4 activations uses: the persistent grid
-    /// `min(total_tiles, sm_count * ctas_per_sm)`, at least 1.
+    /// CTAs a launch of `total_tiles` uncut tiles with NVFP4 activations uses: the
+    /// persistent grid `min(total_tiles, sm_count * ctas_per_sm)`, at least 1. What a plan's
+    /// launch uses (with its token pass and cut tiles) is [`GroupedGemm::plan_grid_size`].
     pub fn grid_size(&self, total_tiles: u32) -> u32 {
         self.grid_size_for(Activation::Nvfp4, total_tiles)
+    }
+
+    /// CTAs the GEMM kernel of `plan`'s launch uses: `min(units, sm_count * ctas_per_sm)` of
+    /// the kernel it runs (the fp16-activation one after a token pass), where `units` counts
+    /// its whole tiles and the parts of its cut tiles; at least 1.
+    pub fn plan_grid_size(&self, plan: &GroupPlan<'_>) -> u32 {
+        self.grid_size_for(plan.launched(), plan.units)
     }
 
     /// [`GroupedGemm::grid_size`] for the kernel of `activation`.
@@ -1035,8 +1052,8 @@ impl GroupedGemm {
         Ok((pass, maps))
     }
 
-    /// Enqueues the plan's kernel launch on `stream` (two launches for an NVFP4 plan of the
-    /// Hopper path: the token pass, then the GEMM). Does not synchronise the host, so
+    /// Enqueues the plan's kernel launch on `stream` (two launches for a plan that takes the
+    /// token pass: the pass, then the GEMM). Does not synchronise the host, so
     /// it may be captured into a CUDA graph (keep the plan alive as long as the graph).
     ///
     /// Stream bookkeeping (cudarc's events, active when the context runs several streams):
@@ -1100,8 +1117,8 @@ impl GroupedGemm {
         let writes: Vec<_> = plan.outputs.iter().map(|c| c.write_access(track)).collect();
         let mut table_ptr = plan.table_addr;
         let mut activation = plan.activation;
-        // NVFP4 on the Hopper path: the token pass first, then the fp16-activation kernel on
-        // its table (the guards order the workspaces across streams for cudarc).
+        // A plan with the token pass: the pass first, then the fp16-activation kernel on its
+        // table (the guards order the workspaces across streams for cudarc).
         let mut pass_guards = Vec::new();
         if let Some(pass) = &plan.pass {
             let num_jobs = pass.jobs.len() as u32;
@@ -1137,7 +1154,7 @@ impl GroupedGemm {
             track.and_then(|stream| Some(plan.split_ws.as_ref()?.device_ptr(stream).1));
         let split = plan.split;
         let cfg = LaunchConfig {
-            grid_dim: (self.grid_size_for(activation, plan.units), 1, 1),
+            grid_dim: (self.plan_grid_size(plan), 1, 1),
             block_dim: (kernel.threads, 1, 1),
             shared_mem_bytes: kernel.dynamic_smem_bytes,
         };
@@ -1394,6 +1411,8 @@ mod tests {
             // Hopper, G2 N4096 K1536: 128 tiles, 24 chunks: halves too short.
             ((128, 264, 132, 24), (128, 1)),
             ((128, 264, 132, 63), (128, 1)),
+            // One CTA slot per SM: halves would make a second wave.
+            ((120, 132, 132, 64), (120, 1)),
             // Full waves: nothing to fill.
             ((528, 264, 132, 112), (528, 1)),
             // A tail whose ranges would be too short.

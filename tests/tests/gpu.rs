@@ -9,7 +9,9 @@ use nvfp4::cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use nvfp4::r#gen::{Distribution, Rng, group, problem};
 use nvfp4::reference::{Tolerance, gemm};
 use nvfp4::shapes::{GroupShape, gpu_mode_benchmarks, gpu_mode_tests, ragged};
-use nvfp4::{DeviceInput, DeviceOutput, Error, HostProblem, Problem, ScaleLayout, SplitK, f16};
+use nvfp4::{
+    DeviceInput, DeviceOutput, Error, HostProblem, Problem, ScaleLayout, SplitK, TokenDequant, f16,
+};
 use nvfp4_tests::{Gpu, Layout, POISON, check, check_group, problems, upload_on};
 
 use ScaleLayout::{Blocked, Plain};
@@ -601,8 +603,9 @@ fn run_host_matches_reference() {
 }
 
 /// Every tile cut along K (into 2, 3, 4 and 16 ranges, some of them empty where K has fewer
-/// chunks of 64) and by size: against the reference, and one plan launched three times with
-/// C poisoned before each launch gives the same bits (each launch leaves the tiles' counters
+/// chunks of 64) and by size, on the NVFP4 kernel and (token pass forced) on the
+/// fp16-activation kernel: against the reference, and one plan launched three times with C
+/// poisoned before each launch gives the same bits (each launch leaves the tiles' counters
 /// zero for the next; a stale counter would leave a tile unwritten).
 #[test]
 #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
@@ -615,14 +618,18 @@ fn split_k_cut_tiles() {
         &[1040, 48, 640, 2048, 16, 80, 4096],
     );
     let modes = [
-        SplitK::Parts(2),
-        SplitK::Parts(3),
-        SplitK::Parts(4),
-        SplitK::Parts(16),
-        SplitK::Auto,
+        (SplitK::Parts(2), TokenDequant::Never),
+        (SplitK::Parts(3), TokenDequant::Never),
+        (SplitK::Parts(4), TokenDequant::Never),
+        (SplitK::Parts(16), TokenDequant::Never),
+        (SplitK::Auto, TokenDequant::Never),
+        (SplitK::Parts(2), TokenDequant::Always),
+        (SplitK::Parts(3), TokenDequant::Always),
+        (SplitK::Parts(16), TokenDequant::Always),
     ];
-    for (i, mode) in modes.into_iter().enumerate() {
+    for (i, (mode, pass)) in modes.into_iter().enumerate() {
         gpu.gemm.set_split_k(mode);
+        gpu.gemm.set_token_dequant(pass);
         let ps = group(
             15_000 + i as u64,
             &shape,
@@ -646,7 +653,8 @@ fn split_k_cut_tiles() {
         let plan = gpu.gemm.plan(&gpu.stream, &group_problems).expect("plan");
         let (dp_tiles, parts) = plan.split_k_schedule();
         println!(
-            "split {mode:?}: {} tiles, {dp_tiles} whole, the rest in {parts} K ranges",
+            "split {mode:?}, token pass {pass:?}: {} tiles, {dp_tiles} whole, the rest in \
+             {parts} K ranges",
             plan.total_tiles()
         );
         if let SplitK::Parts(n) = mode {
@@ -675,7 +683,10 @@ fn split_k_cut_tiles() {
             if launch == 0 {
                 first = got;
             } else {
-                assert_eq!(first, got, "{mode:?}: launch {launch} differs bitwise");
+                assert_eq!(
+                    first, got,
+                    "{mode:?} / {pass:?}: launch {launch} differs bitwise"
+                );
             }
         }
         drop(plan);
@@ -694,7 +705,8 @@ fn split_k_cut_tiles() {
                     .collect()
             })
             .collect();
-        let s = check_group(&format!("split {mode:?}"), &ps, &got, Tolerance::FullRange);
-        assert!(s.passed(), "{mode:?}: {} bad elements", s.bad);
+        let label = format!("split {mode:?} / {pass:?}");
+        let s = check_group(&label, &ps, &got, Tolerance::FullRange);
+        assert!(s.passed(), "{label}: {} bad elements", s.bad);
     }
 }

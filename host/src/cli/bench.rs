@@ -314,7 +314,7 @@ fn bench_shape_gpu(
         let problems = dev.problems();
         let plan = gemm.plan(stream, &problems)?;
         gemm.launch(stream, &plan)?;
-        (plan.total_tiles(), gemm.grid_size(plan.total_tiles()))
+        (plan.total_tiles(), gemm.plan_grid_size(&plan))
     };
     let got = dev.download(stream)?;
     let ours_check = check_group(&got, &exp, k_max, true);
