@@ -1001,6 +1001,13 @@ impl GroupedGemm {
         stream: &Arc<CudaStream>,
         descs: &[ProblemDesc],
     ) -> Result<(TokenPass, Option<CudaSlice<TokenMap>>)> {
+        let maps = self.path.kernel_for(Activation::F16).token_maps;
+        if maps {
+            // Refuse rows the maps cannot address before allocating anything.
+            for (problem, d) in descs.iter().enumerate() {
+                token_maps::check_rows(problem, d)?;
+            }
+        }
         let (sizes, operand_of) = token_operands(descs)?;
         let mut addrs = Vec::with_capacity(sizes.len());
         let mut workspaces = Vec::with_capacity(sizes.len());
@@ -1029,7 +1036,7 @@ impl GroupedGemm {
             }
             table16.push(d16);
         }
-        let maps = if self.path.kernel_for(Activation::F16).token_maps {
+        let maps = if maps {
             Some(stream.clone_htod(&token_maps::encode(&table16)?)?)
         } else {
             None

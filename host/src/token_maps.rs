@@ -49,17 +49,8 @@ pub(crate) fn encode(descs: &[ProblemDesc]) -> Result<Vec<TokenMap>> {
         .iter()
         .enumerate()
         .map(|(problem, d)| {
+            check_rows(problem, d)?;
             let rows = u64::from(d.m_offset) + u64::from(d.m);
-            if rows > MAX_ROWS {
-                return Err(Error::InvalidDimension {
-                    problem,
-                    field: "m",
-                    value: d.m as usize,
-                    reason: "makes more than 2^31 - 1 rows with the first row `m_offset`: \
-                             the Hopper kernels read activations by TMA (16-bit ones, or NVFP4 \
-                             ones dequantized to fp16), whose row coordinates are signed 32-bit",
-                });
-            }
             if d.lda >= MAX_STRIDE {
                 return Err(Error::InvalidStride {
                     problem,
@@ -76,6 +67,23 @@ pub(crate) fn encode(descs: &[ProblemDesc]) -> Result<Vec<TokenMap>> {
             encode_one(d.a, u64::from(d.k), rows, d.lda)
         })
         .collect()
+}
+
+/// [`Error::InvalidDimension`] (field `m`) if problem `problem`'s rows `m_offset + m` pass
+/// 2^31 - 1, which a tensor map cannot address: checked by [`encode`], and before the token
+/// pass allocates its fp16 copies (whose maps it encodes after).
+pub(crate) fn check_rows(problem: usize, d: &ProblemDesc) -> Result<()> {
+    if u64::from(d.m_offset) + u64::from(d.m) > MAX_ROWS {
+        return Err(Error::InvalidDimension {
+            problem,
+            field: "m",
+            value: d.m as usize,
+            reason: "makes more than 2^31 - 1 rows with the first row `m_offset`: \
+                     the Hopper kernels read activations by TMA (16-bit ones, or NVFP4 \
+                     ones dequantized to fp16), whose row coordinates are signed 32-bit",
+        });
+    }
+    Ok(())
 }
 
 /// `cuTensorMapEncodeTiled` for `rows` rows of `k` 16-bit values at `a`, `lda` bytes apart.
