@@ -614,6 +614,19 @@ impl GroupedGemm {
 
     /// Sets whether the plans made from now on cut tiles along K ([`SplitK`]; default
     /// [`SplitK::Auto`]). Plans already made keep theirs.
+    ///
+    /// ```no_run
+    /// use nvfp4::cudarc::driver::CudaContext;
+    /// use nvfp4::{GroupedGemm, SplitK};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut gemm = GroupedGemm::new(CudaContext::new(0)?)?;
+    /// // Never cut (the plan allocates no workspace for cut tiles):
+    /// gemm.set_split_k(SplitK::Off);
+    /// assert_eq!(gemm.split_k(), SplitK::Off);
+    /// // What a plan chose: `plan.split_k_schedule()` gives (whole tiles, K ranges per cut tile).
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn set_split_k(&mut self, mode: SplitK) {
         self.split_k = mode;
     }

@@ -96,12 +96,7 @@ pub fn run_gpu(ctx: Arc<CudaContext>, opts: &BenchOpts, progress: &Progress) -> 
     let name = ctx.name()?;
     let (major, minor) = ctx.compute_capability()?;
     progress.step("loading the kernels...");
-    let gemm = device::load_gemm(
-        ctx.clone(),
-        opts.common.portable,
-        opts.common.token_pass,
-        opts.common.split_k,
-    )?;
+    let gemm = device::load_gemm_for(ctx.clone(), &opts.common)?;
     println!(
         "inputs: full-range FP4 codes and E4M3 scales 2^-6..2, {} scales, seed {:#x} (+ shape index); \
          {} timed iterations after {WARMUP} warm-up, L2 flushed ({} MiB memset) before each",

@@ -168,12 +168,7 @@ fn run_case_gpu(
 pub fn run_gpu(ctx: Arc<CudaContext>, opts: &CheckOpts, progress: &Progress) -> AnyResult<bool> {
     let stream = ctx.default_stream();
     progress.step("loading the kernels...");
-    let gemm = device::load_gemm(
-        ctx.clone(),
-        opts.common.portable,
-        opts.common.token_pass,
-        opts.common.split_k,
-    )?;
+    let gemm = device::load_gemm_for(ctx.clone(), &opts.common)?;
     println!(
         "outputs poisoned with {:#06x} before each run; each case runs twice and must repeat \
          bit for bit; seed {:#x} (+ shape index)",

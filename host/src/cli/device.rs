@@ -42,6 +42,14 @@ pub fn open_gpu() -> Result<Arc<CudaContext>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// [`load_gemm`] with the path and tuning options of `bench` and `check`.
+pub fn load_gemm_for(
+    ctx: Arc<CudaContext>,
+    opts: &super::args::CommonOpts,
+) -> nvfp4::Result<GroupedGemm> {
+    load_gemm(ctx, opts.portable, opts.token_pass, opts.split_k)
+}
+
 pub fn load_gemm(
     ctx: Arc<CudaContext>,
     portable: bool,
