@@ -79,88 +79,43 @@ unsafe fn smem_base() -> u32 {
     r
 }
 
-/// Portable NVFP4 grouped GEMM (sm_80+): one persistent launch for every problem of a group.
-///
-/// Parameters: `table`, the device problem table ([`ProblemDesc`], `num_problems` entries);
-/// `mode`, a [`crate::problem::SizeMode`] code. With host sizes (`mode` 0) `tile_start` is the
-/// exclusive prefix sum of [`crate::tiling::tiles_for`], `total_tiles` the sum of all
-/// problems' tiles and `counts` unused; with device sizes `counts` points to `num_problems`
-/// (at most `MAX_DEVICE_GROUPS`) `u32` row counts and the kernel computes the tiles itself.
-/// `dp_tiles`, `parts` and `ws` say which tiles are cut along K, and where their parts meet
-/// ([`Split`]; `parts` 0 or 1: none). Launch with `THREADS` = 128 threads per CTA and any
-/// grid size; CTA `b` takes work units `b, b + gridDim.x, ...` (one per whole tile, `parts`
-/// per cut tile).
-///
-/// # Safety
-/// The host (the `host` crate's validation) guarantees every descriptor is consistent: buffers
-/// long enough for m, n, k, lda, ldb, ldc and the scale layouts, k a multiple of 16, pointers
-/// aligned (a/b 8 bytes, scales 4, c 2), `tiles_m = ceil(m / TILE_M)` and `tile_start` as above;
-/// with cut tiles, `ws` as [`Split`] says for `total_tiles` tiles of 128 threads.
-#[unsafe(no_mangle)]
-pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_mma(
-    table: *const ProblemDesc,
-    num_problems: u32,
-    total_tiles: u32,
-    counts: *const u32,
-    mode: u32,
-    dp_tiles: u32,
-    parts: u32,
-    ws: u64,
-) {
-    let split = Split {
-        dp_tiles,
-        parts,
-        ws,
-    };
-    unsafe { run::<Fp4Act>(table, num_problems, total_tiles, counts, mode, split) }
+gemm_entry! {
+    /// Portable NVFP4 grouped GEMM (sm_80+): one persistent launch for every problem of a group.
+    ///
+    /// Parameters: `table`, the device problem table ([`ProblemDesc`], `num_problems` entries);
+    /// `mode`, a [`crate::problem::SizeMode`] code. With host sizes (`mode` 0) `tile_start` is the
+    /// exclusive prefix sum of [`crate::tiling::tiles_for`], `total_tiles` the sum of all
+    /// problems' tiles and `counts` unused; with device sizes `counts` points to `num_problems`
+    /// (at most `MAX_DEVICE_GROUPS`) `u32` row counts and the kernel computes the tiles itself.
+    /// `dp_tiles`, `parts` and `ws` say which tiles are cut along K, and where their parts meet
+    /// ([`Split`]; `parts` 0 or 1: none). Launch with `THREADS` = 128 threads per CTA and any
+    /// grid size; CTA `b` takes work units `b, b + gridDim.x, ...` (one per whole tile, `parts`
+    /// per cut tile).
+    ///
+    /// # Safety
+    /// The host (the `host` crate's validation) guarantees every descriptor is consistent: buffers
+    /// long enough for m, n, k, lda, ldb, ldc and the scale layouts, k a multiple of 16, pointers
+    /// aligned (a/b 8 bytes, scales 4, c 2), `tiles_m = ceil(m / TILE_M)` and `tile_start` as above;
+    /// with cut tiles, `ws` as [`Split`] says for `total_tiles` tiles of 128 threads.
+    nvfp4_grouped_gemm_mma => run::<Fp4Act>
 }
 
-/// The portable kernel with fp16 activations (W4A16): as [`nvfp4_grouped_gemm_mma`], but each
-/// problem's `a` holds `m` rows of `k` fp16 values (`lda` bytes apart, 16-byte aligned) and
-/// `sfa` is not read; `c` is fp16 or, with [`FLAG_OUT_BF16`], bf16.
-///
-/// # Safety
-/// As [`nvfp4_grouped_gemm_mma`], with the host validating `a` for 16-bit rows.
-#[unsafe(no_mangle)]
-pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_mma_f16a(
-    table: *const ProblemDesc,
-    num_problems: u32,
-    total_tiles: u32,
-    counts: *const u32,
-    mode: u32,
-    dp_tiles: u32,
-    parts: u32,
-    ws: u64,
-) {
-    let split = Split {
-        dp_tiles,
-        parts,
-        ws,
-    };
-    unsafe { run::<F16Act>(table, num_problems, total_tiles, counts, mode, split) }
+gemm_entry! {
+    /// The portable kernel with fp16 activations (W4A16): as [`nvfp4_grouped_gemm_mma`], but each
+    /// problem's `a` holds `m` rows of `k` fp16 values (`lda` bytes apart, 16-byte aligned) and
+    /// `sfa` is not read; `c` is fp16 or, with [`FLAG_OUT_BF16`], bf16.
+    ///
+    /// # Safety
+    /// As [`nvfp4_grouped_gemm_mma`], with the host validating `a` for 16-bit rows.
+    nvfp4_grouped_gemm_mma_f16a => run::<F16Act>
 }
 
-/// [`nvfp4_grouped_gemm_mma_f16a`] with bf16 activations (bf16 weights and MMAs).
-///
-/// # Safety
-/// As [`nvfp4_grouped_gemm_mma_f16a`].
-#[unsafe(no_mangle)]
-pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_mma_bf16a(
-    table: *const ProblemDesc,
-    num_problems: u32,
-    total_tiles: u32,
-    counts: *const u32,
-    mode: u32,
-    dp_tiles: u32,
-    parts: u32,
-    ws: u64,
-) {
-    let split = Split {
-        dp_tiles,
-        parts,
-        ws,
-    };
-    unsafe { run::<Bf16Act>(table, num_problems, total_tiles, counts, mode, split) }
+gemm_entry! {
+    /// [`nvfp4_grouped_gemm_mma_f16a`] with bf16 activations (bf16 weights and MMAs).
+    ///
+    /// # Safety
+    /// As [`nvfp4_grouped_gemm_mma_f16a`].
+    nvfp4_grouped_gemm_mma_bf16a => run::<Bf16Act>
 }
 
 /// The persistent loop of every entry, for activations `A`.

@@ -3,6 +3,38 @@
 //! Only compiled for `nvptx64-nvidia-cuda` (see `cargo xtask build-ptx`); the Hopper kernel
 //! only into the sm_90a PTX (`--cfg nvfp4_sm90a`).
 
+/// Defines a grouped-GEMM kernel entry with the parameter list the host launches every GEMM
+/// kernel with (`GroupedGemm::launch`): `(table, num_problems, total_tiles, counts, mode,
+/// dp_tiles, parts, ws)`, plus `maps: u64` for the kernels that read tokens by TMA
+/// (`KernelInfo::token_maps`). The body calls `$run::<$act>` with the first five and the
+/// [`crate::problem::Split`] of `dp_tiles`, `parts`, `ws` (and `maps`). One definition of the
+/// ABI for all six entries.
+macro_rules! gemm_entry {
+    ($(#[$attr:meta])* $name:ident => $run:ident::<$act:ty> $(, $maps:ident)?) => {
+        $(#[$attr])*
+        #[unsafe(no_mangle)]
+        #[allow(clippy::too_many_arguments)]
+        pub unsafe extern "ptx-kernel" fn $name(
+            table: *const crate::problem::ProblemDesc,
+            num_problems: u32,
+            total_tiles: u32,
+            counts: *const u32,
+            mode: u32,
+            dp_tiles: u32,
+            parts: u32,
+            ws: u64,
+            $($maps: u64,)?
+        ) {
+            let split = crate::problem::Split {
+                dp_tiles,
+                parts,
+                ws,
+            };
+            unsafe { $run::<$act>(table, num_problems, total_tiles, counts, mode, split $(, $maps)?) }
+        }
+    };
+}
+
 mod arch;
 mod dequant;
 mod load;

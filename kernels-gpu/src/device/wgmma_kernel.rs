@@ -75,86 +75,39 @@ const _: () = assert!(
 );
 const _: () = assert!(THREADS == 256 && TILE_N == 128 && TILE_M == 128 && CHUNK_K == 64);
 
-/// Hopper NVFP4 grouped GEMM (sm_90a): one persistent launch for every problem of a group.
-///
-/// Parameters as [`super::mma_kernel::nvfp4_grouped_gemm_mma`], but the table's `tiles_m` is
-/// `ceil(m / 128)` and tiles cover 128 weight rows x 128 tokens. Launch with 256 threads and
-/// `SMEM_BYTES` of dynamic shared memory.
-///
-/// # Safety
-/// As the portable kernel: every descriptor validated by the host.
-#[unsafe(no_mangle)]
-pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_wgmma(
-    table: *const ProblemDesc,
-    num_problems: u32,
-    total_tiles: u32,
-    counts: *const u32,
-    mode: u32,
-    dp_tiles: u32,
-    parts: u32,
-    ws: u64,
-) {
-    let split = Split {
-        dp_tiles,
-        parts,
-        ws,
-    };
-    unsafe { run::<Fp4Act>(table, num_problems, total_tiles, counts, mode, split) }
+gemm_entry! {
+    /// Hopper NVFP4 grouped GEMM (sm_90a): one persistent launch for every problem of a group.
+    ///
+    /// Parameters as [`super::mma_kernel::nvfp4_grouped_gemm_mma`], but the table's `tiles_m` is
+    /// `ceil(m / 128)` and tiles cover 128 weight rows x 128 tokens. Launch with 256 threads and
+    /// `SMEM_BYTES` of dynamic shared memory.
+    ///
+    /// # Safety
+    /// As the portable kernel: every descriptor validated by the host.
+    nvfp4_grouped_gemm_wgmma => run::<Fp4Act>
 }
 
-/// The Hopper kernel with fp16 activations (W4A16): as [`nvfp4_grouped_gemm_wgmma`], but each
-/// problem's `a` holds `m` rows of `k` fp16 values (`lda` bytes apart, 16-byte aligned) and
-/// `sfa` is not read; `c` is fp16 or, with `FLAG_OUT_BF16`, bf16. The tokens are read by TMA:
-/// `maps` holds one 128-byte `CUtensorMap` per problem (64-byte aligned, table order) over
-/// that problem's `a` (see [`gemm_tile_tma`]). Launch with `SMEM_BYTES_A16` of dynamic shared
-/// memory.
-///
-/// # Safety
-/// As [`nvfp4_grouped_gemm_wgmma`], with the host validating `a` for 16-bit rows and encoding
-/// each problem's map over rows `0 .. m_offset + m` of its `a` (none for problems without
-/// rows).
-#[unsafe(no_mangle)]
-pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_wgmma_f16a(
-    table: *const ProblemDesc,
-    num_problems: u32,
-    total_tiles: u32,
-    counts: *const u32,
-    mode: u32,
-    dp_tiles: u32,
-    parts: u32,
-    ws: u64,
-    maps: u64,
-) {
-    let split = Split {
-        dp_tiles,
-        parts,
-        ws,
-    };
-    unsafe { run_a16::<F16Act>(table, num_problems, total_tiles, counts, mode, split, maps) }
+gemm_entry! {
+    /// The Hopper kernel with fp16 activations (W4A16): as [`nvfp4_grouped_gemm_wgmma`], but each
+    /// problem's `a` holds `m` rows of `k` fp16 values (`lda` bytes apart, 16-byte aligned) and
+    /// `sfa` is not read; `c` is fp16 or, with `FLAG_OUT_BF16`, bf16. The tokens are read by TMA:
+    /// `maps` holds one 128-byte `CUtensorMap` per problem (64-byte aligned, table order) over
+    /// that problem's `a` (see [`gemm_tile_tma`]). Launch with `SMEM_BYTES_A16` of dynamic shared
+    /// memory.
+    ///
+    /// # Safety
+    /// As [`nvfp4_grouped_gemm_wgmma`], with the host validating `a` for 16-bit rows and encoding
+    /// each problem's map over rows `0 .. m_offset + m` of its `a` (none for problems without
+    /// rows).
+    nvfp4_grouped_gemm_wgmma_f16a => run_a16::<F16Act>, maps
 }
 
-/// [`nvfp4_grouped_gemm_wgmma_f16a`] with bf16 activations (bf16 weights and wgmmas).
-///
-/// # Safety
-/// As [`nvfp4_grouped_gemm_wgmma_f16a`].
-#[unsafe(no_mangle)]
-pub unsafe extern "ptx-kernel" fn nvfp4_grouped_gemm_wgmma_bf16a(
-    table: *const ProblemDesc,
-    num_problems: u32,
-    total_tiles: u32,
-    counts: *const u32,
-    mode: u32,
-    dp_tiles: u32,
-    parts: u32,
-    ws: u64,
-    maps: u64,
-) {
-    let split = Split {
-        dp_tiles,
-        parts,
-        ws,
-    };
-    unsafe { run_a16::<Bf16Act>(table, num_problems, total_tiles, counts, mode, split, maps) }
+gemm_entry! {
+    /// [`nvfp4_grouped_gemm_wgmma_f16a`] with bf16 activations (bf16 weights and wgmmas).
+    ///
+    /// # Safety
+    /// As [`nvfp4_grouped_gemm_wgmma_f16a`].
+    nvfp4_grouped_gemm_wgmma_bf16a => run_a16::<Bf16Act>, maps
 }
 
 /// The persistent loop of every entry, for activations `A`.
