@@ -54,22 +54,63 @@ pub const E4M3_F16_SHIFT: f32 = 256.0;
 /// The four fp16x2 words (as `u32`: low half = first element) that the kernels make from eight
 /// FP4 codes packed in `x` (byte j holds codes 2j (low nibble) and 2j+1 (high nibble)).
 ///
-/// Word `i` pairs code `i` (low half) with code `i + 4` (high half): the same shift moves both
-/// nibbles under the fp16 exponent. Each half is `e2m1 value * 2^-14` exactly (0.5 lands on an
+/// Word `i` pairs code `i` (low half) with code `i + 4` (high half), whose bits are 16 apart,
+/// so one shift and one mask move both under the fp16 exponent. Each half is `e2m1 value * 2^-14` exactly (0.5 lands on an
 /// fp16 subnormal); the kernels fold 2^14 into the epilogue factor. Since the dot product over
 /// one scale block does not depend on the order of k, the kernels pair k the same way on both
 /// operands and never need to un-shuffle.
 #[inline(always)]
-pub const fn e2m1x8_to_f16x2_scaled(x: u32) -> [u32; 4] {
-    // Magnitude bits (e1 e0 m) of code i sit at 4i..4i+2 and go to 9..11; sign bit 4i+3 to 15.
-    const MAG: u32 = 0x0E00_0E00;
-    const SIGN: u32 = 0x8000_8000;
+pub fn e2m1x8_to_f16x2_scaled(x: u32) -> [u32; 4] {
+    // Sign (15) and magnitude bits (e1 e0 m at 9..11) of both halves.
+    const MASK: u32 = 0x8E00_8E00;
+    // In `even` the codes of the low nibbles (0, 2, 4, 6) keep their magnitude bits at
+    // 8j..8j+2 and get their sign, from `x` rotated left by 3, at 8j+6; in `odd` the codes of
+    // the high nibbles (1, 3, 5, 7) keep theirs at 8j+4..8j+6 and get their sign at 8j+10
+    // (code 7's at bit 2, through the rotation). Magnitude and sign are then 6 bits apart, as
+    // in fp16, so one shift and one mask place a pair (codes 0 and 4 share the shift, ...).
+    // The other bits of `even` and `odd` are left-overs that the masks drop. Eleven integer
+    // instructions for the four words, against sixteen for separate sign and magnitude shifts.
+    let r = x.rotate_left(3);
+    let even = select_bits(0x0707_0707, x, r);
+    let odd = select_bits(0x7070_7070, x, r);
     [
-        ((x << 9) & MAG) | ((x << 12) & SIGN),
-        ((x << 5) & MAG) | ((x << 8) & SIGN),
-        ((x << 1) & MAG) | ((x << 4) & SIGN),
-        ((x >> 3) & MAG) | (x & SIGN),
+        (even << 9) & MASK,
+        (odd << 5) & MASK,
+        (even << 1) & MASK,
+        odd.rotate_right(3) & MASK,
     ]
+}
+
+/// Word 0 of [`e2m1x8_to_f16x2_scaled`] alone: codes 0 (low half) and 4 (high half) of `x`,
+/// each `e2m1 value * 2^-14`; the other nibbles are ignored. Separate sign and magnitude
+/// shifts, four integer instructions: for one word this is as short as the eight-code trick
+/// and keeps the shifts on the multiply-add pipe (the Hopper fp16-activation kernel converts
+/// its weights a byte at a time).
+#[inline(always)]
+pub const fn e2m1x2_to_f16x2_scaled(x: u32) -> u32 {
+    ((x << 9) & 0x0E00_0E00) | ((x << 12) & 0x8000_8000)
+}
+
+/// `(a & mask) | (b & !mask)`: one `lop3` on the GPU (ptxas does not always merge the two
+/// masked halves into one when the masks are separate constants).
+#[inline(always)]
+fn select_bits(mask: u32, a: u32, b: u32) -> u32 {
+    #[cfg(target_arch = "nvptx64")]
+    {
+        let d: u32;
+        // SAFETY: register-only arithmetic. 0xE4 is the truth table of (a & c) | (b & !c)
+        // over a = 0xF0, b = 0xCC, c = 0xAA.
+        unsafe {
+            core::arch::asm!("lop3.b32 {d}, {a}, {b}, {c}, 0xE4;", d = out(reg32) d,
+                a = in(reg32) a, b = in(reg32) b, c = in(reg32) mask,
+                options(pure, nomem, nostack, preserves_flags));
+        }
+        d
+    }
+    #[cfg(not(target_arch = "nvptx64"))]
+    {
+        (a & mask) | (b & !mask)
+    }
 }
 
 /// Factor by which [`e2m1x8_to_f16x2_scaled`] undershoots: each value is `e2m1 * 2^-14`.

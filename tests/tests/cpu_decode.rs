@@ -2,8 +2,8 @@
 
 use half::f16;
 use kernels_gpu::fp4::{
-    E2M1_F16_SHIFT, E4M3_F16_SHIFT, e2m1_to_f32, e2m1x8_to_f16x2_scaled, e4m3_to_f16_bits_scaled,
-    e4m3_to_f32, f16_bits_to_f32,
+    E2M1_F16_SHIFT, E4M3_F16_SHIFT, e2m1_to_f32, e2m1x2_to_f16x2_scaled, e2m1x8_to_f16x2_scaled,
+    e4m3_to_f16_bits_scaled, e4m3_to_f32, f16_bits_to_f32,
 };
 
 /// E2M1 by code, typed in from the OCP MX spec's table (sign bit 3).
@@ -122,6 +122,29 @@ fn e2m1x8_to_f16x2_all_pairs_all_positions() {
                         assert!(same(f16_bits_to_f32(got) as f64, want));
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Words of random bits (every nibble set independently, a xorshift stream): each half of
+/// each word against the table value of the code it should hold, so no bit of a neighbouring
+/// code can leak into a word whatever the other seven codes are.
+#[test]
+fn e2m1x8_to_f16x2_random_words() {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for _ in 0..1_000_000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let x = (state >> 16) as u32;
+        let words = e2m1x8_to_f16x2_scaled(x);
+        assert_eq!(e2m1x2_to_f16x2_scaled(x), words[0], "x = {x:#010x}");
+        for (i, word) in words.iter().enumerate() {
+            for (half, code) in [(*word as u16, i), ((*word >> 16) as u16, i + 4)] {
+                let nibble = (x >> (4 * code)) & 0xF;
+                let want = f16::from_f64(E2M1_TABLE[nibble as usize] / 16384.0).to_bits();
+                assert_eq!(half, want, "x = {x:#010x}, word {i}, code {code}");
             }
         }
     }

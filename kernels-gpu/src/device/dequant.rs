@@ -48,6 +48,22 @@ pub trait Act {
     fn scale(b: u32) -> u32 {
         scale_f16x2(b)
     }
+    /// The E4M3 scale bytes `b0` and `b1` (low 8 bits each) as [`Act::scale`] gives them. On
+    /// sm_90a (the portable kernels as the H100 and H200 run them) one `cvt.rn.f16x2.e4m3x2`
+    /// and two byte permutes convert both, about a fifth of the instructions of two
+    /// bit-twiddled conversions; elsewhere it is [`Act::scale`] twice.
+    #[inline(always)]
+    fn scale2(b0: u32, b1: u32) -> [u32; 2] {
+        #[cfg(nvfp4_sm90a)]
+        {
+            let p = half::e4m3x2_to_f16x2((b0 | (b1 << 8)) as u16);
+            [half::prmt(p, p, 0x1010), half::prmt(p, p, 0x3232)]
+        }
+        #[cfg(not(nvfp4_sm90a))]
+        {
+            [Self::scale(b0), Self::scale(b1)]
+        }
+    }
     /// The four E4M3 scale bytes of `sf` (byte `i` first... byte 3) as packed pairs of the
     /// MMA's 16-bit type, each the value [`Act::scale`] gives, with two hardware conversions
     /// (`cvt.rn.f16x2.e4m3x2`, sm_89+) instead of four bit-twiddled ones: what the Hopper
@@ -68,6 +84,12 @@ pub trait Act {
     #[inline(always)]
     fn fp4x8(x: u32, s: u32) -> [u32; 4] {
         fp4x8_scaled(x, s)
+    }
+    /// FP4 codes 0 and 4 of `x` times the packed scale `s`: word 0 of [`Act::fp4x8`].
+    #[cfg(nvfp4_sm90a)]
+    #[inline(always)]
+    fn fp4x2(x: u32, s: u32) -> u32 {
+        half::mul2(crate::fp4::e2m1x2_to_f16x2_scaled(x), s)
     }
     /// `mma.sync m16n8k16` of the MMA's type: `d += a * b`.
     #[inline(always)]
@@ -124,6 +146,10 @@ impl Act for Bf16Act {
         // normal (2^91 .. 2^109); NaN codes give NaN.
         half::f32_to_bf16x2(e4m3_to_f32(b as u8) * BF16_SCALE_BOOST)
     }
+    #[inline(always)]
+    fn scale2(b0: u32, b1: u32) -> [u32; 2] {
+        [Self::scale(b0), Self::scale(b1)]
+    }
     #[cfg(nvfp4_sm90a)]
     #[inline(always)]
     fn scales4(sf: u32) -> [u32; 4] {
@@ -148,6 +174,11 @@ impl Act for Bf16Act {
             half::mul2_bf16(w[2], s),
             half::mul2_bf16(w[3], s),
         ]
+    }
+    #[cfg(nvfp4_sm90a)]
+    #[inline(always)]
+    fn fp4x2(x: u32, s: u32) -> u32 {
+        Self::fp4x8(x, s)[0]
     }
     #[inline(always)]
     fn mma(d: &mut [f32; 4], a: [u32; 4], b0: u32, b1: u32) {

@@ -27,9 +27,7 @@
 //! rows in registers and runs 64 MMAs.
 
 use super::arch::{copy, half, shared, thread};
-use super::dequant::{
-    Act, Bf16Act, F16Act, Fp4Act, a_fragments_for, fp4x8_scaled, pair_i_i4, scale_f16x2,
-};
+use super::dequant::{Act, Bf16Act, F16Act, Fp4Act, a_fragments_for, fp4x8_scaled, pair_i_i4};
 use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow, Tok16};
 use super::sched::{TileFn, for_each_tile};
 use super::split::{Span, combine};
@@ -289,12 +287,13 @@ unsafe fn gemm_tile_impl<const NB: u32, A: Act>(
         let mut raw = [[[0u32; 2]; 2]; 2];
         let mut sf = [[0u32; 2]; 2];
         unroll!(mt in [0, 1] {
+            let mut bytes = [0u32; 2];
             unroll!(half_row in [0, 1] {
                 let row = warp * 32 + mt as u32 * 16 + half_row as u32 * 8 + g;
                 raw[mt][half_row] = unsafe { shared::ld_v2(stage + W_RAW + row * ROW_BYTES + t * 8) };
-                sf[mt][half_row] =
-                    A::scale(unsafe { shared::ld_u8(stage + W_SF + row * ROW_SCALES + t) });
+                bytes[half_row] = unsafe { shared::ld_u8(stage + W_SF + row * ROW_SCALES + t) };
             });
+            sf[mt] = A::scale2(bytes[0], bytes[1]);
         });
         unroll!(h in [0, 1] {
             // A fragments of k-steps 2h (words 0, 1) and 2h + 1 (words 2, 3).
@@ -378,15 +377,23 @@ unsafe fn gemm_tile_impl<const NB: u32, A: Act>(
 /// `grp / 2`, half `grp % 2`) is one 16-byte slot of the row, swizzled by `row & 1`.
 #[inline(always)]
 unsafe fn dequant_tokens(stage: u32, buf: u32, tid: u32) {
-    for i in 0..4 {
-        let job = tid + THREADS * i;
-        let row = job / 8;
-        let grp = job % 8;
-        let x = unsafe { shared::ld_u32(stage + T_RAW + row * ROW_BYTES + grp * 4) };
-        let sf = scale_f16x2(unsafe { shared::ld_u8(stage + T_SF + row * ROW_SCALES + grp / 2) });
-        let v = fp4x8_scaled(x, sf);
-        unsafe { shared::st_v4(buf + row * TOK_ROW_BYTES + (grp ^ (row & 1)) * 16, v) };
-    }
+    // Jobs in pairs, so that their two scales are converted together.
+    unroll!(pair in [0, 1] {
+        let rows_grps = [0u32, 1].map(|i| {
+            let job = tid + THREADS * (2 * pair as u32 + i);
+            (job / 8, job % 8)
+        });
+        let bytes = rows_grps.map(|(row, grp)| unsafe {
+            shared::ld_u8(stage + T_SF + row * ROW_SCALES + grp / 2)
+        });
+        let sf = Fp4Act::scale2(bytes[0], bytes[1]);
+        unroll!(i in [0, 1] {
+            let (row, grp) = rows_grps[i];
+            let x = unsafe { shared::ld_u32(stage + T_RAW + row * ROW_BYTES + grp * 4) };
+            let v = fp4x8_scaled(x, sf[i]);
+            unsafe { shared::st_v4(buf + row * TOK_ROW_BYTES + (grp ^ (row & 1)) * 16, v) };
+        });
+    });
 }
 
 /// Stores one chunk's 16-bit tokens (this thread's four 16-byte units, from

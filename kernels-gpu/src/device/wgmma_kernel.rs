@@ -470,8 +470,8 @@ unsafe fn weight_fragments<A: Act>(w: u32, wrow: u32, sel: u32) -> [[u32; 4]; 4]
     };
     // Word j's byte t (codes 2t, 2t + 1 of unit j) as an fp16x2 / bf16x2 pair times `s`:
     // the byte's low nibble in bits 0..4, its high nibble in bits 16..20, which is how
-    // `Act::fp4x8` pairs codes 0 and 4 in its word 0.
-    let pair = |word: u32, s: u32| A::fp4x8(half::prmt(word, word >> 4, sel), s)[0];
+    // `Act::fp4x2` pairs codes 0 and 4.
+    let pair = |word: u32, s: u32| A::fp4x2(half::prmt(word, word >> 4, sel), s);
     let mut a = [[0u32; 4]; 4];
     // Half h: FP4 words 4h .. 4h + 3 of each row, k-steps 2h and 2h + 1.
     unroll!(h in [0, 1] {
