@@ -338,6 +338,24 @@ pub mod global {
         [x, y, z, w]
     }
 
+    /// [`ld_nc_v4`] if `pred`, else zeros: one predicated load, no branch (`src` is not
+    /// dereferenced when `pred` is false).
+    #[inline(always)]
+    pub unsafe fn ld_nc_v4_if(src: u64, pred: bool) -> [u32; 4] {
+        let (x, y, z, w): (u32, u32, u32, u32);
+        // `out` (not `lateout`) operands never share a register with `src` or `pred`, so
+        // zeroing them first is safe.
+        unsafe {
+            asm!("{{ .reg .u64 g; .reg .pred p; setp.ne.u32 p, {c}, 0; mov.u32 {x}, 0; \
+                  mov.u32 {y}, 0; mov.u32 {z}, 0; mov.u32 {w}, 0; cvta.to.global.u64 g, {s}; \
+                  @p ld.global.nc.v4.u32 {{{x}, {y}, {z}, {w}}}, [g]; }}",
+                 x = out(reg32) x, y = out(reg32) y, z = out(reg32) z, w = out(reg32) w,
+                 s = in(reg64) src, c = in(reg32) pred as u32,
+                 options(nostack, readonly, preserves_flags));
+        }
+        [x, y, z, w]
+    }
+
     /// `st.global.v2.u32` (8-byte aligned).
     #[inline(always)]
     pub unsafe fn st_v2(dst: u64, v: [u32; 2]) {

@@ -216,10 +216,10 @@ impl<const N: usize> Tok16<N> {
     pub unsafe fn fetch(&self, chunk: u32) -> [[u32; 4]; N] {
         let in_k = chunk * CHUNK_K + self.unit * 8 < self.k;
         let mut out = [[0u32; 4]; N];
+        // Predicated loads: a branch per row cost ptxas a dozen instructions a row.
         for (i, o) in out.iter_mut().enumerate() {
-            if in_k && self.valid & (1 << i) != 0 {
-                *o = unsafe { global::ld_nc_v4(self.src[i] + (chunk * CHUNK_K * 2) as u64) };
-            }
+            let live = in_k && self.valid & (1 << i) != 0;
+            *o = unsafe { global::ld_nc_v4_if(self.src[i] + (chunk * CHUNK_K * 2) as u64, live) };
         }
         out
     }
