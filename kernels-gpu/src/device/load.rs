@@ -211,10 +211,11 @@ impl<const N: usize> Tok16<N> {
         }
     }
 
-    /// Chunk `chunk`'s values of each row (zeros past the rows and past K).
+    /// Chunk `chunk`'s values of each row (zeros past the rows and past K, and everywhere
+    /// unless `wanted`).
     #[inline(always)]
-    pub unsafe fn fetch(&self, chunk: u32) -> [[u32; 4]; N] {
-        let in_k = chunk * CHUNK_K + self.unit * 8 < self.k;
+    pub unsafe fn fetch(&self, chunk: u32, wanted: bool) -> [[u32; 4]; N] {
+        let in_k = wanted && chunk * CHUNK_K + self.unit * 8 < self.k;
         let mut out = [[0u32; 4]; N];
         // Predicated loads: a branch per row cost ptxas a dozen instructions a row.
         for (i, o) in out.iter_mut().enumerate() {

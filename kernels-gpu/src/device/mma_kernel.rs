@@ -245,7 +245,7 @@ unsafe fn gemm_tile_impl<const NB: u32, A: Act>(
 
     // Prologue: chunk 0's tokens into token buffer 0.
     if a16 {
-        unsafe { store_tokens16(t16.fetch(c0), smem + TOK_F16, tid) };
+        unsafe { store_tokens16(t16.fetch(c0, true), smem + TOK_F16, tid) };
     } else {
         unsafe {
             copy::wait::<{ STAGES - 2 }>();
@@ -272,15 +272,14 @@ unsafe fn gemm_tile_impl<const NB: u32, A: Act>(
         let stage = smem + (chunk % STAGES) * STAGE_BYTES;
         let tok = smem + TOK_F16 + (chunk % 2) * TOK_BUF_BYTES;
         let mut ahead16 = [[0u32; 4]; 4];
-        if chunk + 1 < chunks {
-            if a16 {
-                // In flight during this chunk's MMAs; stored after them.
-                ahead16 = unsafe { t16.fetch(c0 + chunk + 1) };
-            } else {
-                let next = smem + ((chunk + 1) % STAGES) * STAGE_BYTES;
-                let buf = smem + TOK_F16 + ((chunk + 1) % 2) * TOK_BUF_BYTES;
-                unsafe { dequant_tokens(next, buf, thread::tid_fresh()) };
-            }
+        if a16 {
+            // In flight during this chunk's MMAs; stored after them. Predicated on there
+            // being a next chunk rather than branched, so ptxas issues the loads first.
+            ahead16 = unsafe { t16.fetch(c0 + chunk + 1, chunk + 1 < chunks) };
+        } else if chunk + 1 < chunks {
+            let next = smem + ((chunk + 1) % STAGES) * STAGE_BYTES;
+            let buf = smem + TOK_F16 + ((chunk + 1) % 2) * TOK_BUF_BYTES;
+            unsafe { dequant_tokens(next, buf, thread::tid_fresh()) };
         }
 
         // Weights: this thread's 4 rows (2 m16 tiles x rows g, g+8), scale block t.
