@@ -15,7 +15,8 @@ use cudarc::driver::{
 use half::f16;
 use kernels_gpu::kernels::{
     DEQUANT_TOKENS, GROUPED_GEMM_MMA, GROUPED_GEMM_MMA_BF16A, GROUPED_GEMM_MMA_F16A,
-    GROUPED_GEMM_WGMMA, GROUPED_GEMM_WGMMA_BF16A, GROUPED_GEMM_WGMMA_F16A, KernelInfo,
+    GROUPED_GEMM_MMA_F16P, GROUPED_GEMM_WGMMA, GROUPED_GEMM_WGMMA_BF16A, GROUPED_GEMM_WGMMA_F16A,
+    KernelInfo,
 };
 pub use kernels_gpu::problem::Activation;
 use kernels_gpu::problem::{
@@ -544,6 +545,10 @@ pub struct GroupedGemm {
     ctas_per_sm: [u32; 3],
     /// The NVFP4 token dequantization pass.
     dequant: CudaFunction,
+    /// The kernel that reads the pass's tokens in the kernels' K order (the portable path's
+    /// `nvfp4_grouped_gemm_mma_f16p`; `None` on the Hopper path, whose fp16-activation kernel
+    /// reads natural order by TMA).
+    paired: Option<CudaFunction>,
     /// When plans of NVFP4 groups use that pass.
     token_dequant: TokenDequant,
     /// Whether plans cut tiles along K.
@@ -593,10 +598,25 @@ impl GroupedGemm {
         let sm_count = ptx_module::sm_count(&ctx)?;
         // Per kernel: the W4A16 kernels may need other resources than the NVFP4 one, and a
         // persistent grid sized for more CTAs than fit would run in two waves.
-        let ctas_per_sm = [Activation::Nvfp4, Activation::F16, Activation::Bf16].map(|a| {
+        let mut ctas_per_sm = [Activation::Nvfp4, Activation::F16, Activation::Bf16].map(|a| {
             ptx_module::ctas_per_sm(&funcs[a as usize], path.kernel_for(a), FALLBACK_CTAS_PER_SM)
         });
         let dequant = ptx_module::load_function(&module, &DEQUANT_TOKENS, ptx_arch)?;
+        let paired = match path {
+            KernelPath::Portable => {
+                let func = ptx_module::load_function(&module, &GROUPED_GEMM_MMA_F16P, ptx_arch)?;
+                // Token-pass launches size their grid from the fp16-activation entry: the
+                // smaller of the two kernels' occupancies, so every CTA is resident.
+                let f16 = &mut ctas_per_sm[Activation::F16 as usize];
+                *f16 = (*f16).min(ptx_module::ctas_per_sm(
+                    &func,
+                    &GROUPED_GEMM_MMA_F16P,
+                    FALLBACK_CTAS_PER_SM,
+                ));
+                Some(func)
+            }
+            KernelPath::Hopper => None,
+        };
         Ok(Self {
             ctx,
             module,
@@ -607,6 +627,7 @@ impl GroupedGemm {
             sm_count,
             ctas_per_sm,
             dequant,
+            paired,
             token_dequant: TokenDequant::default(),
             split_k: SplitK::default(),
         })
@@ -668,11 +689,7 @@ impl GroupedGemm {
     /// counts always run the NVFP4 kernel).
     pub fn kernel_name(&self) -> String {
         let nvfp4 = self.path.kernel().name;
-        let pass = format!(
-            "{} + {}",
-            DEQUANT_TOKENS.name,
-            self.path.kernel_for(Activation::F16).name
-        );
+        let pass = format!("{} + {}", DEQUANT_TOKENS.name, self.pass_kernel().name);
         match self.token_dequant {
             TokenDequant::Never => nvfp4.to_string(),
             TokenDequant::Always => pass,
@@ -680,6 +697,15 @@ impl GroupedGemm {
                 "{nvfp4}, or from {min:.0e} multiply-adds {pass}",
                 min = TokenDequant::AUTO_MIN_MACS as f64
             ),
+        }
+    }
+
+    /// The GEMM kernel that runs after a token pass: the portable path's paired-token entry,
+    /// or the Hopper path's fp16-activation kernel.
+    fn pass_kernel(&self) -> &'static KernelInfo {
+        match self.path {
+            KernelPath::Portable => &GROUPED_GEMM_MMA_F16P,
+            KernelPath::Hopper => self.path.kernel_for(Activation::F16),
         }
     }
 
@@ -1154,13 +1180,16 @@ impl GroupedGemm {
                 block_dim: (DEQUANT_TOKENS.threads, 1, 1),
                 shared_mem_bytes: 0,
             };
+            // The portable path's GEMM reads the pass's rows in its own K order.
+            let paired = u32::from(self.paired.is_some());
             let mut launch = stream.launch_builder(&self.dequant);
             launch
                 .arg(&plan.table_addr)
                 .arg(&pass.jobs_addr)
-                .arg(&num_jobs);
+                .arg(&num_jobs)
+                .arg(&paired);
             // SAFETY: the arguments match `nvfp4_dequant_tokens(table: *const ProblemDesc,
-            // jobs: *const TokenJob, num_jobs: u32)`; the table is the plan's validated NVFP4
+            // jobs: *const TokenJob, num_jobs: u32, paired: u32)`; the table is the plan's validated NVFP4
             // table, each job names one of its problems with tiles and a workspace of the plan
             // holding `(m_offset + m) * k` fp16 values for it (rows that other jobs of the
             // same operand may write are the same rows of the same tokens: identical values).
@@ -1178,7 +1207,12 @@ impl GroupedGemm {
             block_dim: (kernel.threads, 1, 1),
             shared_mem_bytes: kernel.dynamic_smem_bytes,
         };
-        let mut launch = stream.launch_builder(&self.funcs[activation as usize]);
+        // After a token pass on the portable path: the kernel for its paired rows.
+        let func = match (&plan.pass, &self.paired) {
+            (Some(_), Some(paired)) => paired,
+            _ => &self.funcs[activation as usize],
+        };
+        let mut launch = stream.launch_builder(func);
         launch
             .arg(&table_ptr)
             .arg(&num_problems)
@@ -1207,7 +1241,9 @@ impl GroupedGemm {
         // the borrows keep those buffers alive until the plan drops. The table itself lives
         // in `plan`, and cudarc frees it stream-ordered after this launch. With a token pass
         // the table is the pass's copy: the same descriptors with `a` the fp16 workspace the
-        // pass has just written (`lda = 2 k`), read by the fp16-activation kernel.
+        // pass has just written (`lda = 2 k`, rows 32-byte aligned), read by the
+        // fp16-activation kernel (on the portable path its paired entry, for which the pass
+        // wrote each 16-byte unit in the kernels' K order).
         unsafe { launch.launch(cfg) }?;
         drop(pass_guards);
         drop(split_guard);

@@ -105,6 +105,7 @@ pub const KERNELS: &[KernelInfo] = &[
     GROUPED_GEMM_MMA,
     GROUPED_GEMM_MMA_F16A,
     GROUPED_GEMM_MMA_BF16A,
+    GROUPED_GEMM_MMA_F16P,
     GROUPED_GEMM_WGMMA,
     GROUPED_GEMM_WGMMA_F16A,
     GROUPED_GEMM_WGMMA_BF16A,
@@ -115,6 +116,14 @@ pub const KERNELS: &[KernelInfo] = &[
 /// [`GROUPED_GEMM_MMA`] with fp16 activations (W4A16): same tiles and launch.
 pub const GROUPED_GEMM_MMA_F16A: KernelInfo = KernelInfo {
     name: "nvfp4_grouped_gemm_mma_f16a",
+    ..GROUPED_GEMM_MMA
+};
+
+/// [`GROUPED_GEMM_MMA`] with fp16 activations in the kernels' K order, as the token pass
+/// writes them for this path (`paired` = 1): what NVFP4 groups that take the pass run on the
+/// portable path. Same tiles and launch.
+pub const GROUPED_GEMM_MMA_F16P: KernelInfo = KernelInfo {
+    name: "nvfp4_grouped_gemm_mma_f16p",
     ..GROUPED_GEMM_MMA
 };
 

@@ -168,6 +168,16 @@ pub mod copy {
                  options(nostack, preserves_flags));
         }
     }
+    /// As [`async_8`], for 16 bytes (16-byte aligned), zero-filling past `src_bytes`
+    /// (0..=16); through L2 only (`.cg`).
+    #[inline(always)]
+    pub unsafe fn async_16(dst: u32, src: u64, src_bytes: u32) {
+        unsafe {
+            asm!("{{ .reg .u64 g; cvta.to.global.u64 g, {s}; cp.async.cg.shared.global [{d}], [g], 16, {n}; }}",
+                 d = in(reg32) dst, s = in(reg64) src, n = in(reg32) src_bytes,
+                 options(nostack, preserves_flags));
+        }
+    }
     /// As [`async_8`], for 4 bytes (4-byte aligned), zero-filling past `src_bytes` (0..=4).
     #[inline(always)]
     pub unsafe fn async_4(dst: u32, src: u64, src_bytes: u32) {

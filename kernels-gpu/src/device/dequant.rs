@@ -43,6 +43,10 @@ pub trait Act {
     /// What the epilogue multiplies the fp32 sums by (besides alpha): the factors the
     /// dequantized operands undershoot by.
     const SHIFT: f32;
+    /// 16-bit activations already in the kernels' K order (each 16-byte unit's words pair
+    /// value `i` with value `i + 4`, as the token pass writes them for the portable kernel):
+    /// copied into shared memory as they are.
+    const PAIRED: bool = false;
     /// The E4M3 scale byte `b` as a packed pair of the MMA's 16-bit type.
     #[inline(always)]
     fn scale(b: u32) -> u32 {
@@ -119,6 +123,8 @@ pub struct Fp4Act;
 pub struct F16Act;
 /// bf16 activations.
 pub struct Bf16Act;
+/// fp16 activations in the kernels' K order (from the token pass): see [`Act::PAIRED`].
+pub struct F16PairedAct;
 
 impl Act for Fp4Act {
     const KIND: Activation = Activation::Nvfp4;
@@ -128,6 +134,12 @@ impl Act for Fp4Act {
 impl Act for F16Act {
     const KIND: Activation = Activation::F16;
     const SHIFT: f32 = E2M1_F16_SHIFT;
+}
+
+impl Act for F16PairedAct {
+    const KIND: Activation = Activation::F16;
+    const SHIFT: f32 = E2M1_F16_SHIFT;
+    const PAIRED: bool = true;
 }
 
 impl Act for Bf16Act {

@@ -211,6 +211,26 @@ impl<const N: usize> Tok16<N> {
         }
     }
 
+    /// Copies chunk `chunk`'s 16-byte unit of each row into shared memory, asynchronously:
+    /// row `i` (tile row `first + step * i`) to `buf + row * 128 + ((unit ^ (row & 1)) * 16)`,
+    /// the token tile layout of the portable kernel. Zero-filled past the rows and past K.
+    /// The rows' addresses must be 16-byte aligned.
+    #[inline(always)]
+    pub unsafe fn issue(&self, chunk: u32, buf: u32, first: u32, step: u32) {
+        let in_k = chunk * CHUNK_K + self.unit * 8 < self.k;
+        for i in 0..N {
+            let ok = in_k && self.valid & (1 << i) != 0;
+            let src = if ok {
+                self.src[i] + (chunk * CHUNK_K * 2) as u64
+            } else {
+                self.src[0]
+            };
+            let row = first + step * i as u32;
+            let dst = buf + row * CHUNK_K * 2 + ((self.unit ^ (row & 1)) * 16);
+            unsafe { copy::async_16(dst, src, if ok { 16 } else { 0 }) };
+        }
+    }
+
     /// Chunk `chunk`'s values of each row (zeros past the rows and past K, and everywhere
     /// unless `wanted`).
     #[inline(always)]

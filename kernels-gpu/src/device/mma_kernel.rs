@@ -27,7 +27,9 @@
 //! rows in registers and runs 64 MMAs.
 
 use super::arch::{copy, half, shared, thread};
-use super::dequant::{Act, Bf16Act, F16Act, Fp4Act, a_fragments_for, fp4x8_scaled, pair_i_i4};
+use super::dequant::{
+    Act, Bf16Act, F16Act, F16PairedAct, Fp4Act, a_fragments_for, fp4x8_scaled, pair_i_i4,
+};
 use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow, Tok16};
 use super::sched::{TileFn, for_each_tile};
 use super::split::{Span, combine};
@@ -57,6 +59,16 @@ const TOK_BUF_BYTES: u32 = TILE_M * TOK_ROW_BYTES;
 /// The scheduler's shared memory (device-side sizes), after the token buffers.
 const SCHED: u32 = TOK_F16 + 2 * TOK_BUF_BYTES;
 const SMEM_BYTES: u32 = SCHED + SCHED_SMEM_BYTES;
+
+/// Stages of the kernel for paired 16-bit tokens (`Act::PAIRED`): weights' FP4 and scales,
+/// then the chunk's 64 x 64 fp16 token tile, which the MMAs read where the copies put it
+/// (no token buffers, no registers in between). Three such stages fit where the other
+/// kernels keep four stages and two token buffers.
+const P_STAGES: u32 = 3;
+const P_W_SF: u32 = TILE_N * ROW_BYTES;
+const P_T16: u32 = P_W_SF + TILE_N * ROW_SCALES;
+const P_STAGE_BYTES: u32 = P_T16 + TOK_BUF_BYTES;
+const _: () = assert!(P_STAGES * P_STAGE_BYTES <= SCHED && P_T16 % 128 == 0 && P_STAGES >= 2);
 
 const _: () = assert!(STAGE_BYTES % 16 == 0 && T_SF % 4 == 0 && W_SF % 16 == 0);
 const _: () = assert!(
@@ -106,6 +118,19 @@ gemm_entry! {
     /// # Safety
     /// As [`nvfp4_grouped_gemm_mma`], with the host validating `a` for 16-bit rows.
     nvfp4_grouped_gemm_mma_f16a => run::<F16Act>
+}
+
+gemm_entry! {
+    /// [`nvfp4_grouped_gemm_mma_f16a`] for tokens the token pass wrote for it
+    /// (`nvfp4_dequant_tokens` with `paired` set): each 16-byte unit of a row holds 8 fp16
+    /// values in the kernels' K order (word `i` = values `i`, `i + 4`), so the copies bring
+    /// them into shared memory as they are (`cp.async`, 16 bytes; 3 stages of weights and
+    /// tokens) and the MMAs read them there. `a` rows must be 16-byte aligned (the pass's
+    /// workspace is); output fp16.
+    ///
+    /// # Safety
+    /// As [`nvfp4_grouped_gemm_mma_f16a`], with every `a` the pass's paired fp16 copy.
+    nvfp4_grouped_gemm_mma_f16p => run::<F16PairedAct>
 }
 
 gemm_entry! {
@@ -216,19 +241,28 @@ unsafe fn gemm_tile_impl<const NB: u32, A: Act>(
     let w_scales = ScaleRow::new(&weights, n0 + tid);
     let t_scales = ScaleRow::new(&tokens, m0 + tid);
     let a16 = A::KIND != Activation::Nvfp4;
+    // Paired 16-bit tokens come through the stages; other 16-bit tokens through registers.
+    let paired = A::PAIRED;
+    let (stages, stage_bytes, w_sf) = if paired {
+        (P_STAGES, P_STAGE_BYTES, P_W_SF)
+    } else {
+        (STAGES, STAGE_BYTES, W_SF)
+    };
     // 16-bit tokens: rows tid / 8 + 16 i, 16-byte unit tid % 8 (dequant_tokens' jobs).
     let t16 = Tok16::<4>::new(&tokens, m0, tid / 8, 16, tid % 8);
     let issue = |chunk: u32, stage: u32| {
-        let base = smem + stage * STAGE_BYTES;
+        let base = smem + stage * stage_bytes;
         let tid = thread::tid_fresh();
         let row_q = tid / 4;
         let chunk = c0 + chunk;
         unsafe {
             w_rows.issue(chunk, base + W_RAW + row_q * ROW_BYTES, 32 * ROW_BYTES);
-            if !a16 {
+            if paired {
+                t16.issue(chunk, base + P_T16, tid / 8, 16);
+            } else if !a16 {
                 t_rows.issue(chunk, base + T_RAW + row_q * ROW_BYTES, 32 * ROW_BYTES);
             }
-            w_scales.issue(chunk, base + W_SF + tid * ROW_SCALES);
+            w_scales.issue(chunk, base + w_sf + tid * ROW_SCALES);
             if !a16 && tid < TILE_M {
                 t_scales.issue(chunk, base + T_SF + tid * ROW_SCALES);
             }
@@ -236,15 +270,17 @@ unsafe fn gemm_tile_impl<const NB: u32, A: Act>(
     };
 
     let mut acc = [[[0f32; 4]; 8]; 2];
-    for s in 0..STAGES - 1 {
+    let (mut p_cur, mut p_ahead) = (0, P_STAGES - 1);
+    for s in 0..stages - 1 {
         if s < chunks {
             issue(s, s);
         }
         unsafe { copy::commit() };
     }
 
-    // Prologue: chunk 0's tokens into token buffer 0.
-    if a16 {
+    // Prologue: chunk 0's tokens into token buffer 0 (paired tokens: in stage 0 already).
+    if paired {
+    } else if a16 {
         unsafe { store_tokens16(t16.fetch(c0, true), smem + TOK_F16, tid) };
     } else {
         unsafe {
@@ -258,21 +294,38 @@ unsafe fn gemm_tile_impl<const NB: u32, A: Act>(
     // other buffer and run chunk c's MMAs, in whatever order the warps interleave.
     for chunk in 0..chunks {
         unsafe {
-            // Chunk c + 1 has landed (a group is committed for every chunk, empty or not).
-            copy::wait::<{ STAGES - 3 }>();
-            // Token buffer c % 2 is written; buffer (c + 1) % 2 and stage (c - 1) % STAGES
+            // Chunk c + 1 has landed (a group is committed for every chunk, empty or not);
+            // with paired tokens (tokens in the stage, no buffers), chunk c.
+            if paired {
+                copy::wait::<{ P_STAGES - 2 }>();
+            } else {
+                copy::wait::<{ STAGES - 3 }>();
+            }
+            // Token buffer c % 2 is written; buffer (c + 1) % 2 and stage (c - 1) % stages
             // are no longer read.
             thread::sync_cta();
         }
-        let ahead = chunk + STAGES - 1;
+        let ahead = chunk + stages - 1;
+        // Stages of chunks c + stages - 1 and c: running counters for the three paired
+        // stages (a remainder by 3 costs a multiply-high and more), a mask for four.
+        let (ahead_stage, cur_stage) = if paired {
+            (p_ahead, p_cur)
+        } else {
+            (ahead % STAGES, chunk % STAGES)
+        };
         if ahead < chunks {
-            issue(ahead, ahead % STAGES);
+            issue(ahead, ahead_stage);
         }
         unsafe { copy::commit() };
-        let stage = smem + (chunk % STAGES) * STAGE_BYTES;
-        let tok = smem + TOK_F16 + (chunk % 2) * TOK_BUF_BYTES;
+        let stage = smem + cur_stage * stage_bytes;
+        let tok = if paired {
+            stage + P_T16
+        } else {
+            smem + TOK_F16 + (chunk % 2) * TOK_BUF_BYTES
+        };
         let mut ahead16 = [[0u32; 4]; 4];
-        if a16 {
+        if paired {
+        } else if a16 {
             // In flight during this chunk's MMAs; stored after them. Predicated on there
             // being a next chunk rather than branched, so ptxas issues the loads first.
             ahead16 = unsafe { t16.fetch(c0 + chunk + 1, chunk + 1 < chunks) };
@@ -290,7 +343,7 @@ unsafe fn gemm_tile_impl<const NB: u32, A: Act>(
             unroll!(half_row in [0, 1] {
                 let row = warp * 32 + mt as u32 * 16 + half_row as u32 * 8 + g;
                 raw[mt][half_row] = unsafe { shared::ld_v2(stage + W_RAW + row * ROW_BYTES + t * 8) };
-                bytes[half_row] = unsafe { shared::ld_u8(stage + W_SF + row * ROW_SCALES + t) };
+                bytes[half_row] = unsafe { shared::ld_u8(stage + w_sf + row * ROW_SCALES + t) };
             });
             sf[mt] = A::scale2(bytes[0], bytes[1]);
         });
@@ -316,9 +369,13 @@ unsafe fn gemm_tile_impl<const NB: u32, A: Act>(
                 }
             });
         });
-        if a16 && chunk + 1 < chunks {
+        if a16 && !paired && chunk + 1 < chunks {
             let buf = smem + TOK_F16 + ((chunk + 1) % 2) * TOK_BUF_BYTES;
             unsafe { store_tokens16(ahead16, buf, thread::tid_fresh()) };
+        }
+        if paired {
+            let next = |s: u32| if s + 1 == P_STAGES { 0 } else { s + 1 };
+            (p_cur, p_ahead) = (next(p_cur), next(p_ahead));
         }
     }
 

@@ -21,7 +21,11 @@ use crate::tiling::DEQUANT_THREADS;
 /// fp16x2 2^14: undoes the 2^-14 of `fp4x8_scaled`'s FP4 values (exact).
 const F16X2_2_14: u32 = 0x7400_7400;
 
-/// Dequantizes the NVFP4 tokens of `jobs[blockIdx.y]` (see [`TokenJob`]).
+/// Dequantizes the NVFP4 tokens of `jobs[blockIdx.y]` (see [`TokenJob`]). With `paired` 0
+/// the fp16 rows are in natural order (what the Hopper fp16-activation kernel reads); with
+/// `paired` 1 each 16-byte unit (8 values) holds its values in the portable kernels' K order,
+/// word `i` pairing values `i` and `i + 4` (what `nvfp4_grouped_gemm_mma_f16p` copies into
+/// shared memory as it is).
 ///
 /// # Safety
 /// Every descriptor the jobs name was validated by the host for NVFP4 activations (rows
@@ -32,6 +36,7 @@ pub unsafe extern "ptx-kernel" fn nvfp4_dequant_tokens(
     table: *const ProblemDesc,
     jobs: *const TokenJob,
     num_jobs: u32,
+    paired: u32,
 ) {
     let job_index = unsafe { core::arch::nvptx::_block_idx_y() } as u32;
     if job_index >= num_jobs {
@@ -51,7 +56,7 @@ pub unsafe extern "ptx-kernel" fn nvfp4_dequant_tokens(
         let sf = unsafe { copy::ld_global_u8(d.sfa + scale_offset(layout, row, col as u64, d.k)) };
         let s = scale_f16x2(sf);
         // Word i of `half_words` pairs values i and i + 4 (times 2^-14): to true values, then
-        // back to consecutive pairs.
+        // (unless paired) back to consecutive pairs.
         let half_words = |x: u32| {
             let w = fp4x8_scaled(x, s);
             let w = [
@@ -60,12 +65,16 @@ pub unsafe extern "ptx-kernel" fn nvfp4_dequant_tokens(
                 half::mul2(w[2], F16X2_2_14),
                 half::mul2(w[3], F16X2_2_14),
             ];
-            [
-                half::prmt(w[0], w[1], 0x5410),
-                half::prmt(w[2], w[3], 0x5410),
-                half::prmt(w[0], w[1], 0x7632),
-                half::prmt(w[2], w[3], 0x7632),
-            ]
+            if paired != 0 {
+                w
+            } else {
+                [
+                    half::prmt(w[0], w[1], 0x5410),
+                    half::prmt(w[2], w[3], 0x5410),
+                    half::prmt(w[0], w[1], 0x7632),
+                    half::prmt(w[2], w[3], 0x7632),
+                ]
+            }
         };
         let (lo, hi) = (half_words(x[0]), half_words(x[1]));
         let dst = job.out + (row * d.k as u64 + col as u64 * 16) * 2;
