@@ -25,6 +25,11 @@
 //! chunk `STAGES - 1` ahead, dequantize the 64 tokens of this chunk into an fp16 tile
 //! (once per CTA, shared by the 4 warps), barrier, then each warp dequantizes its own weight
 //! rows in registers and runs 64 MMAs.
+//!
+//! The fp16 / bf16 activation entries load each chunk's tokens into registers one chunk
+//! ahead and store them into the token tile in that K order. The entry for the token pass's
+//! rows (`_f16p`), which the pass wrote in that order already, copies them with the weights
+//! into three stages (`P_STAGES`) and the MMAs read them where they land.
 
 use super::arch::{copy, half, shared, thread};
 use super::dequant::{
