@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Whether NVFP4 x NVFP4 groups (with host sizes) run as a token dequantization pass plus
-/// the path's fp16-activation kernel (see [`GroupedGemm::plan`]) or on its NVFP4 kernel.
+/// an fp16-activation kernel (see [`GroupedGemm::plan`]) or on the path's NVFP4 kernel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum TokenDequant {
     /// The pass when the group has at least [`TokenDequant::AUTO_MIN_MACS`] multiply-adds
@@ -373,9 +373,11 @@ pub struct GroupPlan<'a> {
 }
 
 /// Large NVFP4 x NVFP4 groups (with host sizes) run as two launches: a pass that dequantizes
-/// each problem's token rows once into an fp16 workspace (exact), then the path's
-/// fp16-activation (W4A16) kernel (on the Hopper path it reads them by TMA) on a copy of the
-/// table pointing at the workspace. The NVFP4 kernels dequantize a problem's tokens again in
+/// each problem's token rows once into an fp16 workspace (exact), then an fp16-activation
+/// kernel on a copy of the table pointing at the workspace: on the Hopper path its W4A16
+/// kernel (rows in natural order, read by TMA), on the portable path
+/// `nvfp4_grouped_gemm_mma_f16p` (each 16-byte unit written in that kernel's K order, copied
+/// into shared memory as it is). The NVFP4 kernels dequantize a problem's tokens again in
 /// every N tile.
 #[derive(Debug)]
 struct TokenPass {
@@ -730,7 +732,9 @@ impl GroupedGemm {
         self.ctas_per_sm_for(Activation::Nvfp4)
     }
 
-    /// Resident CTAs per SM of the kernel for `activation` (2 if the query failed).
+    /// Resident CTAs per SM of the kernel for `activation` (2 if the query failed). For fp16
+    /// on the portable path: the smaller of its two fp16-activation kernels' (user fp16
+    /// activations, and the token pass's rows), so either kernel's grid is resident.
     pub fn ctas_per_sm_for(&self, activation: Activation) -> u32 {
         self.ctas_per_sm[activation as usize]
     }
@@ -776,7 +780,8 @@ impl GroupedGemm {
     /// For groups of at least [`TokenDequant::AUTO_MIN_MACS`] multiply-adds (or as
     /// [`GroupedGemm::set_token_dequant`] says), the plan also holds an fp16 copy of the
     /// tokens: each launch first dequantizes every problem's token rows once (exactly: E2M1
-    /// times E4M3 fits fp16), then runs the path's fp16-activation kernel on them. That costs
+    /// times E4M3 fits fp16), then runs an fp16-activation kernel on them (on the portable
+    /// path one that reads the pass's rows in its own K order). That costs
     /// `2 k` bytes of device memory per token row (per distinct `a`, up to its last row
     /// used), allocated here and freed with the plan.
     ///
@@ -1189,8 +1194,8 @@ impl GroupedGemm {
                 .arg(&num_jobs)
                 .arg(&paired);
             // SAFETY: the arguments match `nvfp4_dequant_tokens(table: *const ProblemDesc,
-            // jobs: *const TokenJob, num_jobs: u32, paired: u32)`; the table is the plan's validated NVFP4
-            // table, each job names one of its problems with tiles and a workspace of the plan
+            // jobs: *const TokenJob, num_jobs: u32, paired: u32)`; the table is the plan's
+            // validated NVFP4 table, each job names one of its problems with tiles and a workspace of the plan
             // holding `(m_offset + m) * k` fp16 values for it (rows that other jobs of the
             // same operand may write are the same rows of the same tokens: identical values).
             unsafe { launch.launch(cfg) }?;

@@ -55,8 +55,9 @@ pub const E4M3_F16_SHIFT: f32 = 256.0;
 /// FP4 codes packed in `x` (byte j holds codes 2j (low nibble) and 2j+1 (high nibble)).
 ///
 /// Word `i` pairs code `i` (low half) with code `i + 4` (high half), whose bits are 16 apart,
-/// so one shift and one mask move both under the fp16 exponent. Each half is `e2m1 value * 2^-14` exactly (0.5 lands on an
-/// fp16 subnormal); the kernels fold 2^14 into the epilogue factor. Since the dot product over
+/// so one shift and one mask move both under the fp16 exponent. Each half is
+/// `e2m1 value * 2^-14` exactly (0.5 lands on an fp16 subnormal); the kernels fold 2^14 into
+/// the epilogue factor. Since the dot product over
 /// one scale block does not depend on the order of k, the kernels pair k the same way on both
 /// operands and never need to un-shuffle.
 #[inline(always)]

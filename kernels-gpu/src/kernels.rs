@@ -85,7 +85,6 @@ pub const QUANTIZE: KernelInfo = KernelInfo {
     token_maps: false,
 };
 
-/// Every kernel of the crate.
 /// The NVFP4 token dequantization pass (`nvfp4_dequant_tokens`, both paths): runs before the
 /// W4A16 kernel when a group with NVFP4 activations takes the pass ([`crate::problem::TokenJob`]).
 /// Memory-bound, no shared memory.
@@ -101,6 +100,7 @@ pub const DEQUANT_TOKENS: KernelInfo = KernelInfo {
     token_maps: false,
 };
 
+/// Every kernel of the crate.
 pub const KERNELS: &[KernelInfo] = &[
     GROUPED_GEMM_MMA,
     GROUPED_GEMM_MMA_F16A,

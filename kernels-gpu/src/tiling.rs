@@ -34,7 +34,7 @@ pub const fn tiles_for(m: u32, n: u32) -> u64 {
     (n.div_ceil(TILE_N) as u64) * (m.div_ceil(TILE_M) as u64)
 }
 
-/// Threads per CTA of the token dequantization pass (`nvfp4_dequant_tokens`, sm_90a).
+/// Threads per CTA of the token dequantization pass (`nvfp4_dequant_tokens`, both paths).
 pub const DEQUANT_THREADS: u32 = 256;
 
 /// Tile constants of the Hopper kernel (`nvfp4_grouped_gemm_wgmma`, sm_90a).

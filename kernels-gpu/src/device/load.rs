@@ -1,4 +1,5 @@
-//! Global -> shared copies of FP4 rows and their scales, shared by both kernels.
+//! Global -> shared copies of FP4 rows and their scales, shared by both kernels, and the
+//! portable kernels' 16-bit token loads and copies.
 //!
 //! A K chunk of a row is `CHUNK_K / 2` = 32 bytes of FP4 (four 8-byte units, one per scale
 //! block) and `CHUNK_K / 16` = 4 scale bytes. Everything that does not change along K (row
@@ -62,21 +63,18 @@ impl Operand {
     }
 }
 
-/// Addresses of rows `first + step * i` (`i < N`) of `op`, `offset` bytes in, and a bit set of
-/// the rows that exist (a missing row's address is `op.data`, never read).
+/// Start addresses of rows `first + step * i` (`i < N`) of `op`, and a bit set of the rows
+/// that exist (a missing row's address is `op.data`, row 0's start). Every address is the
+/// start of a row inside the buffer, so a zero-size copy from it (past K, or of a missing
+/// row) names a valid address, whatever K is.
 #[inline(always)]
-fn row_sources<const N: usize>(
-    op: &Operand,
-    first: u32,
-    step: u32,
-    offset: u32,
-) -> ([u64; N], u32) {
+fn row_sources<const N: usize>(op: &Operand, first: u32, step: u32) -> ([u64; N], u32) {
     let mut src = [op.data; N];
     let mut valid = 0;
     for (i, s) in src.iter_mut().enumerate() {
         let row = first + step * i as u32;
         if row < op.rows {
-            *s = op.data + row as u64 * op.ld + offset as u64;
+            *s = op.data + row as u64 * op.ld;
             valid |= 1 << i;
         }
     }
@@ -97,7 +95,7 @@ impl<const N: usize> Fp4Rows<N> {
     /// Prepares the copies of tile rows `first + step * i` (tile origin `row0`), unit `unit`.
     #[inline(always)]
     pub fn new(op: &Operand, row0: u32, first: u32, step: u32, unit: u32) -> Self {
-        let (src, valid) = row_sources(op, row0 + first, step, unit * 8);
+        let (src, valid) = row_sources(op, row0 + first, step);
         Self {
             src,
             valid,
@@ -111,13 +109,11 @@ impl<const N: usize> Fp4Rows<N> {
     pub unsafe fn issue(&self, chunk: u32, dst: u32, dst_step: u32) {
         // Inside K: every unit of a full chunk; in the last chunk, units below K.
         let in_k = chunk * CHUNK_K + self.unit * 16 < self.k;
+        let off = chunk * ROW_BYTES + self.unit * 8;
         for i in 0..N {
             let ok = in_k && self.valid & (1 << i) != 0;
-            let src = if ok {
-                self.src[i] + (chunk * ROW_BYTES) as u64
-            } else {
-                self.src[0]
-            };
+            // A copy that reads nothing reads it from the row's start.
+            let src = self.src[i] + if ok { off } else { 0 } as u64;
             let dst = dst + i as u32 * dst_step + self.unit * 8;
             unsafe { copy::async_8(dst, src, if ok { 8 } else { 0 }) };
         }
@@ -186,9 +182,10 @@ impl ScaleRow {
     }
 }
 
-/// This thread's share of the 16-bit activation loads of a tile (the W4A16 kernels): 16-byte
-/// unit `unit` (8 values of a 64-value chunk) of token rows `row0 + first + step * i`,
-/// `i < N`, read from global memory straight into registers.
+/// This thread's share of the 16-bit activation loads of a tile (the portable W4A16 kernels):
+/// 16-byte unit `unit` (8 values of a 64-value chunk) of token rows `row0 + first + step * i`,
+/// `i < N`, read from global memory straight into registers ([`Tok16::fetch`]), or copied into
+/// shared memory ([`Tok16::issue`], the token pass's paired rows).
 #[derive(Clone, Copy)]
 pub struct Tok16<const N: usize> {
     src: [u64; N],
@@ -202,7 +199,7 @@ impl<const N: usize> Tok16<N> {
     /// bytes and whose rows hold `k` 16-bit values), unit `unit` of each chunk.
     #[inline(always)]
     pub fn new(op: &Operand, row0: u32, first: u32, step: u32, unit: u32) -> Self {
-        let (src, valid) = row_sources(op, row0 + first, step, unit * 16);
+        let (src, valid) = row_sources(op, row0 + first, step);
         Self {
             src,
             valid,
@@ -218,13 +215,11 @@ impl<const N: usize> Tok16<N> {
     #[inline(always)]
     pub unsafe fn issue(&self, chunk: u32, buf: u32, first: u32, step: u32) {
         let in_k = chunk * CHUNK_K + self.unit * 8 < self.k;
+        let off = chunk * CHUNK_K * 2 + self.unit * 16;
         for i in 0..N {
             let ok = in_k && self.valid & (1 << i) != 0;
-            let src = if ok {
-                self.src[i] + (chunk * CHUNK_K * 2) as u64
-            } else {
-                self.src[0]
-            };
+            // A copy that reads nothing reads it from the row's start.
+            let src = self.src[i] + if ok { off } else { 0 } as u64;
             let row = first + step * i as u32;
             let dst = buf + row * CHUNK_K * 2 + ((self.unit ^ (row & 1)) * 16);
             unsafe { copy::async_16(dst, src, if ok { 16 } else { 0 }) };
@@ -236,11 +231,12 @@ impl<const N: usize> Tok16<N> {
     #[inline(always)]
     pub unsafe fn fetch(&self, chunk: u32, wanted: bool) -> [[u32; 4]; N] {
         let in_k = wanted && chunk * CHUNK_K + self.unit * 8 < self.k;
+        let off = chunk * CHUNK_K * 2 + self.unit * 16;
         let mut out = [[0u32; 4]; N];
         // Predicated loads: a branch per row cost ptxas a dozen instructions a row.
         for (i, o) in out.iter_mut().enumerate() {
             let live = in_k && self.valid & (1 << i) != 0;
-            *o = unsafe { global::ld_nc_v4_if(self.src[i] + (chunk * CHUNK_K * 2) as u64, live) };
+            *o = unsafe { global::ld_nc_v4_if(self.src[i] + off as u64, live) };
         }
         out
     }

@@ -73,7 +73,12 @@ const P_STAGES: u32 = 3;
 const P_W_SF: u32 = TILE_N * ROW_BYTES;
 const P_T16: u32 = P_W_SF + TILE_N * ROW_SCALES;
 const P_STAGE_BYTES: u32 = P_T16 + TOK_BUF_BYTES;
-const _: () = assert!(P_STAGES * P_STAGE_BYTES <= SCHED && P_T16 % 128 == 0 && P_STAGES >= 2);
+const _: () = assert!(
+    P_STAGES * P_STAGE_BYTES <= SCHED
+        && P_T16 % 128 == 0
+        && P_STAGE_BYTES % 128 == 0
+        && P_STAGES >= 2
+);
 
 const _: () = assert!(STAGE_BYTES % 16 == 0 && T_SF % 4 == 0 && W_SF % 16 == 0);
 const _: () = assert!(
@@ -211,8 +216,9 @@ unsafe fn gemm_tile<A: Act>(
 /// [`gemm_tile`] with `NB` n8 blocks of tokens (`8 * NB` at least the tile's tokens), and
 /// activations `A`: NVFP4 tokens come through the cp.async stages and are dequantized into
 /// the fp16 token tile; 16-bit tokens are loaded from global memory into registers one chunk
-/// ahead (during this chunk's MMAs) and stored into the tile in the same K order. Computes
-/// K chunks `span.c0 .. span.c1` (all of them unless the tile is cut).
+/// ahead (during this chunk's MMAs) and stored into the tile in the same K order, except
+/// paired ones (`A::PAIRED`), which are copied into the stages with the weights and read
+/// there. Computes K chunks `span.c0 .. span.c1` (all of them unless the tile is cut).
 #[inline(always)]
 unsafe fn gemm_tile_impl<const NB: u32, A: Act>(
     smem: u32,
@@ -283,7 +289,8 @@ unsafe fn gemm_tile_impl<const NB: u32, A: Act>(
         unsafe { copy::commit() };
     }
 
-    // Prologue: chunk 0's tokens into token buffer 0 (paired tokens: in stage 0 already).
+    // Prologue: chunk 0's tokens into token buffer 0 (paired tokens: copied into stage 0
+    // with its weights, above).
     if paired {
     } else if a16 {
         unsafe { store_tokens16(t16.fetch(c0, true), smem + TOK_F16, tid) };
@@ -295,8 +302,9 @@ unsafe fn gemm_tile_impl<const NB: u32, A: Act>(
         }
     }
 
-    // Per chunk c, one barrier: this CTA's warps dequantize chunk c + 1's tokens into the
-    // other buffer and run chunk c's MMAs, in whatever order the warps interleave.
+    // Per chunk c, one barrier: this CTA's warps put chunk c + 1's tokens into the other
+    // buffer (not for paired tokens) and run chunk c's MMAs, in whatever order the warps
+    // interleave.
     for chunk in 0..chunks {
         unsafe {
             // Chunk c + 1 has landed (a group is committed for every chunk, empty or not);
