@@ -705,9 +705,11 @@ impl GroupedGemm {
     /// The GEMM kernel that runs after a token pass: the portable path's paired-token entry,
     /// or the Hopper path's fp16-activation kernel.
     fn pass_kernel(&self) -> &'static KernelInfo {
-        match self.path {
-            KernelPath::Portable => &GROUPED_GEMM_MMA_F16P,
-            KernelPath::Hopper => self.path.kernel_for(Activation::F16),
+        // The same choice `launch` makes: the paired entry wherever it was loaded.
+        if self.paired.is_some() {
+            &GROUPED_GEMM_MMA_F16P
+        } else {
+            self.path.kernel_for(Activation::F16)
         }
     }
 

@@ -86,18 +86,13 @@ pub const QUANTIZE: KernelInfo = KernelInfo {
 };
 
 /// The NVFP4 token dequantization pass (`nvfp4_dequant_tokens`, both paths): runs before the
-/// W4A16 kernel when a group with NVFP4 activations takes the pass ([`crate::problem::TokenJob`]).
-/// Memory-bound, no shared memory.
+/// fp16-activation kernel when a group with NVFP4 activations takes the pass
+/// ([`crate::problem::TokenJob`]). Memory-bound, no shared memory: the launch facts of
+/// [`QUANTIZE`] (four CTAs of 256 threads per SM, any GPU from sm_80 up, no tiles).
 pub const DEQUANT_TOKENS: KernelInfo = KernelInfo {
     name: "nvfp4_dequant_tokens",
     threads: crate::tiling::DEQUANT_THREADS,
-    min_ctas_per_sm: 4,
-    dynamic_smem_bytes: 0,
-    min_cc: 80,
-    sm90a_only: false,
-    tile_n: 1,
-    tile_m: 1,
-    token_maps: false,
+    ..QUANTIZE
 };
 
 /// Every kernel of the crate.

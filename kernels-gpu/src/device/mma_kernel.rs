@@ -36,8 +36,8 @@ use super::dequant::{
     Act, Bf16Act, F16Act, F16PairedAct, Fp4Act, a_fragments_for, fp4x8_scaled, pair_i_i4,
 };
 use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow, Tok16};
-use super::sched::{TileFn, for_each_tile};
-use super::split::{Span, combine};
+use super::sched::{Tile, TileFn, for_each_tile};
+use super::split::combine;
 use crate::problem::{Activation, FLAG_OUT_BF16, ProblemDesc, Split};
 use crate::tiling::{CHUNK_K, SCHED_SMEM_BYTES, STAGES, THREADS, TILE_M, TILE_N};
 use core::marker::PhantomData;
@@ -184,8 +184,8 @@ struct Tiles<A>(u32, PhantomData<A>);
 
 impl<A: Act> TileFn for Tiles<A> {
     #[inline(always)]
-    unsafe fn tile(&mut self, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32, span: Span) {
-        unsafe { gemm_tile::<A>(self.0, desc, m_end, n0, m0, span) }
+    unsafe fn tile(&mut self, tile: Tile) {
+        unsafe { gemm_tile::<A>(self.0, tile) }
     }
 }
 
@@ -195,21 +195,14 @@ impl<A: Act> TileFn for Tiles<A> {
 /// copies), their MMAs harmless and their outputs not stored. A run-time predicate per n8
 /// block made ptxas serialise the blocks' MMAs (25% slower on an H200, PERF.md runs 21, 28).
 #[inline(always)]
-unsafe fn gemm_tile<A: Act>(
-    smem: u32,
-    desc: *const ProblemDesc,
-    m_end: u32,
-    n0: u32,
-    m0: u32,
-    span: Span,
-) {
-    let m_rem = m_end - m0;
+unsafe fn gemm_tile<A: Act>(smem: u32, tile: Tile) {
+    let m_rem = tile.m_end - tile.m0;
     if m_rem > 32 {
-        unsafe { gemm_tile_impl::<8, A>(smem, desc, m_end, n0, m0, span) }
+        unsafe { gemm_tile_impl::<8, A>(smem, tile) }
     } else if m_rem > 8 {
-        unsafe { gemm_tile_impl::<4, A>(smem, desc, m_end, n0, m0, span) }
+        unsafe { gemm_tile_impl::<4, A>(smem, tile) }
     } else {
-        unsafe { gemm_tile_impl::<1, A>(smem, desc, m_end, n0, m0, span) }
+        unsafe { gemm_tile_impl::<1, A>(smem, tile) }
     }
 }
 
@@ -220,14 +213,14 @@ unsafe fn gemm_tile<A: Act>(
 /// paired ones (`A::PAIRED`), which are copied into the stages with the weights and read
 /// there. Computes K chunks `span.c0 .. span.c1` (all of them unless the tile is cut).
 #[inline(always)]
-unsafe fn gemm_tile_impl<const NB: u32, A: Act>(
-    smem: u32,
-    desc: *const ProblemDesc,
-    m_end: u32,
-    n0: u32,
-    m0: u32,
-    span: Span,
-) {
+unsafe fn gemm_tile_impl<const NB: u32, A: Act>(smem: u32, tile: Tile) {
+    let Tile {
+        desc,
+        m_end,
+        n0,
+        m0,
+        span,
+    } = tile;
     // Only the main loop's fields are read here; the epilogue reads its own after the loop
     // (the memory-clobbering asm in between keeps them from being hoisted), which keeps
     // c, ldc and alpha out of registers during the loop.
@@ -291,15 +284,14 @@ unsafe fn gemm_tile_impl<const NB: u32, A: Act>(
 
     // Prologue: chunk 0's tokens into token buffer 0 (paired tokens: copied into stage 0
     // with its weights, above).
-    if paired {
-    } else if a16 {
-        unsafe { store_tokens16(t16.fetch(c0, true), smem + TOK_F16, tid) };
-    } else {
-        unsafe {
+    match (paired, a16) {
+        (true, _) => {}
+        (false, true) => unsafe { store_tokens16(t16.fetch(c0, true), smem + TOK_F16, tid) },
+        (false, false) => unsafe {
             copy::wait::<{ STAGES - 2 }>();
             thread::sync_cta();
             dequant_tokens(smem, smem + TOK_F16, tid);
-        }
+        },
     }
 
     // Per chunk c, one barrier: this CTA's warps put chunk c + 1's tokens into the other
@@ -336,16 +328,21 @@ unsafe fn gemm_tile_impl<const NB: u32, A: Act>(
         } else {
             smem + TOK_F16 + (chunk % 2) * TOK_BUF_BYTES
         };
+        // Chunk c + 1's tokens (none to fetch for paired tokens: they come with the stages).
         let mut ahead16 = [[0u32; 4]; 4];
-        if paired {
-        } else if a16 {
+        match (paired, a16) {
+            (true, _) => {}
             // In flight during this chunk's MMAs; stored after them. Predicated on there
             // being a next chunk rather than branched, so ptxas issues the loads first.
-            ahead16 = unsafe { t16.fetch(c0 + chunk + 1, chunk + 1 < chunks) };
-        } else if chunk + 1 < chunks {
-            let next = smem + ((chunk + 1) % STAGES) * STAGE_BYTES;
-            let buf = smem + TOK_F16 + ((chunk + 1) % 2) * TOK_BUF_BYTES;
-            unsafe { dequant_tokens(next, buf, thread::tid_fresh()) };
+            (false, true) => {
+                ahead16 = unsafe { t16.fetch(c0 + chunk + 1, chunk + 1 < chunks) };
+            }
+            (false, false) if chunk + 1 < chunks => {
+                let next = smem + ((chunk + 1) % STAGES) * STAGE_BYTES;
+                let buf = smem + TOK_F16 + ((chunk + 1) % 2) * TOK_BUF_BYTES;
+                unsafe { dequant_tokens(next, buf, thread::tid_fresh()) };
+            }
+            (false, false) => {}
         }
 
         // Weights: this thread's 4 rows (2 m16 tiles x rows g, g+8), scale block t.

@@ -161,26 +161,34 @@ unsafe fn device_schedule(
     total
 }
 
+/// One tile's work unit as the scheduler hands it to [`TileFn::tile`]: the owning problem's
+/// descriptor `desc`, the tile's first weight row `n0` and first token row `m0` (rows counted
+/// in the problem's buffers, `m_offset` included), the end `m_end` of the problem's token
+/// rows, and the K chunks `span` to compute (the tile's part when it is cut).
+#[derive(Clone, Copy)]
+pub struct Tile {
+    pub desc: *const ProblemDesc,
+    pub m_end: u32,
+    pub n0: u32,
+    pub m0: u32,
+    pub span: Span,
+}
+
 /// The work of one tile (a trait rather than a closure so that the kernel body is always
 /// inlined into the loop: LLVM declined to inline a closure this large, which cost a call
 /// with a stack frame).
 pub trait TileFn {
-    /// Computes the tile of `desc` at weight row `n0` and token row `m0` over the K chunks
-    /// of `span` (its part of the tile when the tile is split); the problem's token rows end
-    /// at `m_end`. Every thread of the CTA calls it.
+    /// Computes `tile` (see [`Tile`]). Every thread of the CTA calls it.
     ///
     /// # Safety
     /// As [`for_each_tile`].
-    unsafe fn tile(&mut self, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32, span: Span);
+    unsafe fn tile(&mut self, tile: Tile);
 }
 
 /// The persistent loop of a kernel: this CTA takes work units `blockIdx.x`,
 /// `blockIdx.x + gridDim.x`, ... of the launch (one per tile, or with host sizes and
-/// `split` several per cut tile, see [`super::split`]) and calls `tile_fn.tile(desc, m_end,
-/// n0, m0, span)` with the
-/// owning problem's descriptor, the tile's first weight row `n0` and first token row `m0`
-/// (rows counted in the problem's buffers, `m_offset` included) and the end `m_end` of the
-/// problem's token rows. Tile `t` of a problem covers weight rows from `(t / tiles_m) *
+/// `split` several per cut tile, see [`super::split`]) and calls `tile_fn.tile` with each
+/// unit's [`Tile`]. Tile `t` of a problem covers weight rows from `(t / tiles_m) *
 /// tile_n` and tokens from `(t % tiles_m) * tile_m` past the problem's first row.
 ///
 /// `mode` is a [`SizeMode`] code; with a device mode the counts are read from `counts`,
@@ -263,13 +271,13 @@ pub unsafe fn for_each_tile(
         let chunks = unsafe { (*desc).k }.div_ceil(CHUNK_K);
         let span = unsafe { unit.span(chunks, total, &split, threads, sched + SCRATCH) };
         unsafe {
-            tile_fn.tile(
+            tile_fn.tile(Tile {
                 desc,
-                first_row + rows,
-                (local / tiles_m) * tile_n,
-                first_row + (local % tiles_m) * tile_m,
+                m_end: first_row + rows,
+                n0: (local / tiles_m) * tile_n,
+                m0: first_row + (local % tiles_m) * tile_m,
                 span,
-            )
+            })
         };
         index += thread::nctaid();
     }

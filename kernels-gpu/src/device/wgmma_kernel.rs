@@ -31,7 +31,7 @@
 use super::arch::{copy, dyn_smem_base, half, shared, thread, tma, wgmma};
 use super::dequant::{Act, Bf16Act, F16Act, Fp4Act, a_fragments_for, fp4x8_scaled};
 use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow};
-use super::sched::{TileFn, for_each_tile};
+use super::sched::{Tile, TileFn, for_each_tile};
 use super::split::{Span, combine};
 use crate::problem::{FLAG_OUT_BF16, PROBLEM_DESC_BYTES, ProblemDesc, Split, TOKEN_MAP_BYTES};
 use crate::tiling::CHUNK_K;
@@ -143,8 +143,8 @@ struct Tiles<A>(u32, PhantomData<A>);
 
 impl<A: Act> TileFn for Tiles<A> {
     #[inline(always)]
-    unsafe fn tile(&mut self, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32, span: Span) {
-        unsafe { gemm_tile::<A>(self.0, desc, m_end, n0, m0, span) }
+    unsafe fn tile(&mut self, tile: Tile) {
+        unsafe { gemm_tile::<A>(self.0, tile) }
     }
 }
 
@@ -203,10 +203,10 @@ struct TilesTma<A> {
 
 impl<A: Act> TileFn for TilesTma<A> {
     #[inline(always)]
-    unsafe fn tile(&mut self, desc: *const ProblemDesc, m_end: u32, n0: u32, m0: u32, span: Span) {
-        let index = (desc as u64 - self.table) / PROBLEM_DESC_BYTES as u64;
+    unsafe fn tile(&mut self, tile: Tile) {
+        let index = (tile.desc as u64 - self.table) / PROBLEM_DESC_BYTES as u64;
         let map = self.maps + index * TOKEN_MAP_BYTES;
-        unsafe { gemm_tile_tma::<A>(self.smem, map, &mut self.phases, desc, m_end, n0, m0, span) }
+        unsafe { gemm_tile_tma::<A>(self.smem, map, &mut self.phases, tile) }
     }
 }
 
@@ -214,14 +214,14 @@ impl<A: Act> TileFn for TilesTma<A> {
 /// the cp.async stages; each chunk's tokens (into the fp16 token tile) and weights (into the
 /// next A fragments) are dequantized while the previous chunk's wgmmas run.
 #[inline(always)]
-unsafe fn gemm_tile<A: Act>(
-    smem: u32,
-    desc: *const ProblemDesc,
-    m_end: u32,
-    n0: u32,
-    m0: u32,
-    span: Span,
-) {
+unsafe fn gemm_tile<A: Act>(smem: u32, tile: Tile) {
+    let Tile {
+        desc,
+        m_end,
+        n0,
+        m0,
+        span,
+    } = tile;
     // Only the main loop's fields are read here; the epilogue reads its own after the loop
     // (the memory-clobbering asm in between keeps them from being hoisted), which keeps
     // c, ldc and alpha out of registers during the loop.
@@ -348,16 +348,14 @@ unsafe fn gemm_tile<A: Act>(
 /// units) under scale block `s`. Chunk c + 1's weights are dequantized while chunk c's
 /// wgmmas run. `phases` carries each stage barrier's parity from tile to tile.
 #[inline(always)]
-unsafe fn gemm_tile_tma<A: Act>(
-    smem: u32,
-    map: u64,
-    phases: &mut u32,
-    desc: *const ProblemDesc,
-    m_end: u32,
-    n0: u32,
-    m0: u32,
-    span: Span,
-) {
+unsafe fn gemm_tile_tma<A: Act>(smem: u32, map: u64, phases: &mut u32, tile: Tile) {
+    let Tile {
+        desc,
+        m_end,
+        n0,
+        m0,
+        span,
+    } = tile;
     let d = unsafe { &*desc };
     let tid = thread::tid();
     let lane = tid % 32;
