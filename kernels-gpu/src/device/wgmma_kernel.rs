@@ -346,7 +346,9 @@ unsafe fn gemm_tile<A: Act>(smem: u32, tile: Tile) {
 /// (what the TMA's token tile has): for k-step `s` thread `t` of a quad takes byte `t` of
 /// FP4 words `2s` and `2s + 1` of its rows (values `2t, 2t + 1` of the step's two 8-value
 /// units) under scale block `s`. Chunk c + 1's weights are dequantized while chunk c's
-/// wgmmas run. `phases` carries each stage barrier's parity from tile to tile.
+/// wgmmas run, and chunk c + 1's wgmmas are issued before chunk c's are waited for
+/// (`wgmma.wait_group 1`, two sets of A registers), so the tensor cores are not left idle
+/// between chunks. `phases` carries each stage barrier's parity from tile to tile.
 #[inline(always)]
 unsafe fn gemm_tile_tma<A: Act>(smem: u32, map: u64, phases: &mut u32, tile: Tile) {
     let Tile {
@@ -358,10 +360,6 @@ unsafe fn gemm_tile_tma<A: Act>(smem: u32, map: u64, phases: &mut u32, tile: Til
     } = tile;
     let d = unsafe { &*desc };
     let tid = thread::tid();
-    let lane = tid % 32;
-    let warp = tid / 32;
-    let g = lane / 4;
-    let t = lane % 4;
     // Chunks are counted from the span's first; the copies take the absolute chunk.
     let c0 = span.c0;
     let chunks = span.c1 - c0;
@@ -402,12 +400,15 @@ unsafe fn gemm_tile_tma<A: Act>(smem: u32, map: u64, phases: &mut u32, tile: Til
         }
         unsafe { copy::commit() };
     }
-    let wrow = (warp / 4) * 64 + (warp % 4) * 16 + g;
     let subtiles = m_rem.min(TILE_M).div_ceil(32);
-    // Selects byte t of a word (byte 0) and of the word shifted right by 4 (byte 2).
-    let sel = t | ((4 + t) << 8);
+    // The thread's rows and quad position are recomputed at each use (a read of %tid.x and
+    // a few integer instructions a chunk): the loop holds two sets of A registers and the
+    // kernel has 128 registers.
     let weights_of = |chunk: u32| {
         let w = smem + A16_W + (chunk % STAGES) * W_STAGE_BYTES;
+        let (wrow, t) = quad_place(thread::tid_fresh());
+        // Selects byte t of a word (byte 0) and of the word shifted right by 4 (byte 2).
+        let sel = t | ((4 + t) << 8);
         unsafe { weight_fragments::<A>(w, wrow, sel) }
     };
 
@@ -416,41 +417,70 @@ unsafe fn gemm_tile_tma<A: Act>(smem: u32, map: u64, phases: &mut u32, tile: Til
         copy::wait::<{ STAGES - 2 }>();
         thread::sync_cta();
     }
-    let mut a = weights_of(0);
+    // Two sets of A registers, `a0` for even chunks and `a1` for odd ones: chunk c's wgmmas
+    // read theirs until the wait after chunk c + 1's issue, so chunk c + 1's fragments must
+    // be in the other set. The loop is unrolled by two so that each set keeps its registers
+    // (a loop-carried swap would let the compiler reuse the in-flight set's).
+    let mut a0 = [[0u32; 4]; 4];
+    let mut a1 = [[0u32; 4]; 4];
 
-    for chunk in 0..chunks {
-        unsafe {
-            // This thread's copies of chunk c + 1 have landed; the barrier publishes
-            // everyone's, and after it nobody reads stage (c - 1) % STAGES any more (chunk
-            // c - 1's wgmmas were waited for before it).
-            copy::wait::<{ STAGES - 3 }>();
-            thread::sync_cta();
-        }
-        let ahead = chunk + STAGES - 1;
-        if ahead < chunks {
-            issue(ahead, ahead % STAGES);
-        }
-        unsafe { copy::commit() };
-
-        let stage = chunk % STAGES;
-        unsafe { tma::mbar_wait(smem + A16_BARS + stage * 8, (*phases >> stage) & 1) };
-        *phases ^= 1 << stage;
-        let tok = smem + stage * TOK16_STAGE_BYTES;
-        // k-step s starts 32 s bytes into the swizzled rows.
-        unsafe {
-            mma_chunk::<A>(&mut acc, &a, subtiles, |s| {
-                wgmma::desc_sw128(tok + s * 32, 1024)
-            })
+    // Per chunk c: issue its wgmmas, then wait for chunk c - 1's only, so the tensor cores
+    // always have a chunk queued while this warpgroup publishes the next copies and
+    // dequantizes chunk c + 1's weights into the other set.
+    let mut step =
+        |chunk: u32, acc: &mut [f32; 64], cur: &[[u32; 4]; 4], retire: &[[u32; 4]; 4]| {
+            let stage = chunk % STAGES;
+            unsafe { tma::mbar_wait(smem + A16_BARS + stage * 8, (*phases >> stage) & 1) };
+            *phases ^= 1 << stage;
+            let tok = smem + stage * TOK16_STAGE_BYTES;
+            // k-step s starts 32 s bytes into the swizzled rows.
+            unsafe {
+                mma_chunk::<A>(acc, cur, subtiles, |s| {
+                    wgmma::desc_sw128(tok + s * 32, 1024)
+                });
+                // Chunk c - 1's wgmmas (registers `retire`) are done, this warpgroup's ...
+                wgmma::wait1(retire);
+                // ... and this thread's copies of chunk c + 1 have landed; the barrier publishes
+                // everyone's, and after it nobody reads stage (c - 1) % STAGES any more.
+                copy::wait::<{ STAGES - 3 }>();
+                thread::sync_cta();
+            }
+            let ahead = chunk + STAGES - 1;
+            if ahead < chunks {
+                issue(ahead, ahead % STAGES);
+            }
+            unsafe { copy::commit() };
         };
-        let next = if chunk + 1 < chunks {
-            weights_of(chunk + 1)
-        } else {
-            [[0u32; 4]; 4]
-        };
-        unsafe { wgmma::wait_all(&a, &mut acc) };
-        a = next;
+    let mut chunk = 0;
+    while chunk < chunks {
+        if chunk == 0 {
+            // Inside the loop, so that the compiler builds it in the loop's registers.
+            a0 = weights_of(0);
+        }
+        step(chunk, &mut acc, &a0, &a1);
+        if chunk + 1 == chunks {
+            break;
+        }
+        a1 = weights_of(chunk + 1);
+        step(chunk + 1, &mut acc, &a1, &a0);
+        if chunk + 2 < chunks {
+            a0 = weights_of(chunk + 2);
+        }
+        chunk += 2;
     }
+    unsafe {
+        wgmma::wait0(&a0);
+        wgmma::wait_all(&a1, &mut acc);
+    }
+    let (wrow, t) = quad_place(thread::tid_fresh());
     unsafe { finish_tile::<A>(acc, desc, n0, m0, m_rem, wrow, t, true, &span) };
+}
+
+/// Thread `tid`'s first weight row in the CTA tile (rows `wrow` and `wrow + 8` of its
+/// warp's 16) and its place `t` in its MMA quad: `(16 * warp + lane / 4, lane % 4)`.
+#[inline(always)]
+fn quad_place(tid: u32) -> (u32, u32) {
+    ((tid / 32) * 16 + (tid % 32) / 4, tid % 4)
 }
 
 /// This thread's A fragments of one chunk in natural K order, from the weight stage at `w`:
