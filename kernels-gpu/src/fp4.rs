@@ -82,14 +82,69 @@ pub fn e2m1x8_to_f16x2_scaled(x: u32) -> [u32; 4] {
     ]
 }
 
-/// Word 0 of [`e2m1x8_to_f16x2_scaled`] alone: codes 0 (low half) and 4 (high half) of `x`,
-/// each `e2m1 value * 2^-14`; the other nibbles are ignored. Separate sign and magnitude
-/// shifts, four integer instructions: for one word this is as short as the eight-code trick
-/// and keeps the shifts on the multiply-add pipe (the Hopper fp16-activation kernel converts
-/// its weights a byte at a time).
+/// Words 0 and 2 of [`e2m1x8_to_f16x2_scaled`] alone: codes 0 and 4, and codes 2 and 6, of
+/// `x` (low half first), each `e2m1 value * 2^-14`; the odd nibbles are ignored. Six integer
+/// instructions for the two words. With [`fp4_byte_pair`] this converts FP4 in natural K
+/// order (the Hopper fp16-activation kernels' weights).
 #[inline(always)]
-pub const fn e2m1x2_to_f16x2_scaled(x: u32) -> u32 {
-    ((x << 9) & 0x0E00_0E00) | ((x << 12) & 0x8000_8000)
+pub fn e2m1x8_even_to_f16x2_scaled(x: u32) -> [u32; 2] {
+    const MASK: u32 = 0x8E00_8E00;
+    // As in `e2m1x8_to_f16x2_scaled`: magnitude bits of the low nibbles at 8j..8j+2, their
+    // signs (from `x` rotated left by 3) at 8j+6.
+    let even = select_bits(0x0707_0707, x, x.rotate_left(3));
+    [(even << 9) & MASK, (even << 1) & MASK]
+}
+
+/// Words 0 and 2 of [`e2m1x8_to_bf16x2_scaled`]: codes 0 and 4, and codes 2 and 6, of `x`
+/// as bf16 pairs, each `e2m1 value * 2^-126`.
+#[inline(always)]
+pub const fn e2m1x8_even_to_bf16x2_scaled(x: u32) -> [u32; 2] {
+    let w = e2m1x8_to_bf16x2_scaled(x);
+    [w[0], w[2]]
+}
+
+/// The `prmt` selector of [`fp4_byte_pair`] for byte `t` (< 4) of each word: output bytes
+/// `w0[t], w1[t], w0[t], w1[t]`.
+#[inline(always)]
+pub const fn fp4_byte_pair_selector(t: u32) -> u32 {
+    t | ((4 + t) << 4) | (t << 8) | ((4 + t) << 12)
+}
+
+/// Byte `t` of `w0` and byte `t` of `w1`, where byte `t` of a word of a row holds FP4 codes
+/// `2t` (low nibble) and `2t + 1`, arranged for [`e2m1x8_even_to_f16x2_scaled`] (and the bf16
+/// one): byte 0 is `w0`'s, byte 1 `w1`'s, and bytes 2 and 3 are the same two bytes shifted
+/// right by 4 bits, so each byte's high nibble sits 16 bits above its low one. Word 0 of the
+/// conversion then pairs `w0`'s two codes, word 1 `w1`'s. `sel` is
+/// [`fp4_byte_pair_selector`]`(t)`. A `prmt`, a shift and a `lop3` on the GPU.
+#[inline(always)]
+pub fn fp4_byte_pair(w0: u32, w1: u32, sel: u32) -> u32 {
+    let m = byte_permute(w0, w1, sel);
+    select_bits(0x0000_FFFF, m, m >> 4)
+}
+
+/// `prmt.b32` (default mode): byte `i` of the result is byte `(sel >> 4i) & 7` of `b:a`
+/// (selector nibbles with bit 3 set are not used here).
+#[inline(always)]
+fn byte_permute(a: u32, b: u32, sel: u32) -> u32 {
+    #[cfg(target_arch = "nvptx64")]
+    {
+        let d: u32;
+        // SAFETY: register-only arithmetic.
+        unsafe {
+            core::arch::asm!("prmt.b32 {d}, {a}, {b}, {s};", d = out(reg32) d,
+                a = in(reg32) a, b = in(reg32) b, s = in(reg32) sel,
+                options(pure, nomem, nostack, preserves_flags));
+        }
+        d
+    }
+    #[cfg(not(target_arch = "nvptx64"))]
+    {
+        let bytes = ((b as u64) << 32) | a as u64;
+        (0..4).fold(0, |d, i| {
+            let j = (sel >> (4 * i)) & 7;
+            d | ((((bytes >> (8 * j)) & 0xFF) as u32) << (8 * i))
+        })
+    }
 }
 
 /// `(a & mask) | (b & !mask)`: one `lop3` on the GPU (ptxas does not always merge the two

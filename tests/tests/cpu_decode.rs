@@ -2,8 +2,9 @@
 
 use half::f16;
 use kernels_gpu::fp4::{
-    E2M1_F16_SHIFT, E4M3_F16_SHIFT, e2m1_to_f32, e2m1x2_to_f16x2_scaled, e2m1x8_to_f16x2_scaled,
-    e4m3_to_f16_bits_scaled, e4m3_to_f32, f16_bits_to_f32,
+    E2M1_F16_SHIFT, E4M3_F16_SHIFT, bf16_bits_to_f32, e2m1_to_f32, e2m1x8_even_to_bf16x2_scaled,
+    e2m1x8_even_to_f16x2_scaled, e2m1x8_to_bf16x2_scaled, e2m1x8_to_f16x2_scaled,
+    e4m3_to_f16_bits_scaled, e4m3_to_f32, f16_bits_to_f32, fp4_byte_pair, fp4_byte_pair_selector,
 };
 
 /// E2M1 by code, typed in from the OCP MX spec's table (sign bit 3).
@@ -139,12 +140,60 @@ fn e2m1x8_to_f16x2_random_words() {
         state ^= state << 17;
         let x = (state >> 16) as u32;
         let words = e2m1x8_to_f16x2_scaled(x);
-        assert_eq!(e2m1x2_to_f16x2_scaled(x), words[0], "x = {x:#010x}");
+        let even = e2m1x8_even_to_f16x2_scaled(x);
+        assert_eq!(even, [words[0], words[2]], "x = {x:#010x}");
+        let bf = e2m1x8_to_bf16x2_scaled(x);
+        assert_eq!(
+            e2m1x8_even_to_bf16x2_scaled(x),
+            [bf[0], bf[2]],
+            "x = {x:#010x}"
+        );
         for (i, word) in words.iter().enumerate() {
             for (half, code) in [(*word as u16, i), ((*word >> 16) as u16, i + 4)] {
                 let nibble = (x >> (4 * code)) & 0xF;
                 let want = f16::from_f64(E2M1_TABLE[nibble as usize] / 16384.0).to_bits();
                 assert_eq!(half, want, "x = {x:#010x}, word {i}, code {code}");
+            }
+        }
+    }
+}
+
+/// Natural-K-order conversion (the Hopper fp16-activation kernels' weights): for every byte
+/// position `t` and every pair of bytes at that position, with the other bytes of both words
+/// set to fillers that would show if they leaked, `fp4_byte_pair` then the even-nibble
+/// conversion gives word 0 = the first byte's codes (low nibble, high nibble) and word 1 =
+/// the second byte's, in fp16 (`* 2^-14`) and bf16 (`* 2^-126`), against the E2M1 table.
+#[test]
+fn fp4_byte_pair_natural_order_all_bytes() {
+    assert_eq!(fp4_byte_pair_selector(0), 0x4040);
+    assert_eq!(fp4_byte_pair_selector(3), 0x7373);
+    const FILLERS: [u32; 3] = [0x0000_0000, 0xFFFF_FFFF, 0x9E37_79B9];
+    let two126 = 2.0f64.powi(126);
+    for filler in FILLERS {
+        for t in 0..4u32 {
+            let sel = fp4_byte_pair_selector(t);
+            let clear = !(0xFF << (8 * t));
+            for b0 in 0..256u32 {
+                for b1 in 0..256u32 {
+                    let w0 = (filler & clear) | (b0 << (8 * t));
+                    let w1 = (filler.rotate_left(7) & clear) | (b1 << (8 * t));
+                    let x = fp4_byte_pair(w0, w1, sel);
+                    let f16s = e2m1x8_even_to_f16x2_scaled(x);
+                    let bf16s = e2m1x8_even_to_bf16x2_scaled(x);
+                    for (word, byte) in [(0, b0), (1, b1)] {
+                        for (half, code) in [(0, byte & 0xF), (1, byte >> 4)] {
+                            let want = E2M1_TABLE[code as usize];
+                            let h = (f16s[word] >> (16 * half)) as u16;
+                            let want_h = f16::from_f64(want / 16384.0).to_bits();
+                            assert_eq!(h, want_h, "t {t}, bytes {b0:#04x} {b1:#04x}, word {word}");
+                            let b = bf16_bits_to_f32((bf16s[word] >> (16 * half)) as u16) as f64;
+                            assert!(
+                                same(b * two126, want),
+                                "bf16: t {t}, bytes {b0:#04x} {b1:#04x}, word {word}: {b}"
+                            );
+                        }
+                    }
+                }
             }
         }
     }

@@ -89,11 +89,13 @@ pub trait Act {
     fn fp4x8(x: u32, s: u32) -> [u32; 4] {
         fp4x8_scaled(x, s)
     }
-    /// FP4 codes 0 and 4 of `x` times the packed scale `s`: word 0 of [`Act::fp4x8`].
+    /// FP4 codes 0 and 4, and 2 and 6, of `x` times the packed scale `s`: words 0 and 2 of
+    /// [`Act::fp4x8`] (see [`crate::fp4::fp4_byte_pair`]).
     #[cfg(nvfp4_sm90a)]
     #[inline(always)]
-    fn fp4x2(x: u32, s: u32) -> u32 {
-        half::mul2(crate::fp4::e2m1x2_to_f16x2_scaled(x), s)
+    fn fp4_even(x: u32, s: u32) -> [u32; 2] {
+        let w = crate::fp4::e2m1x8_even_to_f16x2_scaled(x);
+        [half::mul2(w[0], s), half::mul2(w[1], s)]
     }
     /// `mma.sync m16n8k16` of the MMA's type: `d += a * b`.
     #[inline(always)]
@@ -189,8 +191,9 @@ impl Act for Bf16Act {
     }
     #[cfg(nvfp4_sm90a)]
     #[inline(always)]
-    fn fp4x2(x: u32, s: u32) -> u32 {
-        Self::fp4x8(x, s)[0]
+    fn fp4_even(x: u32, s: u32) -> [u32; 2] {
+        let w = crate::fp4::e2m1x8_even_to_bf16x2_scaled(x);
+        [half::mul2_bf16(w[0], s), half::mul2_bf16(w[1], s)]
     }
     #[inline(always)]
     fn mma(d: &mut [f32; 4], a: [u32; 4], b0: u32, b1: u32) {

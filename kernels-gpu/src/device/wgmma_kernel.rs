@@ -33,6 +33,7 @@ use super::dequant::{Act, Bf16Act, F16Act, Fp4Act, a_fragments_for, fp4x8_scaled
 use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow};
 use super::sched::{Tile, TileFn, for_each_tile};
 use super::split::{Span, combine};
+use crate::fp4::{fp4_byte_pair, fp4_byte_pair_selector};
 use crate::problem::{FLAG_OUT_BF16, PROBLEM_DESC_BYTES, ProblemDesc, Split, TOKEN_MAP_BYTES};
 use crate::tiling::CHUNK_K;
 use crate::tiling::wgmma::{
@@ -407,9 +408,7 @@ unsafe fn gemm_tile_tma<A: Act>(smem: u32, map: u64, phases: &mut u32, tile: Til
     let weights_of = |chunk: u32| {
         let w = smem + A16_W + (chunk % STAGES) * W_STAGE_BYTES;
         let (wrow, t) = quad_place(thread::tid_fresh());
-        // Selects byte t of a word (byte 0) and of the word shifted right by 4 (byte 2).
-        let sel = t | ((4 + t) << 8);
-        unsafe { weight_fragments::<A>(w, wrow, sel) }
+        unsafe { weight_fragments::<A>(w, wrow, fp4_byte_pair_selector(t)) }
     };
 
     // Prologue: chunk 0's weights.
@@ -486,7 +485,7 @@ fn quad_place(tid: u32) -> (u32, u32) {
 /// This thread's A fragments of one chunk in natural K order, from the weight stage at `w`:
 /// rows `wrow` and `wrow + 8`, for k-step `s` values `16 s + 2t, 2t + 1` (byte `t` of FP4
 /// word `2s`) and `16 s + 8 + 2t, 2t + 1` (byte `t` of word `2s + 1`) under scale block `s`.
-/// `sel` = `t | (4 + t) << 8`.
+/// `sel` = [`fp4_byte_pair_selector`]`(t)`.
 #[inline(always)]
 unsafe fn weight_fragments<A: Act>(w: u32, wrow: u32, sel: u32) -> [[u32; 4]; 4] {
     let (lo, hi) = (w + wrow * ROW_BYTES, w + (wrow + 8) * ROW_BYTES);
@@ -496,23 +495,18 @@ unsafe fn weight_fragments<A: Act>(w: u32, wrow: u32, sel: u32) -> [[u32; 4]; 4]
             A::scales4(shared::ld_u32(w + A16_W_SF + (wrow + 8) * ROW_SCALES)),
         )
     };
-    // Word j's byte t (codes 2t, 2t + 1 of unit j) as an fp16x2 / bf16x2 pair times `s`:
-    // the byte's low nibble in bits 0..4, its high nibble in bits 16..20, which is how
-    // `Act::fp4x2` pairs codes 0 and 4.
-    let pair = |word: u32, s: u32| A::fp4x2(half::prmt(word, word >> 4, sel), s);
+    // Byte t of words 2s and 2s + 1 of a row, times the row's scale: the fragments of
+    // values 16 s + 2t, 2t + 1 (registers 0 / 1) and 16 s + 8 + 2t, 2t + 1 (2 / 3).
+    let pairs = |w0: u32, w1: u32, s: u32| A::fp4_even(fp4_byte_pair(w0, w1, sel), s);
     let mut a = [[0u32; 4]; 4];
     // Half h: FP4 words 4h .. 4h + 3 of each row, k-steps 2h and 2h + 1.
     unroll!(h in [0, 1] {
         let (l, r) = unsafe { (shared::ld_v4(lo + 16 * h as u32), shared::ld_v4(hi + 16 * h as u32)) };
         unroll!(i in [0, 1] {
             let s = 2 * h + i;
-            let (s_lo, s_hi) = (s_lo[s], s_hi[s]);
-            a[s] = [
-                pair(l[2 * i], s_lo),
-                pair(r[2 * i], s_hi),
-                pair(l[2 * i + 1], s_lo),
-                pair(r[2 * i + 1], s_hi),
-            ];
+            let [l0, l1] = pairs(l[2 * i], l[2 * i + 1], s_lo[s]);
+            let [r0, r1] = pairs(r[2 * i], r[2 * i + 1], s_hi[s]);
+            a[s] = [l0, r0, l1, r1];
         });
     });
     a
