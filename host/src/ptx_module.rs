@@ -135,3 +135,50 @@ pub(crate) fn from_module(
         ptx_arch,
     })
 }
+
+/// Launches `func` on `stream` as a programmatic dependent of the kernel before it there
+/// (the programmatic-stream-serialization launch attribute, sm_90 and newer): its CTAs may be
+/// scheduled once every CTA of that kernel has executed `griddepcontrol.launch_dependents`,
+/// instead of after it completes. The kernel must execute `griddepcontrol.wait` before it
+/// reads anything the earlier kernel writes (the GEMM kernels do, first thing).
+///
+/// # Safety
+/// As a cudarc launch: `params` holds one pointer per kernel parameter, in order, each to a
+/// value of that parameter's type, and every address among those values is valid for what the
+/// kernel does with it until the launch completes.
+pub(crate) unsafe fn launch_programmatic(
+    stream: &cudarc::driver::CudaStream,
+    func: &CudaFunction,
+    cfg: cudarc::driver::LaunchConfig,
+    params: &mut [*mut std::ffi::c_void],
+) -> Result<()> {
+    use cudarc::driver::sys;
+    stream.context().bind_to_thread()?;
+    // SAFETY: a plain C struct; every field is set below or valid as zero.
+    let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+    attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attr.value.programmaticStreamSerializationAllowed = 1;
+    let config = sys::CUlaunchConfig {
+        gridDimX: cfg.grid_dim.0,
+        gridDimY: cfg.grid_dim.1,
+        gridDimZ: cfg.grid_dim.2,
+        blockDimX: cfg.block_dim.0,
+        blockDimY: cfg.block_dim.1,
+        blockDimZ: cfg.block_dim.2,
+        sharedMemBytes: cfg.shared_mem_bytes,
+        hStream: stream.cu_stream(),
+        attrs: &mut attr,
+        numAttrs: 1,
+    };
+    // SAFETY: `config` and `attr` outlive the call; the caller vouches for `params`.
+    unsafe {
+        sys::cuLaunchKernelEx(
+            &config,
+            func.cu_function(),
+            params.as_mut_ptr(),
+            std::ptr::null_mut(),
+        )
+    }
+    .result()?;
+    Ok(())
+}

@@ -51,6 +51,35 @@ pub mod thread {
 }
 
 /// Warp-collective data movement.
+/// Programmatic dependent launch (`griddepcontrol`, sm_90): lets a kernel launched with the
+/// programmatic-stream-serialization attribute start while the kernel before it in the stream
+/// is still running. Both are no-ops in the sm_80 build and in a launch without the attribute.
+pub mod grid {
+    /// `griddepcontrol.wait`: blocks until every grid this one depends on has completed and
+    /// its memory operations are visible. Call before reading anything those grids write.
+    #[inline(always)]
+    pub unsafe fn dependency_wait() {
+        #[cfg(nvfp4_sm90a)]
+        unsafe {
+            core::arch::asm!("griddepcontrol.wait;", options(nostack, preserves_flags));
+        }
+    }
+
+    /// `griddepcontrol.launch_dependents`: the dependent grid may be scheduled once every CTA
+    /// of this grid has called this (or exited). It still waits (`dependency_wait`) for this
+    /// grid to complete before reading its results.
+    #[inline(always)]
+    pub unsafe fn launch_dependents() {
+        #[cfg(nvfp4_sm90a)]
+        unsafe {
+            core::arch::asm!(
+                "griddepcontrol.launch_dependents;",
+                options(nostack, preserves_flags)
+            );
+        }
+    }
+}
+
 pub mod warp {
     /// `shfl.sync.up.b32` over the full warp: lane `i` gets `v` of lane `i - delta`, lanes
     /// below `delta` their own `v`.

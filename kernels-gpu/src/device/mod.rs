@@ -30,6 +30,9 @@ macro_rules! gemm_entry {
                 parts,
                 ws,
             };
+            // After a token pass the host launches the GEMM as the pass's programmatic
+            // dependent: nothing here may read the table or tokens before the pass is done.
+            unsafe { $crate::device::arch::grid::dependency_wait() };
             unsafe { $run::<$act>(table, num_problems, total_tiles, counts, mode, split $(, $maps)?) }
         }
     };

@@ -12,7 +12,7 @@
 //! 1-byte scales (plain layout) and write consecutive 32-byte fp16 units. No shared memory,
 //! no barriers.
 
-use super::arch::{copy, global, half, thread};
+use super::arch::{copy, global, grid, half, thread};
 use super::dequant::{fp4x8_scaled, scale_f16x2};
 use crate::layout::{ScaleLayout, scale_offset};
 use crate::problem::{ProblemDesc, TokenJob};
@@ -38,6 +38,9 @@ pub unsafe extern "ptx-kernel" fn nvfp4_dequant_tokens(
     num_jobs: u32,
     paired: u32,
 ) {
+    // The GEMM that reads this pass's rows may be scheduled now (it waits for this grid to
+    // complete before reading anything; see `arch::grid`).
+    unsafe { grid::launch_dependents() };
     let job_index = unsafe { core::arch::nvptx::_block_idx_y() } as u32;
     if job_index >= num_jobs {
         return;
