@@ -657,26 +657,24 @@ pub mod wgmma {
     /// until a later [`wait_all`].
     #[inline(always)]
     pub unsafe fn wait1(a: &[[u32; 4]; 4]) {
-        unsafe {
-            asm!(
-                "wgmma.wait_group.sync.aligned 1; // reads {a0} {a1} {a2} {a3} {a4} {a5} {a6} {a7} {a8} {a9} {a10} {a11} {a12} {a13} {a14} {a15}",
-                a0 = in(reg32) a[0][0], a1 = in(reg32) a[0][1], a2 = in(reg32) a[0][2],
-                a3 = in(reg32) a[0][3], a4 = in(reg32) a[1][0], a5 = in(reg32) a[1][1],
-                a6 = in(reg32) a[1][2], a7 = in(reg32) a[1][3], a8 = in(reg32) a[2][0],
-                a9 = in(reg32) a[2][1], a10 = in(reg32) a[2][2], a11 = in(reg32) a[2][3],
-                a12 = in(reg32) a[3][0], a13 = in(reg32) a[3][1], a14 = in(reg32) a[3][2],
-                a15 = in(reg32) a[3][3],
-                options(nostack, preserves_flags));
-        }
+        unsafe { wait_group::<1>(a) }
     }
 
     /// `wgmma.wait_group.sync.aligned 0`, naming 16 A-fragment registers that in-flight MMAs
     /// read, so they stay live and unmodified until every MMA of the warpgroup is done.
     #[inline(always)]
     pub unsafe fn wait0(a: &[[u32; 4]; 4]) {
+        unsafe { wait_group::<0>(a) }
+    }
+
+    /// `wgmma.wait_group.sync.aligned N`, naming the 16 registers of `a` (in a PTX comment:
+    /// the compiler keeps them live and unmodified up to here; ptxas does not see the names).
+    #[inline(always)]
+    unsafe fn wait_group<const N: u32>(a: &[[u32; 4]; 4]) {
         unsafe {
             asm!(
-                "wgmma.wait_group.sync.aligned 0; // reads {a0} {a1} {a2} {a3} {a4} {a5} {a6} {a7} {a8} {a9} {a10} {a11} {a12} {a13} {a14} {a15}",
+                "wgmma.wait_group.sync.aligned {n}; // reads {a0} {a1} {a2} {a3} {a4} {a5} {a6} {a7} {a8} {a9} {a10} {a11} {a12} {a13} {a14} {a15}",
+                n = const N,
                 a0 = in(reg32) a[0][0], a1 = in(reg32) a[0][1], a2 = in(reg32) a[0][2],
                 a3 = in(reg32) a[0][3], a4 = in(reg32) a[1][0], a5 = in(reg32) a[1][1],
                 a6 = in(reg32) a[1][2], a7 = in(reg32) a[1][3], a8 = in(reg32) a[2][0],
