@@ -1229,24 +1229,6 @@ impl GroupedGemm {
         // tile per SM and the rest in halves, likely needs the CTAs spread evenly over the
         // SMs, which CTAs scheduled while the pass still holds SMs need not be).
         let programmatic = plan.pass.is_some() && self.path == KernelPath::Hopper;
-        // The same arguments for `cuLaunchKernelEx`: pointers to copies, in order.
-        let (mut table_arg, mut problems_arg, mut tiles_arg, mut counts_arg, mut mode_arg) =
-            (table_ptr, num_problems, total_tiles, counts, mode);
-        let (mut dp_arg, mut parts_arg, mut ws_arg, mut maps_arg) =
-            (split.dp_tiles, split.parts, split.ws, plan.maps_addr);
-        let mut params: Vec<*mut std::ffi::c_void> = vec![
-            (&raw mut table_arg).cast(),
-            (&raw mut problems_arg).cast(),
-            (&raw mut tiles_arg).cast(),
-            (&raw mut counts_arg).cast(),
-            (&raw mut mode_arg).cast(),
-            (&raw mut dp_arg).cast(),
-            (&raw mut parts_arg).cast(),
-            (&raw mut ws_arg).cast(),
-        ];
-        if kernel.token_maps {
-            params.push((&raw mut maps_arg).cast());
-        }
         // SAFETY: the arguments match the kernel's signature `(table: *const ProblemDesc,
         // num_problems: u32, total_tiles: u32, counts: *const u32, mode: u32, dp_tiles: u32,
         // parts: u32, ws: u64)`, followed by `maps: u64` for the kernels that take token maps
@@ -1267,6 +1249,25 @@ impl GroupedGemm {
         // fp16-activation kernel (on the portable path its paired entry, for which the pass
         // wrote each 16-byte unit in the kernels' K order).
         if programmatic {
+            // The same arguments for `cuLaunchKernelEx`: pointers to copies, in order.
+            let (mut table_arg, mut problems_arg, mut tiles_arg, mut counts_arg, mut mode_arg) =
+                (table_ptr, num_problems, total_tiles, counts, mode);
+            let (mut dp_arg, mut parts_arg, mut ws_arg, mut maps_arg) =
+                (split.dp_tiles, split.parts, split.ws, plan.maps_addr);
+            let mut params: Vec<*mut std::ffi::c_void> = vec![
+                (&raw mut table_arg).cast(),
+                (&raw mut problems_arg).cast(),
+                (&raw mut tiles_arg).cast(),
+                (&raw mut counts_arg).cast(),
+                (&raw mut mode_arg).cast(),
+                (&raw mut dp_arg).cast(),
+                (&raw mut parts_arg).cast(),
+                (&raw mut ws_arg).cast(),
+            ];
+            if kernel.token_maps {
+                params.push((&raw mut maps_arg).cast());
+            }
+            // `params` points at copies of the same values, in the same order.
             unsafe { ptx_module::launch_programmatic(stream, func, cfg, &mut params) }?;
         } else {
             let mut launch = stream.launch_builder(func);
