@@ -15,8 +15,8 @@ use cudarc::driver::{
 use half::f16;
 use kernels_gpu::kernels::{
     DEQUANT_TOKENS, GROUPED_GEMM_MMA, GROUPED_GEMM_MMA_BF16A, GROUPED_GEMM_MMA_F16A,
-    GROUPED_GEMM_MMA_F16P, GROUPED_GEMM_WGMMA, GROUPED_GEMM_WGMMA_BF16A, GROUPED_GEMM_WGMMA_F16A,
-    KernelInfo,
+    GROUPED_GEMM_MMA_F16P, GROUPED_GEMM_WGMMA, GROUPED_GEMM_WGMMA_BF16A,
+    GROUPED_GEMM_WGMMA_BF16A_WT, GROUPED_GEMM_WGMMA_F16A, GROUPED_GEMM_WGMMA_F16A_WT, KernelInfo,
 };
 pub use kernels_gpu::problem::Activation;
 use kernels_gpu::problem::{
@@ -363,6 +363,9 @@ pub struct GroupPlan<'a> {
     /// NVFP4 groups taking the token pass (host sizes): the tokens' fp16 copy and the table
     /// the fp16-activation kernel runs on (see [`TokenPass`]).
     pass: Option<TokenPass>,
+    /// Whether the launch runs a `_wt` kernel (the weights by TMA too; `maps` then holds two
+    /// maps per problem, tokens' and weights').
+    weights_tma: bool,
     /// Which tiles the launch cuts along K, and the workspace where their parts meet
     /// (`split.ws` its address; `None` when no tile is cut).
     split: Split,
@@ -551,6 +554,9 @@ pub struct GroupedGemm {
     /// `nvfp4_grouped_gemm_mma_f16p`; `None` on the Hopper path, whose fp16-activation kernel
     /// reads natural order by TMA).
     paired: Option<CudaFunction>,
+    /// The Hopper path's fp16 / bf16-activation kernels that read the weights by TMA too
+    /// (`_wt`), for plans whose weights allow it (`None` on the portable path).
+    funcs_wt: Option<[CudaFunction; 2]>,
     /// When plans of NVFP4 groups use that pass.
     token_dequant: TokenDequant,
     /// Whether plans cut tiles along K.
@@ -580,8 +586,7 @@ impl GroupedGemm {
     pub fn with_path(ctx: Arc<CudaContext>, path: KernelPath) -> Result<Self> {
         let kernel = path.kernel();
         let (module, (major, minor), ptx_arch) = ptx_module::load_module(&ctx, kernel)?;
-        let load = |activation: Activation| -> Result<CudaFunction> {
-            let kernel = path.kernel_for(activation);
+        let load_kernel = |kernel: &KernelInfo| -> Result<CudaFunction> {
             let func = ptx_module::load_function(&module, kernel, ptx_arch)?;
             match kernel.dynamic_smem_bytes {
                 0 => {}
@@ -592,6 +597,7 @@ impl GroupedGemm {
             }
             Ok(func)
         };
+        let load = |activation: Activation| load_kernel(path.kernel_for(activation));
         let funcs = [
             load(Activation::Nvfp4)?,
             load(Activation::F16)?,
@@ -619,6 +625,25 @@ impl GroupedGemm {
             }
             KernelPath::Hopper => None,
         };
+        let funcs_wt = match path {
+            KernelPath::Hopper => {
+                let wt = [
+                    load_kernel(&GROUPED_GEMM_WGMMA_F16A_WT)?,
+                    load_kernel(&GROUPED_GEMM_WGMMA_BF16A_WT)?,
+                ];
+                // As for the paired kernel: the grid of a 16-bit launch fits either entry.
+                for (func, a) in wt.iter().zip([Activation::F16, Activation::Bf16]) {
+                    let slot = &mut ctas_per_sm[a as usize];
+                    *slot = (*slot).min(ptx_module::ctas_per_sm(
+                        func,
+                        &GROUPED_GEMM_WGMMA_F16A_WT,
+                        FALLBACK_CTAS_PER_SM,
+                    ));
+                }
+                Some(wt)
+            }
+            KernelPath::Portable => None,
+        };
         Ok(Self {
             ctx,
             module,
@@ -630,6 +655,7 @@ impl GroupedGemm {
             ctas_per_sm,
             dequant,
             paired,
+            funcs_wt,
             token_dequant: TokenDequant::default(),
             split_k: SplitK::default(),
         })
@@ -688,10 +714,19 @@ impl GroupedGemm {
     /// PTX entry names of what an NVFP4 launch with host sizes runs: the path's NVFP4
     /// kernel, the token pass and the path's fp16-activation kernel, or either by size, as
     /// [`TokenDequant`] says (see [`GroupedGemm::plan`]; the MoE forms with device row
-    /// counts always run the NVFP4 kernel).
+    /// counts always run the NVFP4 kernel). On the Hopper path the fp16-activation kernel is
+    /// its `_wt` entry (weights by TMA) when every problem's weight rows are 16-byte aligned.
     pub fn kernel_name(&self) -> String {
         let nvfp4 = self.path.kernel().name;
-        let pass = format!("{} + {}", DEQUANT_TOKENS.name, self.pass_kernel().name);
+        let pass = match self.funcs_wt {
+            Some(_) => format!(
+                "{} + {} ({} for other weights)",
+                DEQUANT_TOKENS.name,
+                GROUPED_GEMM_WGMMA_F16A_WT.name,
+                self.pass_kernel().name
+            ),
+            None => format!("{} + {}", DEQUANT_TOKENS.name, self.pass_kernel().name),
+        };
         match self.token_dequant {
             TokenDequant::Never => nvfp4.to_string(),
             TokenDequant::Always => pass,
@@ -925,8 +960,8 @@ impl GroupedGemm {
         tile_bound: u32,
         activation: Activation,
     ) -> Result<GroupPlan<'a>> {
-        let (table, maps, pass) = if tile_bound == 0 {
-            (None, None, None)
+        let (table, maps, pass, weights_tma) = if tile_bound == 0 {
+            (None, None, None, false)
         } else {
             let macs: u64 = packed
                 .descs
@@ -937,19 +972,26 @@ impl GroupedGemm {
                 && activation == Activation::Nvfp4
                 && mode == SizeMode::Host
                 && packed.descs.len() <= MAX_PASS_JOBS;
+            // The 16-bit launch on the Hopper path reads its weights by TMA too (the `_wt`
+            // entry) when every problem's weight rows are 16-byte aligned.
+            let weights_tma = self.funcs_wt.is_some()
+                && (with_pass || activation != Activation::Nvfp4)
+                && token_maps::weights_by_tma(&packed.descs);
             let (pass, maps) = if with_pass {
-                let (pass, maps) = self.upload_token_pass(stream, &packed.descs)?;
+                let (pass, maps) = self.upload_token_pass(stream, &packed.descs, weights_tma)?;
                 (Some(pass), maps)
             } else if self.path.kernel_for(activation).token_maps {
-                (
-                    None,
-                    Some(stream.clone_htod(&token_maps::encode(&packed.descs)?)?),
-                )
+                let maps = if weights_tma {
+                    token_maps::encode_with_weights(&packed.descs)?
+                } else {
+                    token_maps::encode(&packed.descs)?
+                };
+                (None, Some(stream.clone_htod(&maps)?))
             } else {
                 (None, None)
             };
             let descs: Vec<DeviceDesc> = packed.descs.iter().copied().map(DeviceDesc).collect();
-            (Some(stream.clone_htod(&descs)?), maps, pass)
+            (Some(stream.clone_htod(&descs)?), maps, pass, weights_tma)
         };
         // The kernel the launch runs: the fp16-activation one after a token pass.
         let launched = if pass.is_some() {
@@ -978,6 +1020,7 @@ impl GroupedGemm {
             maps,
             maps_addr,
             pass,
+            weights_tma,
             split,
             split_ws,
             units,
@@ -1046,6 +1089,7 @@ impl GroupedGemm {
         &self,
         stream: &Arc<CudaStream>,
         descs: &[ProblemDesc],
+        weights_tma: bool,
     ) -> Result<(TokenPass, Option<CudaSlice<TokenMap>>)> {
         let maps = self.path.kernel_for(Activation::F16).token_maps;
         if maps {
@@ -1083,7 +1127,12 @@ impl GroupedGemm {
             table16.push(d16);
         }
         let maps = if maps {
-            Some(stream.clone_htod(&token_maps::encode(&table16)?)?)
+            let maps = if weights_tma {
+                token_maps::encode_with_weights(&table16)?
+            } else {
+                token_maps::encode(&table16)?
+            };
+            Some(stream.clone_htod(&maps)?)
         } else {
             None
         };
@@ -1207,7 +1256,14 @@ impl GroupedGemm {
             activation = Activation::F16;
         }
 
-        let kernel = self.path.kernel_for(activation);
+        // The `_wt` entry when the plan's weights are read by TMA (16-bit launches on the
+        // Hopper path): same tiles, threads and parameters, one more barrier per stage.
+        let wt = match (&self.funcs_wt, plan.weights_tma, activation) {
+            (Some(wt), true, Activation::F16) => Some((&wt[0], &GROUPED_GEMM_WGMMA_F16A_WT)),
+            (Some(wt), true, Activation::Bf16) => Some((&wt[1], &GROUPED_GEMM_WGMMA_BF16A_WT)),
+            _ => None,
+        };
+        let kernel = wt.map_or(self.path.kernel_for(activation), |(_, k)| k);
         let split_guard =
             track.and_then(|stream| Some(plan.split_ws.as_ref()?.device_ptr(stream).1));
         let split = plan.split;
@@ -1217,8 +1273,9 @@ impl GroupedGemm {
             shared_mem_bytes: kernel.dynamic_smem_bytes,
         };
         // After a token pass on the portable path: the kernel for its paired rows.
-        let func = match (&plan.pass, &self.paired) {
-            (Some(_), Some(paired)) => paired,
+        let func = match (&plan.pass, &self.paired, wt) {
+            (_, _, Some((func, _))) => func,
+            (Some(_), Some(paired), None) => paired,
             _ => &self.funcs[activation as usize],
         };
         // After a token pass on the Hopper path the GEMM is the pass's programmatic dependent:
@@ -1236,7 +1293,9 @@ impl GroupedGemm {
         // `split_for` for `total_tiles` tiles of this kernel's threads with the counters
         // zero, which every launch leaves zero; the plan's launches are ordered by its outputs) (the plan was made for this path
         // and activation, so `maps` holds one map per descriptor, each over rows of the
-        // problem's `a` that validation checked are inside the buffer); the table
+        // problem's `a` that validation checked are inside the buffer; for a `_wt` entry two
+        // per descriptor, the second over the `n` rows of its `b`, which validation checked
+        // too, with `b` and `ldb` 16-byte aligned as `weights_by_tma` required); the table
         // holds `num_problems` descriptors packed from problems that passed validation for
         // `mode` (with device sizes: at most MAX_DEVICE_GROUPS groups, `counts` holding one
         // word per group, every row the clamped counts can name inside the buffers), so every

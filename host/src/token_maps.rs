@@ -10,7 +10,7 @@ use cudarc::driver::sys::{
 };
 use kernels_gpu::problem::{ProblemDesc, TOKEN_MAP_BYTES};
 use kernels_gpu::tiling::CHUNK_K;
-use kernels_gpu::tiling::wgmma::TILE_M;
+use kernels_gpu::tiling::wgmma::{TILE_M, TILE_N};
 
 /// One problem's tensor map as an element of the kernel's map array (128 bytes, 128-byte
 /// aligned; the kernels need 64).
@@ -113,4 +113,100 @@ fn encode_one(a: u64, k: u64, rows: u64, lda: u64) -> Result<TokenMap> {
         .result()?;
     }
     Ok(TokenMap(map))
+}
+
+/// Whether every problem of `descs` with tiles can have its weights read by TMA (the `_wt`
+/// Hopper kernels): `b` and `ldb` multiples of 16 bytes, `ldb` below 2^40, at most 2^31 - 1
+/// rows. Problems without tiles do not count.
+pub(crate) fn weights_by_tma(descs: &[ProblemDesc]) -> bool {
+    descs.iter().all(|d| {
+        d.m == 0
+            || d.n == 0
+            || d.k == 0
+            || (d.b % 16 == 0
+                && d.ldb % 16 == 0
+                && d.ldb < MAX_STRIDE
+                && u64::from(d.n) <= MAX_ROWS)
+    })
+}
+
+/// [`encode`]'s maps with a weight map after each token map (the `_wt` kernels' layout): for
+/// problem `i`, map `2 i` over its tokens and map `2 i + 1` over its `b`: `k / 2` bytes a row,
+/// `n` rows `ldb` bytes apart, read in boxes of 32 bytes x `TILE_N` rows (one chunk's FP4 of
+/// a tile) without swizzle; bytes outside arrive as zeros. Call only when
+/// [`weights_by_tma`] holds.
+///
+/// # Errors
+/// As [`encode`].
+pub(crate) fn encode_with_weights(descs: &[ProblemDesc]) -> Result<Vec<TokenMap>> {
+    let tokens = encode(descs)?;
+    let mut maps = Vec::with_capacity(2 * descs.len());
+    for (d, token) in descs.iter().zip(tokens) {
+        maps.push(token);
+        maps.push(if d.m == 0 || d.n == 0 || d.k == 0 {
+            TokenMap(CUtensorMap { opaque: [0; 16] })
+        } else {
+            encode_weights(d.b, u64::from(d.k) / 2, u64::from(d.n), d.ldb)?
+        });
+    }
+    Ok(maps)
+}
+
+/// `cuTensorMapEncodeTiled` for `rows` rows of `bytes` FP4 bytes at `b`, `ldb` bytes apart.
+fn encode_weights(b: u64, bytes: u64, rows: u64, ldb: u64) -> Result<TokenMap> {
+    let mut map = CUtensorMap { opaque: [0; 16] };
+    let dims = [bytes, rows];
+    let strides = [ldb];
+    let boxes = [CHUNK_K / 2, TILE_N];
+    let steps = [1u32, 1];
+    // SAFETY: as in `encode_one`.
+    unsafe {
+        sys::cuTensorMapEncodeTiled(
+            &mut map,
+            CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT8,
+            2,
+            b as *mut core::ffi::c_void,
+            dims.as_ptr(),
+            strides.as_ptr(),
+            boxes.as_ptr(),
+            steps.as_ptr(),
+            CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_NONE,
+            CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+            CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+        .result()?;
+    }
+    Ok(TokenMap(map))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc(b: u64, ldb: u64, n: u32) -> ProblemDesc {
+        ProblemDesc {
+            b,
+            ldb,
+            m: 8,
+            n,
+            k: 64,
+            ..ProblemDesc::default()
+        }
+    }
+
+    #[test]
+    fn weights_by_tma_needs_aligned_rows() {
+        assert!(weights_by_tma(&[
+            desc(0x1000, 32, 128),
+            desc(0x2010, 48, 7)
+        ]));
+        // An unaligned start, an unaligned stride: the plan keeps the cp.async kernel.
+        assert!(!weights_by_tma(&[desc(0x1008, 32, 128)]));
+        assert!(!weights_by_tma(&[desc(0x1000, 24, 128)]));
+        // Problems without tiles do not count.
+        let mut empty = desc(0x1008, 24, 128);
+        empty.m = 0;
+        assert!(weights_by_tma(&[empty, desc(0x1000, 32, 1)]));
+    }
 }

@@ -27,6 +27,11 @@ pub struct KernelInfo {
     /// problem (64-byte aligned, in the table's order), which the host encodes for the
     /// problem's `a`.
     pub token_maps: bool,
+    /// Whether the kernel also reads its weights through TMA tensor maps: its `maps`
+    /// parameter then holds two maps per problem, the tokens' and then one over `b` (`k / 2`
+    /// bytes a row, `n` rows `ldb` bytes apart), which the host encodes only for weights whose
+    /// rows are 16-byte aligned.
+    pub weight_maps: bool,
 }
 
 impl KernelInfo {
@@ -50,6 +55,7 @@ pub const GROUPED_GEMM_MMA: KernelInfo = KernelInfo {
     tile_n: crate::tiling::TILE_N,
     tile_m: crate::tiling::TILE_M,
     token_maps: false,
+    weight_maps: false,
 };
 
 /// Hopper grouped GEMM: in-register FP4 dequantization into wgmma A fragments (sm_90a only).
@@ -65,6 +71,7 @@ pub const GROUPED_GEMM_WGMMA: KernelInfo = KernelInfo {
     tile_n: crate::tiling::wgmma::TILE_N,
     tile_m: crate::tiling::wgmma::TILE_M,
     token_maps: false,
+    weight_maps: false,
 };
 
 /// NVFP4 quantization of an fp16 / bf16 / fp32 tensor ([`crate::quant`]): one thread per
@@ -83,6 +90,7 @@ pub const QUANTIZE: KernelInfo = KernelInfo {
     tile_n: 1,
     tile_m: 1,
     token_maps: false,
+    weight_maps: false,
 };
 
 /// The NVFP4 token dequantization pass (`nvfp4_dequant_tokens`, both paths): runs before the
@@ -104,6 +112,8 @@ pub const KERNELS: &[KernelInfo] = &[
     GROUPED_GEMM_WGMMA,
     GROUPED_GEMM_WGMMA_F16A,
     GROUPED_GEMM_WGMMA_BF16A,
+    GROUPED_GEMM_WGMMA_F16A_WT,
+    GROUPED_GEMM_WGMMA_BF16A_WT,
     DEQUANT_TOKENS,
     QUANTIZE,
 ];
@@ -140,4 +150,19 @@ pub const GROUPED_GEMM_WGMMA_F16A: KernelInfo = KernelInfo {
 pub const GROUPED_GEMM_WGMMA_BF16A: KernelInfo = KernelInfo {
     name: "nvfp4_grouped_gemm_wgmma_bf16a",
     ..GROUPED_GEMM_WGMMA_F16A
+};
+
+/// [`GROUPED_GEMM_WGMMA_F16A`] with the weights by TMA too (`_wt`): chosen by the host when
+/// every problem's `b` and `ldb` are multiples of 16 bytes.
+pub const GROUPED_GEMM_WGMMA_F16A_WT: KernelInfo = KernelInfo {
+    name: "nvfp4_grouped_gemm_wgmma_f16a_wt",
+    dynamic_smem_bytes: crate::tiling::wgmma::SMEM_BYTES_A16_WT,
+    weight_maps: true,
+    ..GROUPED_GEMM_WGMMA_F16A
+};
+
+/// [`GROUPED_GEMM_WGMMA_F16A_WT`] with bf16 activations.
+pub const GROUPED_GEMM_WGMMA_BF16A_WT: KernelInfo = KernelInfo {
+    name: "nvfp4_grouped_gemm_wgmma_bf16a_wt",
+    ..GROUPED_GEMM_WGMMA_F16A_WT
 };

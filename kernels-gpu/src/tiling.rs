@@ -76,6 +76,11 @@ pub mod wgmma {
     pub const SMEM_BYTES_A16: u32 =
         STAGES * (TOK16_STAGE_BYTES + W_STAGE_BYTES) + STAGES * 8 + super::SCHED_SMEM_BYTES;
 
+    /// Dynamic shared memory of the W4A16 kernels that also read their weights by TMA
+    /// (`_wt`): [`SMEM_BYTES_A16`] plus one more 8-byte barrier per stage (the stage's
+    /// "empty" barrier).
+    pub const SMEM_BYTES_A16_WT: u32 = SMEM_BYTES_A16 + STAGES * 8;
+
     /// Tiles of one problem for this kernel.
     #[inline(always)]
     pub const fn tiles_for(m: u32, n: u32) -> u64 {

@@ -498,6 +498,7 @@ mod tests {
             tile_n: 128,
             tile_m: 128,
             token_maps: false,
+            weight_maps: false,
         };
         let report = |arch: &str, smem_bytes| ptxas::Report {
             arch: arch.into(),

@@ -363,6 +363,7 @@ mod tests {
             tile_n: 128,
             tile_m: 64,
             token_maps: false,
+            weight_maps: false,
         }
     }
 

@@ -96,6 +96,22 @@ pub mod warp {
         }
         r
     }
+
+    /// This thread's warp index, broadcast from lane 0 (`shfl.sync.idx`), so that ptxas
+    /// knows it is the same in every lane (a branch on it does not diverge).
+    ///
+    /// # Safety
+    /// All 32 lanes of the warp must call it together.
+    #[cfg(nvfp4_sm90a)]
+    #[inline(always)]
+    pub unsafe fn uniform_warp_index() -> u32 {
+        let r: u32;
+        unsafe {
+            core::arch::asm!("{{ .reg .u32 w; mov.u32 w, %tid.x; shr.u32 w, w, 5; shfl.sync.idx.b32 {r}, w, 0, 31, -1; }}",
+                             r = out(reg32) r, options(nostack, nomem, preserves_flags));
+        }
+        r
+    }
 }
 
 /// Shared memory: loads and stores through 32-bit `.shared` addresses.
@@ -711,6 +727,27 @@ pub mod tma {
                 "fence.mbarrier_init.release.cluster;",
                 options(nostack, preserves_flags)
             )
+        }
+    }
+
+    /// `mbarrier.arrive.release.cta.shared::cta.b64`: one arrival on `bar`; this thread's earlier
+    /// memory operations are visible to threads that then observe the phase complete.
+    #[inline(always)]
+    pub unsafe fn mbar_arrive(bar: u32) {
+        unsafe {
+            asm!("mbarrier.arrive.release.cta.shared::cta.b64 _, [{b}];",
+                 b = in(reg32) bar, options(nostack, preserves_flags));
+        }
+    }
+
+    /// `cp.async.mbarrier.arrive.noinc.shared::cta.b64`: one arrival on `bar` once every
+    /// `cp.async` this thread issued before has completed (counted in `bar`'s expected
+    /// arrivals: `.noinc`).
+    #[inline(always)]
+    pub unsafe fn cp_async_mbar_arrive(bar: u32) {
+        unsafe {
+            asm!("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [{b}];",
+                 b = in(reg32) bar, options(nostack, preserves_flags));
         }
     }
 

@@ -182,6 +182,25 @@ impl ScaleRow {
     }
 }
 
+impl ScaleRow {
+    /// [`ScaleRow::issue`], then one arrival on the mbarrier `bar` once the 4 bytes are in
+    /// shared memory: when the copy is asynchronous, after it completes
+    /// (`cp.async.mbarrier.arrive.noinc`); otherwise (unaligned rows, copied by plain loads
+    /// and a store) a release arrive after the store.
+    #[cfg(nvfp4_sm90a)]
+    #[inline(always)]
+    pub unsafe fn issue_then_arrive(&self, chunk: u32, dst: u32, bar: u32) {
+        unsafe {
+            self.issue(chunk, dst);
+            if self.aligned {
+                super::arch::tma::cp_async_mbar_arrive(bar);
+            } else {
+                super::arch::tma::mbar_arrive(bar);
+            }
+        }
+    }
+}
+
 /// This thread's share of the 16-bit activation loads of a tile (the portable W4A16 kernels):
 /// 16-byte unit `unit` (8 values of a 64-value chunk) of token rows `row0 + first + step * i`,
 /// `i < N`, read from global memory straight into registers ([`Tok16::fetch`]), or copied into

@@ -27,8 +27,16 @@
 //! block `s` (four scales a row, converted by `cvt.rn.f16x2.e4m3x2`). Shared memory: the token
 //! ring from offset 0 (1024-byte aligned), then `STAGES` x (FP4 and scales of 128 weight
 //! rows), one transaction barrier per stage, the scheduler's words.
+//!
+//! # Weights by TMA too ([`gemm_tile_tma_wt`], the `_wt` entries)
+//! When every problem's weight rows are 16-byte aligned the host launches the `_wt` entries:
+//! thread 0 also has the TMA bring each chunk's 128 weight rows x 32 FP4 bytes, threads
+//! 0..127 copy the scale rows and arrive on the stage's full barrier when they land, and the
+//! stages go back to the producers through a second ("empty") barrier per stage that every
+//! thread arrives on once its wgmmas reading the stage are done: no per-thread weight copies
+//! and no CTA barrier per chunk.
 
-use super::arch::{copy, dyn_smem_base, half, shared, thread, tma, wgmma};
+use super::arch::{copy, dyn_smem_base, half, shared, thread, tma, warp, wgmma};
 use super::dequant::{Act, Bf16Act, F16Act, Fp4Act, a_fragments_for, fp4x8_scaled};
 use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow};
 use super::sched::{Tile, TileFn, for_each_tile};
@@ -101,6 +109,28 @@ gemm_entry! {
     /// each problem's map over rows `0 .. m_offset + m` of its `a` (none for problems without
     /// rows).
     nvfp4_grouped_gemm_wgmma_f16a => run_a16::<F16Act>, maps
+}
+
+gemm_entry! {
+    /// [`nvfp4_grouped_gemm_wgmma_f16a`] with the weights' FP4 bytes by TMA too, and the
+    /// stages handed back by mbarriers instead of a CTA barrier per chunk (see
+    /// [`gemm_tile_tma_wt`]). `maps` holds two 128-byte `CUtensorMap`s per problem: the
+    /// tokens' (as for the `_f16a` entry), then one over the problem's `b`: `k / 2` bytes a
+    /// row, `n` rows `ldb` bytes apart, read in boxes of 32 bytes x 128 rows. Launch with
+    /// `SMEM_BYTES_A16_WT` of dynamic shared memory.
+    ///
+    /// # Safety
+    /// As [`nvfp4_grouped_gemm_wgmma_f16a`], with the host encoding each problem's weight map
+    /// over its `b` (16-byte aligned, `ldb` a multiple of 16).
+    nvfp4_grouped_gemm_wgmma_f16a_wt => run_a16_wt::<F16Act>, maps
+}
+
+gemm_entry! {
+    /// [`nvfp4_grouped_gemm_wgmma_f16a_wt`] with bf16 activations.
+    ///
+    /// # Safety
+    /// As [`nvfp4_grouped_gemm_wgmma_f16a_wt`].
+    nvfp4_grouped_gemm_wgmma_bf16a_wt => run_a16_wt::<Bf16Act>, maps
 }
 
 gemm_entry! {
@@ -209,6 +239,235 @@ impl<A: Act> TileFn for TilesTma<A> {
         let map = self.maps + index * TOKEN_MAP_BYTES;
         unsafe { gemm_tile_tma::<A>(self.smem, map, &mut self.phases, tile) }
     }
+}
+
+// The `_wt` kernels' shared memory: as the 16-bit kernels', then one "empty" barrier per
+// stage after the "full" ones (A16_BARS), then the scheduler's words.
+const WT_EMPTY: u32 = A16_BARS + STAGES * 8;
+const _: () = assert!(
+    WT_EMPTY + STAGES * 8 + crate::tiling::SCHED_SMEM_BYTES
+        == crate::tiling::wgmma::SMEM_BYTES_A16_WT
+);
+/// Bytes the TMA brings into a stage of the `_wt` kernels: the token tile and the weights' FP4.
+const WT_TX_BYTES: u32 = TOK16_STAGE_BYTES + TILE_N * ROW_BYTES;
+
+/// The persistent loop of the `_wt` entries. Thread 0 initialises the barriers: stage `s`'s
+/// full barrier completes after thread 0's `expect_tx` arrival (the TMA bytes of the tokens
+/// and the weights' FP4) and one arrival per scale row (threads 0..127, after their copy
+/// lands); its empty barrier after one arrival per warp (lane 0, once the warp's wgmmas that
+/// read the stage are done). Each warp arrives once on every empty barrier at the start, so
+/// the first fill of every stage finds it released.
+#[inline(always)]
+unsafe fn run_a16_wt<A: Act>(
+    table: *const ProblemDesc,
+    num_problems: u32,
+    total_tiles: u32,
+    counts: *const u32,
+    mode: u32,
+    split: Split,
+    maps: u64,
+) {
+    let smem = unsafe { dyn_smem_base() };
+    let tid = thread::tid();
+    if tid == 0 {
+        for s in 0..STAGES {
+            unsafe {
+                tma::mbar_init(smem + A16_BARS + s * 8, 1 + TILE_N);
+                tma::mbar_init(smem + WT_EMPTY + s * 8, THREADS);
+            }
+        }
+        unsafe { tma::fence_mbar_init() };
+    }
+    unsafe { thread::sync_cta() };
+    for s in 0..STAGES {
+        unsafe { tma::mbar_arrive(smem + WT_EMPTY + s * 8) };
+    }
+    unsafe {
+        for_each_tile(
+            table,
+            num_problems,
+            total_tiles,
+            counts,
+            mode,
+            smem + WT_EMPTY + STAGES * 8,
+            THREADS,
+            TILE_N,
+            TILE_M,
+            split,
+            &mut TilesTmaWt::<A> {
+                smem,
+                table: table as u64,
+                maps,
+                full: 0,
+                empty: 0,
+                kind: PhantomData,
+            },
+        );
+    }
+}
+
+/// The `_wt` kernels' tile work: the barriers' parities (bit `s`: the phase the next wait on
+/// stage `s` needs), `full` for every thread, `empty` for the producers (threads 0..127).
+struct TilesTmaWt<A> {
+    smem: u32,
+    table: u64,
+    maps: u64,
+    full: u32,
+    empty: u32,
+    kind: PhantomData<A>,
+}
+
+impl<A: Act> TileFn for TilesTmaWt<A> {
+    #[inline(always)]
+    unsafe fn tile(&mut self, tile: Tile) {
+        let index = (tile.desc as u64 - self.table) / PROBLEM_DESC_BYTES as u64;
+        let map = self.maps + index * 2 * TOKEN_MAP_BYTES;
+        unsafe { gemm_tile_tma_wt::<A>(self.smem, map, &mut self.full, &mut self.empty, tile) }
+    }
+}
+
+/// One 128 x 128 tile with 16-bit tokens, weights by TMA ([`nvfp4_grouped_gemm_wgmma_f16a_wt`]).
+///
+/// As [`gemm_tile_tma`], but nothing is copied by every thread and there is no CTA barrier
+/// per chunk. Filling stage `s` (threads 0..127): wait for its empty barrier; thread 0 has
+/// the TMA bring the chunk's token tile (map `map`) and the 128 weight rows' 32 FP4 bytes
+/// (map `map + 128`), counted on the full barrier; each of threads 0..127 copies its weight
+/// row's 4 scale bytes and arrives on the full barrier when they land. Consuming chunk c:
+/// every thread waits for the full barrier before reading the stage's weights; after the
+/// `wait_group` that retires chunk c's wgmmas, lane 0 of each warp arrives on the empty
+/// barrier. Chunk c + STAGES - 1 goes into chunk c - 1's stage once every warp retired it.
+#[inline(always)]
+unsafe fn gemm_tile_tma_wt<A: Act>(
+    smem: u32,
+    map: u64,
+    full: &mut u32,
+    empty: &mut u32,
+    tile: Tile,
+) {
+    let Tile {
+        desc,
+        m_end,
+        n0,
+        m0,
+        span,
+    } = tile;
+    let d = unsafe { &*desc };
+    let tid = thread::tid();
+    let c0 = span.c0;
+    let chunks = span.c1 - c0;
+    let weights = Operand::weights(d);
+    let m_rem = m_end - m0;
+    let scales = ScaleRow::new(&weights, n0 + tid % TILE_N);
+    let wmap = map + TOKEN_MAP_BYTES;
+
+    // Fills `stage` with tile chunk `chunk` (threads 0..127; the others do nothing).
+    // (The closures read the shared-memory base afresh: addresses kept live across the loop
+    // would not fit in the registers.)
+    let issue = |chunk: u32, stage: u32, empty: &mut u32| {
+        let tid = thread::tid_fresh();
+        let smem = unsafe { dyn_smem_base() };
+        // Warps 0..3 (threads 0..127), tested on a warp-uniform value so the branch does not
+        // diverge for ptxas (a divergent path around the waits serialised the wgmmas).
+        if unsafe { warp::uniform_warp_index() } < TILE_N / 32 {
+            unsafe { tma::mbar_wait(smem + WT_EMPTY + stage * 8, (*empty >> stage) & 1) };
+            *empty ^= 1 << stage;
+            let bar = smem + A16_BARS + stage * 8;
+            let w = smem + A16_W + stage * W_STAGE_BYTES;
+            let chunk = c0 + chunk;
+            unsafe {
+                if tid == 0 {
+                    tma::mbar_arrive_expect_tx(bar, WT_TX_BYTES);
+                    tma::load_2d(
+                        smem + stage * TOK16_STAGE_BYTES,
+                        map,
+                        chunk * CHUNK_K,
+                        m0,
+                        bar,
+                    );
+                    tma::load_2d(w, wmap, chunk * ROW_BYTES, n0, bar);
+                }
+                scales.issue_then_arrive(chunk, w + A16_W_SF + tid * ROW_SCALES, bar);
+            }
+        }
+    };
+    // Waits until chunk `chunk`'s stage is full (every thread).
+    let wait_full = |chunk: u32, full: &mut u32| {
+        let smem = unsafe { dyn_smem_base() };
+        let stage = chunk % STAGES;
+        unsafe { tma::mbar_wait(smem + A16_BARS + stage * 8, (*full >> stage) & 1) };
+        *full ^= 1 << stage;
+    };
+    // Lane 0 of each warp: chunk `chunk`'s stage is no longer read by this warp.
+    let release = |chunk: u32| {
+        let smem = unsafe { dyn_smem_base() };
+        unsafe { tma::mbar_arrive(smem + WT_EMPTY + (chunk % STAGES) * 8) };
+    };
+
+    let mut acc = [0f32; 64];
+    for s in 0..STAGES - 1 {
+        if s < chunks {
+            issue(s, s, empty);
+        }
+    }
+    let subtiles = m_rem.min(TILE_M).div_ceil(32);
+    let weights_of = |chunk: u32| {
+        let w = smem + A16_W + (chunk % STAGES) * W_STAGE_BYTES;
+        let (wrow, t) = quad_place(thread::tid_fresh());
+        unsafe { weight_fragments::<A>(w, wrow, fp4_byte_pair_selector(t)) }
+    };
+
+    // A register sets and the loop unrolled by two as in `gemm_tile_tma`.
+    let mut a0 = [[0u32; 4]; 4];
+    let mut a1 = [[0u32; 4]; 4];
+    macro_rules! step {
+        ($chunk:expr, $cur:expr, $retire:expr) => {{
+            let chunk: u32 = $chunk;
+            let tok = smem + (chunk % STAGES) * TOK16_STAGE_BYTES;
+            unsafe {
+                mma_chunk::<A>(&mut acc, $cur, subtiles, |s| {
+                    wgmma::desc_sw128(tok + s * 32, 1024)
+                });
+                // Chunk c - 1's wgmmas (registers `$retire`) are done: this warp is through
+                // with its stage.
+                wgmma::wait1($retire);
+            }
+            if chunk > 0 {
+                release(chunk - 1);
+            }
+            let ahead = chunk + STAGES - 1;
+            if ahead < chunks {
+                issue(ahead, ahead % STAGES, empty);
+            }
+        }};
+    }
+    let mut chunk = 0;
+    while chunk < chunks {
+        if chunk == 0 {
+            wait_full(0, full);
+            a0 = weights_of(0);
+        }
+        step!(chunk, &a0, &a1);
+        if chunk + 1 == chunks {
+            break;
+        }
+        wait_full(chunk + 1, full);
+        a1 = weights_of(chunk + 1);
+        step!(chunk + 1, &a1, &a0);
+        if chunk + 2 < chunks {
+            wait_full(chunk + 2, full);
+            a0 = weights_of(chunk + 2);
+        }
+        chunk += 2;
+    }
+    unsafe {
+        wgmma::wait0(&a0);
+        wgmma::wait_all(&a1, &mut acc);
+    }
+    if chunks > 0 {
+        release(chunks - 1);
+    }
+    let (wrow, t) = quad_place(thread::tid_fresh());
+    unsafe { finish_tile::<A>(acc, desc, n0, m0, m_rem, wrow, t, true, &span) };
 }
 
 /// One 128 x 128 tile with NVFP4 tokens (`A` = [`Fp4Act`]): tokens and weights come through
