@@ -75,6 +75,12 @@ if [[ $what == all || $what == tests ]]; then
     NVFP4_SPLIT_K=3 run "test-$(basename "$t")-split3" "$t" --ignored --test-threads=1
     NVFP4_PATH=portable NVFP4_SPLIT_K=3 run "test-$(basename "$t")-split3-portable" "$t" --ignored --test-threads=1
   done
+  # And on the Hopper path with the weights always copied by cp.async (by default aligned
+  # weights come by TMA, the `_wt` kernels), token pass on every NVFP4 group.
+  for t in $bin/tests/test-gpu $bin/tests/test-w4a16 $bin/tests/test-moe; do
+    [ -x "$t" ] || continue
+    NVFP4_WEIGHTS_TMA=off NVFP4_TOKEN_DEQUANT=always run "test-$(basename "$t")-no-weights-tma" "$t" --ignored --test-threads=1 "${multi[@]}"
+  done
 fi
 if [[ $what == all || $what == torch ]]; then
   # PyTorch round trip of `nvfp4 run` (safetensors in and out), both kernel paths.

@@ -476,6 +476,12 @@ impl GroupPlan<'_> {
         }
     }
 
+    /// Whether the launch reads the weights by TMA (a `_wt` kernel of the Hopper path; see
+    /// [`GroupedGemm::set_weights_by_tma`]).
+    pub fn weights_by_tma(&self) -> bool {
+        self.weights_tma
+    }
+
     /// Problems in the group (including empty ones).
     pub fn num_problems(&self) -> usize {
         self.packed.descs.len()
@@ -557,6 +563,9 @@ pub struct GroupedGemm {
     /// The Hopper path's fp16 / bf16-activation kernels that read the weights by TMA too
     /// (`_wt`), for plans whose weights allow it (`None` on the portable path).
     funcs_wt: Option<[CudaFunction; 2]>,
+    /// Whether plans may use `funcs_wt` (default true; see
+    /// [`GroupedGemm::set_weights_by_tma`]).
+    weights_tma: bool,
     /// When plans of NVFP4 groups use that pass.
     token_dequant: TokenDequant,
     /// Whether plans cut tiles along K.
@@ -656,6 +665,7 @@ impl GroupedGemm {
             dequant,
             paired,
             funcs_wt,
+            weights_tma: true,
             token_dequant: TokenDequant::default(),
             split_k: SplitK::default(),
         })
@@ -694,6 +704,21 @@ impl GroupedGemm {
     /// When plans of NVFP4 groups use the token pass (see [`TokenDequant`]).
     pub fn token_dequant(&self) -> TokenDequant {
         self.token_dequant
+    }
+
+    /// Sets whether the plans made from now on may read the weights by TMA (default `true`).
+    /// On the Hopper path a 16-bit launch (W4A16, or an NVFP4 group after the token pass)
+    /// then runs the `_wt` kernel when every problem's `b` and `ldb` are multiples of 16
+    /// bytes, and the kernel that copies them with `cp.async` otherwise; `false` keeps the
+    /// latter for every plan (to compare the two, or to set the newer one aside). No effect on
+    /// the portable path. Plans already made keep theirs.
+    pub fn set_weights_by_tma(&mut self, on: bool) {
+        self.weights_tma = on;
+    }
+
+    /// Whether plans may read the weights by TMA (see [`GroupedGemm::set_weights_by_tma`]).
+    pub fn weights_by_tma(&self) -> bool {
+        self.weights_tma
     }
 
     /// The PTX module the kernels come from, the compute capability and which PTX it is.
@@ -975,6 +1000,7 @@ impl GroupedGemm {
             // The 16-bit launch on the Hopper path reads its weights by TMA too (the `_wt`
             // entry) when every problem's weight rows are 16-byte aligned.
             let weights_tma = self.funcs_wt.is_some()
+                && self.weights_tma
                 && (with_pass || activation != Activation::Nvfp4)
                 && token_maps::weights_by_tma(&packed.descs);
             let (pass, maps) = if with_pass {

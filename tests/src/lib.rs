@@ -72,9 +72,16 @@ impl Gpu {
                 panic!("NVFP4_SPLIT_K={n}: expected auto, off or a number of K ranges")
             })),
         });
+        // NVFP4_WEIGHTS_TMA=on|off: the Hopper 16-bit launches read aligned weights by TMA
+        // (the default) or always by cp.async, so the suite can check both kernels.
+        gemm.set_weights_by_tma(match std::env::var("NVFP4_WEIGHTS_TMA").as_deref() {
+            Err(_) | Ok("") | Ok("on") => true,
+            Ok("off") => false,
+            Ok(other) => panic!("NVFP4_WEIGHTS_TMA={other}: expected on or off"),
+        });
         let (major, minor) = gemm.compute_capability();
         eprintln!(
-            "device: {} (sm_{major}{minor}), {} SMs x {} CTAs (W4A16: {}), PTX {}, kernel {}, token pass {:?}, split-K {:?}",
+            "device: {} (sm_{major}{minor}), {} SMs x {} CTAs (W4A16: {}), PTX {}, kernel {}, token pass {:?}, split-K {:?}, weights by TMA {}",
             ctx.name().unwrap_or_else(|_| "?".into()),
             gemm.sm_count(),
             gemm.ctas_per_sm(),
@@ -82,7 +89,8 @@ impl Gpu {
             gemm.ptx_arch(),
             gemm.kernel_name(),
             gemm.token_dequant(),
-            gemm.split_k()
+            gemm.split_k(),
+            gemm.weights_by_tma()
         );
         Self { ctx, stream, gemm }
     }

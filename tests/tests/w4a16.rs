@@ -464,6 +464,66 @@ fn ragged_shapes_all_types() {
     }
 }
 
+/// On the Hopper path a 16-bit plan reads its weights by TMA (the `_wt` kernel) exactly when
+/// every problem's weight rows are 16-byte aligned and the switch is on; both kernels are
+/// checked against the reference on ragged M and N with aligned K (the suites' ragged shapes
+/// have K = 16 or 48 in each group, which keeps them on the `cp.async` kernel).
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn weights_by_tma_choice_and_both_kernels() {
+    let mut gpu = Gpu::new();
+    let hopper = gpu.gemm.path() == KernelPath::Hopper;
+    let types = GemmTypes {
+        activation: Activation::F16,
+        output: OutputType::F16,
+    };
+    // The choice: K = 64 (32-byte rows) takes it, K = 48 (24-byte rows) does not.
+    for (k, aligned) in [(64, true), (48, false)] {
+        for on in [true, false] {
+            gpu.gemm.set_weights_by_tma(on);
+            let ps = weights(900 + k as u64, &[(40, 96, k)], Plain);
+            let mut rng = Rng::new(901);
+            let a = acts(&mut rng, 40, k, Activation::F16);
+            let mut d = upload(&gpu.stream, &ps[0], &a, 0, 0);
+            let problems = [device_problem(&gpu.stream, &ps[0], &mut d)];
+            let plan = gpu.gemm.plan_typed(&gpu.stream, &problems, types).unwrap();
+            assert_eq!(
+                plan.weights_by_tma(),
+                hopper && aligned && on,
+                "k = {k}, switch {on}, {:?} path",
+                gpu.gemm.path()
+            );
+        }
+    }
+    if !hopper {
+        println!("SKIPPED the kernel comparison: the portable path has one kernel per type");
+        return;
+    }
+    let shapes = [
+        (0, 128, 64),
+        (1, 127, 64),
+        (7, 129, 320),
+        (40, 200, 1024),
+        (76, 300, 256),
+        (129, 64, 32),
+    ];
+    for on in [true, false] {
+        gpu.gemm.set_weights_by_tma(on);
+        for (i, (act, out)) in PAIRS.into_iter().enumerate() {
+            let ps = weights(950 + i as u64, &shapes, Plain);
+            run_and_check(
+                &gpu,
+                &format!("weights by TMA {on}"),
+                &ps,
+                960 + i as u64,
+                act,
+                out,
+                (0, 0),
+            );
+        }
+    }
+}
+
 #[test]
 #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
 fn gpu_mode_test_shapes() {

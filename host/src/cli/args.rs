@@ -86,6 +86,8 @@ COMMON OPTIONS:
                     dequantization pass plus the fp16-activation kernel (TokenDequant).
     --split-k S     auto (default), off, or a number N: whether tiles are cut along K to
                     fill the last wave of CTAs (SplitK; N cuts every tile into N ranges).
+    --weights-tma W on (default) or off: whether the Hopper path's 16-bit launches read
+                    16-byte-aligned weights by TMA (GroupedGemm::set_weights_by_tma).
     --cpu           Run the CPU reference path even when a GPU is present.
     -h, --help      This text.
 
@@ -140,6 +142,7 @@ pub struct CommonOpts {
     pub cpu: bool,
     pub token_pass: nvfp4::TokenDequant,
     pub split_k: nvfp4::SplitK,
+    pub weights_tma: bool,
 }
 
 impl Default for CommonOpts {
@@ -150,6 +153,7 @@ impl Default for CommonOpts {
             cpu: false,
             token_pass: nvfp4::TokenDequant::Auto,
             split_k: nvfp4::SplitK::Auto,
+            weights_tma: true,
         }
     }
 }
@@ -253,6 +257,13 @@ fn common(name: &str, cur: &mut Cursor<'_>, opts: &mut CommonOpts) -> Result<boo
                 "always" => nvfp4::TokenDequant::Always,
                 "never" => nvfp4::TokenDequant::Never,
                 v => return err(format!("`{name}`: `{v}` is not auto, always or never")),
+            }
+        }
+        "--weights-tma" => {
+            opts.weights_tma = match cur.value(name)? {
+                "on" => true,
+                "off" => false,
+                v => return err(format!("`{name}`: `{v}` is not on or off")),
             }
         }
         "--split-k" => {
@@ -485,7 +496,8 @@ mod tests {
     fn bench_options() {
         let b = bench(
             "bench --shapes G8_N4096_K7168 --shapes=m=1,2;n=128;k=64 --iters=50 --json out.json \
-             --seed 0x10 --portable --cpu --scales BLOCKED --token-pass never --split-k 3",
+             --seed 0x10 --portable --cpu --scales BLOCKED --token-pass never --split-k 3 \
+             --weights-tma off",
         );
         assert_eq!(b.shapes.len(), 2);
         assert_eq!(b.shapes[1].problems, vec![(1, 128, 64), (2, 128, 64)]);
@@ -499,6 +511,7 @@ mod tests {
                 cpu: true,
                 token_pass: nvfp4::TokenDequant::Never,
                 split_k: nvfp4::SplitK::Parts(3),
+                weights_tma: false,
             }
         );
         assert_eq!(b.scales, ScaleLayout::Blocked);
@@ -513,6 +526,7 @@ mod tests {
             "bench --split-k 0",
             "bench --split-k 17",
             "bench --split-k two",
+            "bench --weights-tma maybe",
         ] {
             assert!(parse_str(bad).is_err(), "{bad}");
         }

@@ -47,7 +47,13 @@ pub fn load_gemm_for(
     ctx: Arc<CudaContext>,
     opts: &super::args::CommonOpts,
 ) -> nvfp4::Result<GroupedGemm> {
-    load_gemm(ctx, opts.portable, opts.token_pass, opts.split_k)
+    load_gemm(
+        ctx,
+        opts.portable,
+        opts.token_pass,
+        opts.split_k,
+        opts.weights_tma,
+    )
 }
 
 pub fn load_gemm(
@@ -55,6 +61,7 @@ pub fn load_gemm(
     portable: bool,
     token_pass: nvfp4::TokenDequant,
     split_k: nvfp4::SplitK,
+    weights_tma: bool,
 ) -> nvfp4::Result<GroupedGemm> {
     let name = ctx.name()?;
     let mut gemm = if portable {
@@ -64,13 +71,14 @@ pub fn load_gemm(
     };
     gemm.set_token_dequant(token_pass);
     gemm.set_split_k(split_k);
+    gemm.set_weights_by_tma(weights_tma);
     let (major, minor) = gemm.compute_capability();
     println!(
         "device: {name} (compute capability {major}.{minor}, {} SMs)",
         gemm.sm_count()
     );
     println!(
-        "kernel: {} ({:?} path{}, {} PTX, {} CTAs/SM, token pass {:?}, split-K {:?})",
+        "kernel: {} ({:?} path{}, {} PTX, {} CTAs/SM, token pass {:?}, split-K {:?}, weights by TMA {})",
         gemm.kernel_name(),
         gemm.path(),
         if portable {
@@ -81,7 +89,8 @@ pub fn load_gemm(
         gemm.ptx_arch(),
         gemm.ctas_per_sm(),
         gemm.token_dequant(),
-        gemm.split_k()
+        gemm.split_k(),
+        if gemm.weights_by_tma() { "on" } else { "off" }
     );
     Ok(gemm)
 }

@@ -56,6 +56,7 @@ pub fn run(opts: &RunOpts, progress: &Progress) -> AnyResult<()> {
                 opts.portable,
                 nvfp4::TokenDequant::Auto,
                 nvfp4::SplitK::Auto,
+                true,
             )?;
             let stream = ctx.default_stream();
             progress.step("computing on the GPU...");
