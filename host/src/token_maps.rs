@@ -61,8 +61,8 @@ pub(crate) fn encode(descs: &[ProblemDesc]) -> Result<Vec<TokenMap>> {
                         .into(),
                 });
             }
-            if d.m == 0 || d.n == 0 || d.k == 0 {
-                return Ok(TokenMap(CUtensorMap { opaque: [0; 16] }));
+            if !has_tiles(d) {
+                return Ok(NO_MAP);
             }
             encode_one(d.a, u64::from(d.k), rows, d.lda)
         })
@@ -86,27 +86,55 @@ pub(crate) fn check_rows(problem: usize, d: &ProblemDesc) -> Result<()> {
     Ok(())
 }
 
-/// `cuTensorMapEncodeTiled` for `rows` rows of `k` 16-bit values at `a`, `lda` bytes apart.
+/// Whether problem `d` has tiles (the kernels read its maps only then).
+fn has_tiles(d: &ProblemDesc) -> bool {
+    d.m != 0 && d.n != 0 && d.k != 0
+}
+
+/// The map of a problem without tiles: zeros, never read.
+const NO_MAP: TokenMap = TokenMap(CUtensorMap { opaque: [0; 16] });
+
+/// `cuTensorMapEncodeTiled` for the tokens: `rows` rows of `k` 16-bit values at `a`, `lda`
+/// bytes apart, in boxes of `TILE_M` rows x `CHUNK_K` values, 128-byte swizzle.
 fn encode_one(a: u64, k: u64, rows: u64, lda: u64) -> Result<TokenMap> {
+    encode_2d(
+        a,
+        CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT16,
+        [k, rows],
+        lda,
+        [CHUNK_K, TILE_M],
+        CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+    )
+}
+
+/// `cuTensorMapEncodeTiled` of a 2-D map at `addr`: `dims` (elements a row, rows), rows
+/// `stride` bytes apart, boxes of `boxes` (elements, rows), L2 promotion of 256 bytes, zeros
+/// outside.
+fn encode_2d(
+    addr: u64,
+    dtype: CUtensorMapDataType,
+    dims: [u64; 2],
+    stride: u64,
+    boxes: [u32; 2],
+    swizzle: CUtensorMapSwizzle,
+) -> Result<TokenMap> {
     let mut map = CUtensorMap { opaque: [0; 16] };
-    let dims = [k, rows];
-    let strides = [lda];
-    let boxes = [CHUNK_K, TILE_M];
+    let strides = [stride];
     let steps = [1u32, 1];
     // SAFETY: every pointer names a live local of the length the rank (2) asks for; the
-    // driver only writes `map` and reads the rest. `a` is not dereferenced here.
+    // driver only writes `map` and reads the rest. `addr` is not dereferenced here.
     unsafe {
         sys::cuTensorMapEncodeTiled(
             &mut map,
-            CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT16,
+            dtype,
             2,
-            a as *mut core::ffi::c_void,
+            addr as *mut core::ffi::c_void,
             dims.as_ptr(),
             strides.as_ptr(),
             boxes.as_ptr(),
             steps.as_ptr(),
             CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
-            CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+            swizzle,
             CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
             CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
         )
@@ -120,9 +148,7 @@ fn encode_one(a: u64, k: u64, rows: u64, lda: u64) -> Result<TokenMap> {
 /// rows. Problems without tiles do not count.
 pub(crate) fn weights_by_tma(descs: &[ProblemDesc]) -> bool {
     descs.iter().all(|d| {
-        d.m == 0
-            || d.n == 0
-            || d.k == 0
+        !has_tiles(d)
             || (d.b % 16 == 0
                 && d.ldb % 16 == 0
                 && d.ldb < MAX_STRIDE
@@ -143,41 +169,20 @@ pub(crate) fn encode_with_weights(descs: &[ProblemDesc]) -> Result<Vec<TokenMap>
     let mut maps = Vec::with_capacity(2 * descs.len());
     for (d, token) in descs.iter().zip(tokens) {
         maps.push(token);
-        maps.push(if d.m == 0 || d.n == 0 || d.k == 0 {
-            TokenMap(CUtensorMap { opaque: [0; 16] })
+        maps.push(if has_tiles(d) {
+            encode_2d(
+                d.b,
+                CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT8,
+                [u64::from(d.k) / 2, u64::from(d.n)],
+                d.ldb,
+                [CHUNK_K / 2, TILE_N],
+                CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_NONE,
+            )?
         } else {
-            encode_weights(d.b, u64::from(d.k) / 2, u64::from(d.n), d.ldb)?
+            NO_MAP
         });
     }
     Ok(maps)
-}
-
-/// `cuTensorMapEncodeTiled` for `rows` rows of `bytes` FP4 bytes at `b`, `ldb` bytes apart.
-fn encode_weights(b: u64, bytes: u64, rows: u64, ldb: u64) -> Result<TokenMap> {
-    let mut map = CUtensorMap { opaque: [0; 16] };
-    let dims = [bytes, rows];
-    let strides = [ldb];
-    let boxes = [CHUNK_K / 2, TILE_N];
-    let steps = [1u32, 1];
-    // SAFETY: as in `encode_one`.
-    unsafe {
-        sys::cuTensorMapEncodeTiled(
-            &mut map,
-            CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT8,
-            2,
-            b as *mut core::ffi::c_void,
-            dims.as_ptr(),
-            strides.as_ptr(),
-            boxes.as_ptr(),
-            steps.as_ptr(),
-            CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
-            CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_NONE,
-            CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-            CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
-        )
-        .result()?;
-    }
-    Ok(TokenMap(map))
 }
 
 #[cfg(test)]
