@@ -360,15 +360,16 @@ unsafe fn gemm_tile_tma_wt<A: Act>(
     let scales = ScaleRow::new(&weights, n0 + tid % TILE_N);
     let wmap = map + TOKEN_MAP_BYTES;
 
-    // Fills `stage` with tile chunk `chunk` (threads 0..127; the others do nothing).
-    // (The closures read the shared-memory base afresh: addresses kept live across the loop
-    // would not fit in the registers.)
+    // Fills `stage` with tile chunk `chunk`: warpgroup `stage % 2` does (its thread r copies
+    // scale row r, its first thread has the TMA bring the rest), the other nothing, so both
+    // warpgroups carry the same share of the copies. (The closures read the shared-memory
+    // base afresh: addresses kept live across the loop would not fit in the registers.)
     let issue = |chunk: u32, stage: u32, empty: &mut u32| {
-        let tid = thread::tid_fresh();
+        let tid = thread::tid_fresh() % TILE_N;
         let smem = unsafe { dyn_smem_base() };
-        // Warps 0..3 (threads 0..127), tested on a warp-uniform value so the branch does not
-        // diverge for ptxas (a divergent path around the waits serialised the wgmmas).
-        if unsafe { warp::uniform_warp_index() } < TILE_N / 32 {
+        // Tested on a warp-uniform value so the branch does not diverge for ptxas (a
+        // divergent path around the waits serialised the wgmmas).
+        if unsafe { warp::uniform_warp_index() } / (TILE_N / 32) == stage % 2 {
             unsafe { tma::mbar_wait(smem + WT_EMPTY + stage * 8, (*empty >> stage) & 1) };
             *empty ^= 1 << stage;
             let bar = smem + A16_BARS + stage * 8;
