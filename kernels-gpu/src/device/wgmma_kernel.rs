@@ -29,12 +29,13 @@
 //! rows), one transaction barrier per stage, the scheduler's words.
 //!
 //! # Weights by TMA too ([`gemm_tile_tma_wt`], the `_wt` entries)
-//! When every problem's weight rows are 16-byte aligned the host launches the `_wt` entries:
-//! thread 0 also has the TMA bring each chunk's 128 weight rows x 32 FP4 bytes, threads
-//! 0..127 copy the scale rows and arrive on the stage's full barrier when they land, and the
-//! stages go back to the producers through a second ("empty") barrier per stage that every
-//! thread arrives on once its wgmmas reading the stage are done: no per-thread weight copies
-//! and no CTA barrier per chunk.
+//! When every problem's weight rows are 16-byte aligned the host launches the `_wt` entries.
+//! The two warpgroups take turns filling the stages (warpgroup `s % 2` fills stage `s`):
+//! its first thread has the TMA bring the chunk's token tile and 128 weight rows x 32 FP4
+//! bytes, its 128 threads copy the scale rows and arrive on the stage's full barrier when
+//! they land, and the stages go back to the fillers through a second ("empty") barrier per
+//! stage that every thread arrives on once its wgmmas reading the stage are done: no
+//! per-thread weight copies and no CTA barrier per chunk.
 
 use super::arch::{copy, dyn_smem_base, half, shared, thread, tma, warp, wgmma};
 use super::dequant::{Act, Bf16Act, F16Act, Fp4Act, a_fragments_for, fp4x8_scaled};
@@ -252,11 +253,11 @@ const _: () = assert!(
 const WT_TX_BYTES: u32 = TOK16_STAGE_BYTES + TILE_N * ROW_BYTES;
 
 /// The persistent loop of the `_wt` entries. Thread 0 initialises the barriers: stage `s`'s
-/// full barrier completes after thread 0's `expect_tx` arrival (the TMA bytes of the tokens
-/// and the weights' FP4) and one arrival per scale row (threads 0..127, after their copy
-/// lands); its empty barrier after one arrival per warp (lane 0, once the warp's wgmmas that
-/// read the stage are done). Each warp arrives once on every empty barrier at the start, so
-/// the first fill of every stage finds it released.
+/// full barrier completes after the `expect_tx` arrival of its filler's first thread (the
+/// TMA bytes of the tokens and the weights' FP4) and one arrival per scale row (the filling
+/// warpgroup's threads, after their copy lands); its empty barrier after one arrival per
+/// thread (once the thread's wgmmas that read the stage are done). Every thread arrives once
+/// on every empty barrier at the start, so the first fill of every stage finds it released.
 #[inline(always)]
 unsafe fn run_a16_wt<A: Act>(
     table: *const ProblemDesc,
@@ -307,7 +308,8 @@ unsafe fn run_a16_wt<A: Act>(
 }
 
 /// The `_wt` kernels' tile work: the barriers' parities (bit `s`: the phase the next wait on
-/// stage `s` needs), `full` for every thread, `empty` for the producers (threads 0..127).
+/// stage `s` needs), `full` for every thread, `empty` for the stages the thread's warpgroup
+/// fills (`s % 2` = warpgroup).
 struct TilesTmaWt<A> {
     smem: u32,
     table: u64,
@@ -329,13 +331,14 @@ impl<A: Act> TileFn for TilesTmaWt<A> {
 /// One 128 x 128 tile with 16-bit tokens, weights by TMA ([`nvfp4_grouped_gemm_wgmma_f16a_wt`]).
 ///
 /// As [`gemm_tile_tma`], but nothing is copied by every thread and there is no CTA barrier
-/// per chunk. Filling stage `s` (threads 0..127): wait for its empty barrier; thread 0 has
-/// the TMA bring the chunk's token tile (map `map`) and the 128 weight rows' 32 FP4 bytes
-/// (map `map + 128`), counted on the full barrier; each of threads 0..127 copies its weight
-/// row's 4 scale bytes and arrives on the full barrier when they land. Consuming chunk c:
-/// every thread waits for the full barrier before reading the stage's weights; after the
-/// `wait_group` that retires chunk c's wgmmas, lane 0 of each warp arrives on the empty
-/// barrier. Chunk c + STAGES - 1 goes into chunk c - 1's stage once every warp retired it.
+/// per chunk. Filling stage `s` (warpgroup `s % 2`, so both carry the same share): wait for
+/// its empty barrier; the warpgroup's first thread has the TMA bring the chunk's token tile
+/// (map `map`) and the 128 weight rows' 32 FP4 bytes (map `map + 128`), counted on the full
+/// barrier; its thread r copies weight row r's 4 scale bytes and arrives on the full barrier
+/// when they land. Consuming chunk c: every thread waits for the full barrier before reading
+/// the stage's weights; after the `wait_group` that retires chunk c's wgmmas, every thread
+/// arrives on the empty barrier. Chunk c + STAGES - 1 goes into chunk c - 1's stage once
+/// every thread retired it.
 #[inline(always)]
 unsafe fn gemm_tile_tma_wt<A: Act>(
     smem: u32,
