@@ -1007,11 +1007,7 @@ impl GroupedGemm {
                 let (pass, maps) = self.upload_token_pass(stream, &packed.descs, weights_tma)?;
                 (Some(pass), maps)
             } else if self.path.kernel_for(activation).token_maps {
-                let maps = if weights_tma {
-                    token_maps::encode_with_weights(&packed.descs)?
-                } else {
-                    token_maps::encode(&packed.descs)?
-                };
+                let maps = token_maps::encode_for(&packed.descs, weights_tma)?;
                 (None, Some(stream.clone_htod(&maps)?))
             } else {
                 (None, None)
@@ -1153,12 +1149,7 @@ impl GroupedGemm {
             table16.push(d16);
         }
         let maps = if maps {
-            let maps = if weights_tma {
-                token_maps::encode_with_weights(&table16)?
-            } else {
-                token_maps::encode(&table16)?
-            };
-            Some(stream.clone_htod(&maps)?)
+            Some(stream.clone_htod(&token_maps::encode_for(&table16, weights_tma)?)?)
         } else {
             None
         };
@@ -1339,7 +1330,7 @@ impl GroupedGemm {
                 (table_ptr, num_problems, total_tiles, counts, mode);
             let (mut dp_arg, mut parts_arg, mut ws_arg, mut maps_arg) =
                 (split.dp_tiles, split.parts, split.ws, plan.maps_addr);
-            let mut params: Vec<*mut std::ffi::c_void> = vec![
+            let mut params: [*mut std::ffi::c_void; 9] = [
                 (&raw mut table_arg).cast(),
                 (&raw mut problems_arg).cast(),
                 (&raw mut tiles_arg).cast(),
@@ -1348,12 +1339,12 @@ impl GroupedGemm {
                 (&raw mut dp_arg).cast(),
                 (&raw mut parts_arg).cast(),
                 (&raw mut ws_arg).cast(),
+                (&raw mut maps_arg).cast(),
             ];
-            if kernel.token_maps {
-                params.push((&raw mut maps_arg).cast());
-            }
+            // The kernels without token maps take the first eight.
+            let count = if kernel.token_maps { 9 } else { 8 };
             // `params` points at copies of the same values, in the same order.
-            unsafe { ptx_module::launch_programmatic(stream, func, cfg, &mut params) }?;
+            unsafe { ptx_module::launch_programmatic(stream, func, cfg, &mut params[..count]) }?;
         } else {
             let mut launch = stream.launch_builder(func);
             launch

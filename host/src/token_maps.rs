@@ -185,6 +185,19 @@ pub(crate) fn encode_with_weights(descs: &[ProblemDesc]) -> Result<Vec<TokenMap>
     Ok(maps)
 }
 
+/// The maps a plan uploads: [`encode_with_weights`] when `with_weights` (the `_wt` kernels;
+/// [`weights_by_tma`] must hold), else [`encode`].
+///
+/// # Errors
+/// As [`encode`].
+pub(crate) fn encode_for(descs: &[ProblemDesc], with_weights: bool) -> Result<Vec<TokenMap>> {
+    if with_weights {
+        encode_with_weights(descs)
+    } else {
+        encode(descs)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
