@@ -16,7 +16,8 @@ use half::f16;
 use kernels_gpu::kernels::{
     DEQUANT_TOKENS, GROUPED_GEMM_MMA, GROUPED_GEMM_MMA_BF16A, GROUPED_GEMM_MMA_F16A,
     GROUPED_GEMM_MMA_F16P, GROUPED_GEMM_WGMMA, GROUPED_GEMM_WGMMA_BF16A,
-    GROUPED_GEMM_WGMMA_BF16A_WT, GROUPED_GEMM_WGMMA_F16A, GROUPED_GEMM_WGMMA_F16A_WT, KernelInfo,
+    GROUPED_GEMM_WGMMA_BF16A_WT, GROUPED_GEMM_WGMMA_F16A, GROUPED_GEMM_WGMMA_F16A_WT,
+    GROUPED_GEMM_WGMMA_F16B_WT, KernelInfo,
 };
 pub use kernels_gpu::problem::Activation;
 use kernels_gpu::problem::{
@@ -366,6 +367,9 @@ pub struct GroupPlan<'a> {
     /// Whether the launch runs a `_wt` kernel (the weights by TMA too; `maps` then holds two
     /// maps per problem, tokens' and weights').
     weights_tma: bool,
+    /// Whether the token pass writes the blocked K order and the GEMM is the `_f16b_wt`
+    /// entry (see [`GroupedGemm::set_blocked_k`]).
+    blocked_k: bool,
     /// Which tiles the launch cuts along K, and the workspace where their parts meet
     /// (`split.ws` its address; `None` when no tile is cut).
     split: Split,
@@ -482,6 +486,12 @@ impl GroupPlan<'_> {
         self.weights_tma
     }
 
+    /// Whether the launch runs the token pass in the blocked K order and the
+    /// `nvfp4_grouped_gemm_wgmma_f16b_wt` kernel (see [`GroupedGemm::set_blocked_k`]).
+    pub fn blocked_k(&self) -> bool {
+        self.blocked_k
+    }
+
     /// Problems in the group (including empty ones).
     pub fn num_problems(&self) -> usize {
         self.packed.descs.len()
@@ -560,12 +570,16 @@ pub struct GroupedGemm {
     /// `nvfp4_grouped_gemm_mma_f16p`; `None` on the Hopper path, whose fp16-activation kernel
     /// reads natural order by TMA).
     paired: Option<CudaFunction>,
-    /// The Hopper path's fp16 / bf16-activation kernels that read the weights by TMA too
-    /// (`_wt`), for plans whose weights allow it (`None` on the portable path).
-    funcs_wt: Option<[CudaFunction; 2]>,
+    /// The Hopper path's kernels that read the weights by TMA too (`_wt`), for plans whose
+    /// weights allow it (`None` on the portable path): fp16 and bf16 activations, and fp16
+    /// activations in the blocked K order (after the token pass).
+    funcs_wt: Option<[CudaFunction; 3]>,
     /// Whether plans may use `funcs_wt` (default true; see
     /// [`GroupedGemm::set_weights_by_tma`]).
     weights_tma: bool,
+    /// Whether plans may use the blocked K order after the token pass (default true; see
+    /// [`GroupedGemm::set_blocked_k`]).
+    blocked_k: bool,
     /// When plans of NVFP4 groups use that pass.
     token_dequant: TokenDequant,
     /// Whether plans cut tiles along K.
@@ -639,9 +653,11 @@ impl GroupedGemm {
                 let wt = [
                     load_kernel(&GROUPED_GEMM_WGMMA_F16A_WT)?,
                     load_kernel(&GROUPED_GEMM_WGMMA_BF16A_WT)?,
+                    load_kernel(&GROUPED_GEMM_WGMMA_F16B_WT)?,
                 ];
-                // As for the paired kernel: the grid of a 16-bit launch fits either entry.
-                for (func, a) in wt.iter().zip([Activation::F16, Activation::Bf16]) {
+                // As for the paired kernel: the grid of a 16-bit launch fits any entry.
+                let kinds = [Activation::F16, Activation::Bf16, Activation::F16];
+                for (func, a) in wt.iter().zip(kinds) {
                     let slot = &mut ctas_per_sm[a as usize];
                     *slot = (*slot).min(ptx_module::ctas_per_sm(
                         func,
@@ -666,6 +682,7 @@ impl GroupedGemm {
             paired,
             funcs_wt,
             weights_tma: true,
+            blocked_k: true,
             token_dequant: TokenDequant::default(),
             split_k: SplitK::default(),
         })
@@ -721,6 +738,24 @@ impl GroupedGemm {
         self.weights_tma
     }
 
+    /// Sets whether the plans made from now on may run the token pass in the blocked K order
+    /// (default `true`). On the Hopper path an NVFP4 group that takes the pass and the `_wt`
+    /// kernel (see [`GroupedGemm::set_weights_by_tma`]), and whose every problem with tokens
+    /// and weights has `k` a multiple of 64, then has its fp16 tokens written with each
+    /// 64-value chunk permuted (`kernels_gpu::fp4::blocked_k`) and runs
+    /// `nvfp4_grouped_gemm_wgmma_f16b_wt`, which multiplies its weights in the same order and
+    /// so dequantizes them with fewer instructions; the sums are the same up to the fp32
+    /// accumulation order. `false` keeps natural order (`_f16a_wt`) for every plan, to compare
+    /// the two. No effect on the portable path. Plans already made keep theirs.
+    pub fn set_blocked_k(&mut self, on: bool) {
+        self.blocked_k = on;
+    }
+
+    /// Whether plans may use the blocked K order (see [`GroupedGemm::set_blocked_k`]).
+    pub fn blocked_k(&self) -> bool {
+        self.blocked_k
+    }
+
     /// The PTX module the kernels come from, the compute capability and which PTX it is.
     pub(crate) fn module(&self) -> (&Arc<CudaModule>, (i32, i32), &'static str) {
         (&self.module, self.compute_capability, self.ptx_arch)
@@ -740,17 +775,26 @@ impl GroupedGemm {
     /// kernel, the token pass and the path's fp16-activation kernel, or either by size, as
     /// [`TokenDequant`] says (see [`GroupedGemm::plan`]; the MoE forms with device row
     /// counts always run the NVFP4 kernel). On the Hopper path the fp16-activation kernel is
-    /// its `_wt` entry (weights by TMA) when every problem's weight rows are 16-byte aligned.
+    /// its `_wt` entry (weights by TMA) when every problem's weight rows are 16-byte aligned,
+    /// in the blocked K order (`_f16b_wt`) when also every `k` is a multiple of 64 (see
+    /// [`GroupedGemm::set_blocked_k`]).
     pub fn kernel_name(&self) -> String {
         let nvfp4 = self.path.kernel().name;
         let pass = match self.funcs_wt {
-            Some(_) => format!(
+            Some(_) if self.weights_tma && self.blocked_k => format!(
+                "{} + {} ({} where a k is not a multiple of 64, {} for other weights)",
+                DEQUANT_TOKENS.name,
+                GROUPED_GEMM_WGMMA_F16B_WT.name,
+                GROUPED_GEMM_WGMMA_F16A_WT.name,
+                self.pass_kernel().name
+            ),
+            Some(_) if self.weights_tma => format!(
                 "{} + {} ({} for other weights)",
                 DEQUANT_TOKENS.name,
                 GROUPED_GEMM_WGMMA_F16A_WT.name,
                 self.pass_kernel().name
             ),
-            None => format!("{} + {}", DEQUANT_TOKENS.name, self.pass_kernel().name),
+            _ => format!("{} + {}", DEQUANT_TOKENS.name, self.pass_kernel().name),
         };
         match self.token_dequant {
             TokenDequant::Never => nvfp4.to_string(),
@@ -985,8 +1029,8 @@ impl GroupedGemm {
         tile_bound: u32,
         activation: Activation,
     ) -> Result<GroupPlan<'a>> {
-        let (table, maps, pass, weights_tma) = if tile_bound == 0 {
-            (None, None, None, false)
+        let (table, maps, pass, weights_tma, blocked_k) = if tile_bound == 0 {
+            (None, None, None, false, false)
         } else {
             let macs: u64 = packed
                 .descs
@@ -1003,6 +1047,15 @@ impl GroupedGemm {
                 && self.weights_tma
                 && (with_pass || activation != Activation::Nvfp4)
                 && token_maps::weights_by_tma(&packed.descs);
+            // After the pass, the `_wt` kernel in the blocked K order when every problem the
+            // kernel multiplies has whole 64-value chunks.
+            let blocked_k = with_pass
+                && weights_tma
+                && self.blocked_k
+                && packed
+                    .descs
+                    .iter()
+                    .all(|d| d.m == 0 || d.n == 0 || d.k % CHUNK_K == 0);
             let (pass, maps) = if with_pass {
                 let (pass, maps) = self.upload_token_pass(stream, &packed.descs, weights_tma)?;
                 (Some(pass), maps)
@@ -1013,7 +1066,13 @@ impl GroupedGemm {
                 (None, None)
             };
             let descs: Vec<DeviceDesc> = packed.descs.iter().copied().map(DeviceDesc).collect();
-            (Some(stream.clone_htod(&descs)?), maps, pass, weights_tma)
+            (
+                Some(stream.clone_htod(&descs)?),
+                maps,
+                pass,
+                weights_tma,
+                blocked_k,
+            )
         };
         // The kernel the launch runs: the fp16-activation one after a token pass.
         let launched = if pass.is_some() {
@@ -1043,6 +1102,7 @@ impl GroupedGemm {
             maps_addr,
             pass,
             weights_tma,
+            blocked_k,
             split,
             split_ws,
             units,
@@ -1255,8 +1315,13 @@ impl GroupedGemm {
                 block_dim: (DEQUANT_TOKENS.threads, 1, 1),
                 shared_mem_bytes: 0,
             };
-            // The portable path's GEMM reads the pass's rows in its own K order.
-            let paired = u32::from(self.paired.is_some());
+            // The portable path's GEMM reads the pass's rows in its own K order (1), the
+            // Hopper path's `_f16b_wt` kernel in the blocked K order (2).
+            let paired = if plan.blocked_k {
+                2u32
+            } else {
+                u32::from(self.paired.is_some())
+            };
             let mut launch = stream.launch_builder(&self.dequant);
             launch
                 .arg(&plan.table_addr)
@@ -1267,7 +1332,8 @@ impl GroupedGemm {
             // jobs: *const TokenJob, num_jobs: u32, paired: u32)`; the table is the plan's
             // validated NVFP4 table, each job names one of its problems with tiles and a workspace of the plan
             // holding `(m_offset + m) * k` fp16 values for it (rows that other jobs of the
-            // same operand may write are the same rows of the same tokens: identical values).
+            // same operand may write are the same rows of the same tokens: identical values);
+            // with `paired` 2 every such problem's `k` is a multiple of 64 (`upload_plan`).
             unsafe { launch.launch(cfg) }?;
             table_ptr = pass.table_addr;
             activation = Activation::F16;
@@ -1276,6 +1342,9 @@ impl GroupedGemm {
         // The `_wt` entry when the plan's weights are read by TMA (16-bit launches on the
         // Hopper path): same tiles, threads and parameters, one more barrier per stage.
         let wt = match (&self.funcs_wt, plan.weights_tma, activation) {
+            (Some(wt), true, Activation::F16) if plan.blocked_k => {
+                Some((&wt[2], &GROUPED_GEMM_WGMMA_F16B_WT))
+            }
             (Some(wt), true, Activation::F16) => Some((&wt[0], &GROUPED_GEMM_WGMMA_F16A_WT)),
             (Some(wt), true, Activation::Bf16) => Some((&wt[1], &GROUPED_GEMM_WGMMA_BF16A_WT)),
             _ => None,
@@ -1323,7 +1392,9 @@ impl GroupedGemm {
         // the table is the pass's copy: the same descriptors with `a` the fp16 workspace the
         // pass has just written (`lda = 2 k`, rows 32-byte aligned), read by the
         // fp16-activation kernel (on the portable path its paired entry, for which the pass
-        // wrote each 16-byte unit in the kernels' K order).
+        // wrote each 16-byte unit in the kernels' K order; on the Hopper path, with
+        // `plan.blocked_k`, the `_f16b_wt` entry, for which it wrote each 64-value chunk in
+        // the blocked K order, every problem's `k` being a multiple of 64).
         if programmatic {
             // The same arguments for `cuLaunchKernelEx`: pointers to copies, in order.
             let (mut table_arg, mut problems_arg, mut tiles_arg, mut counts_arg, mut mode_arg) =

@@ -169,6 +169,31 @@ fn select_bits(mask: u32, a: u32, b: u32) -> u32 {
     }
 }
 
+/// The Hopper `_wt` kernels' blocked K order (NVFP4 groups after the token pass, every `k` a
+/// multiple of 64): within each 64-value chunk, logical position `l` (the k index wgmma
+/// multiplies) holds value `blocked_k(l)` of the chunk, on both operands, so the sums are
+/// the same as in natural order. With `l = 16 s + 8 q + 2 t + e` (k-step `s`, the A
+/// fragment's register pair `q`, quad position `t`, half `e`), the value is
+/// `16 t + 8 (s / 2) + 4 e + 2 (s % 2) + q`: thread `t` of an MMA quad multiplies exactly the
+/// 16 values of scale block `t` in every k-step, so it dequantizes a row's 8 FP4 bytes under
+/// one scale with [`e2m1x8_to_f16x2_scaled`] (word `i` of FP4 word `h` of the block, values
+/// `8 h + i` and `8 h + i + 4`, is the A register of k-step `2 h + i / 2`, pair `q = i % 2`).
+/// The token pass writes each fp16 token row in this order (see [`blocked_word_offset`]).
+#[inline(always)]
+pub const fn blocked_k(l: u32) -> u32 {
+    let (s, q, t, e) = (l / 16, (l / 8) % 2, (l / 2) % 4, l % 2);
+    16 * t + 8 * (s / 2) + 4 * e + 2 * (s % 2) + q
+}
+
+/// Byte offset, inside a 64-value chunk of an fp16 row in the blocked K order ([`blocked_k`]),
+/// of the fp16 pair that word `i` of [`e2m1x8_to_f16x2_scaled`] makes from FP4 word `h` of
+/// scale block `t` (values `16 t + 8 h + i` and `+ 4`): logical positions `8 (4 h + i) + 2 t`
+/// and `+ 1`.
+#[inline(always)]
+pub const fn blocked_word_offset(t: u32, h: u32, i: u32) -> u32 {
+    16 * (4 * h + i) + 4 * t
+}
+
 /// Factor by which [`e2m1x8_to_f16x2_scaled`] undershoots: each value is `e2m1 * 2^-14`.
 pub const E2M1_F16_SHIFT: f32 = 16384.0;
 

@@ -114,6 +114,7 @@ pub const KERNELS: &[KernelInfo] = &[
     GROUPED_GEMM_WGMMA_BF16A,
     GROUPED_GEMM_WGMMA_F16A_WT,
     GROUPED_GEMM_WGMMA_BF16A_WT,
+    GROUPED_GEMM_WGMMA_F16B_WT,
     DEQUANT_TOKENS,
     QUANTIZE,
 ];
@@ -164,5 +165,13 @@ pub const GROUPED_GEMM_WGMMA_F16A_WT: KernelInfo = KernelInfo {
 /// [`GROUPED_GEMM_WGMMA_F16A_WT`] with bf16 activations.
 pub const GROUPED_GEMM_WGMMA_BF16A_WT: KernelInfo = KernelInfo {
     name: "nvfp4_grouped_gemm_wgmma_bf16a_wt",
+    ..GROUPED_GEMM_WGMMA_F16A_WT
+};
+
+/// [`GROUPED_GEMM_WGMMA_F16A_WT`] with the fp16 tokens in the blocked K order
+/// ([`crate::fp4::blocked_k`]) that the token pass writes with `paired` = 2: what NVFP4 groups
+/// with every `k` a multiple of 64 run after the pass on the Hopper path.
+pub const GROUPED_GEMM_WGMMA_F16B_WT: KernelInfo = KernelInfo {
+    name: "nvfp4_grouped_gemm_wgmma_f16b_wt",
     ..GROUPED_GEMM_WGMMA_F16A_WT
 };

@@ -79,9 +79,17 @@ impl Gpu {
             Ok("off") => false,
             Ok(other) => panic!("NVFP4_WEIGHTS_TMA={other}: expected on or off"),
         });
+        // NVFP4_BLOCKED_K=on|off: NVFP4 groups after the token pass run the Hopper path's
+        // blocked-K-order kernel where every k allows it (the default) or always the
+        // natural-order one, so the suite can check both.
+        gemm.set_blocked_k(match std::env::var("NVFP4_BLOCKED_K").as_deref() {
+            Err(_) | Ok("") | Ok("on") => true,
+            Ok("off") => false,
+            Ok(other) => panic!("NVFP4_BLOCKED_K={other}: expected on or off"),
+        });
         let (major, minor) = gemm.compute_capability();
         eprintln!(
-            "device: {} (sm_{major}{minor}), {} SMs x {} CTAs (W4A16: {}), PTX {}, kernel {}, token pass {:?}, split-K {:?}, weights by TMA {}",
+            "device: {} (sm_{major}{minor}), {} SMs x {} CTAs (W4A16: {}), PTX {}, kernel {}, token pass {:?}, split-K {:?}, weights by TMA {}, blocked K {}",
             ctx.name().unwrap_or_else(|_| "?".into()),
             gemm.sm_count(),
             gemm.ctas_per_sm(),
@@ -90,7 +98,8 @@ impl Gpu {
             gemm.kernel_name(),
             gemm.token_dequant(),
             gemm.split_k(),
-            gemm.weights_by_tma()
+            gemm.weights_by_tma(),
+            gemm.blocked_k()
         );
         Self { ctx, stream, gemm }
     }

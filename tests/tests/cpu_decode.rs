@@ -2,9 +2,10 @@
 
 use half::f16;
 use kernels_gpu::fp4::{
-    E2M1_F16_SHIFT, E4M3_F16_SHIFT, bf16_bits_to_f32, e2m1_to_f32, e2m1x8_even_to_bf16x2_scaled,
-    e2m1x8_even_to_f16x2_scaled, e2m1x8_to_bf16x2_scaled, e2m1x8_to_f16x2_scaled,
-    e4m3_to_f16_bits_scaled, e4m3_to_f32, f16_bits_to_f32, fp4_byte_pair, fp4_byte_pair_selector,
+    E2M1_F16_SHIFT, E4M3_F16_SHIFT, bf16_bits_to_f32, blocked_k, blocked_word_offset, e2m1_to_f32,
+    e2m1x8_even_to_bf16x2_scaled, e2m1x8_even_to_f16x2_scaled, e2m1x8_to_bf16x2_scaled,
+    e2m1x8_to_f16x2_scaled, e4m3_to_f16_bits_scaled, e4m3_to_f32, f16_bits_to_f32, fp4_byte_pair,
+    fp4_byte_pair_selector,
 };
 
 /// E2M1 by code, typed in from the OCP MX spec's table (sign bit 3).
@@ -224,4 +225,46 @@ fn e4m3_to_f16_scaled_all_codes() {
             "code {code:#04x}: {h} * 256 != {want}"
         );
     }
+}
+
+/// The blocked K order of the Hopper `_wt` kernels after the token pass: a permutation of
+/// each 64-value chunk; the token pass's word placement puts every dequantized pair where the
+/// order says; and the A fragments the kernel builds (word `i` of FP4 word `h` of scale block
+/// `t` as k-step `2h + i/2`, register pair `i % 2`) carry, in wgmma's fragment layout
+/// (register pair `q` of thread `t` = k `16 s + 8 q + 2 t`, `+ 1`), the values the order puts
+/// there.
+#[test]
+fn blocked_k_order_is_consistent() {
+    let mut seen = [false; 64];
+    for l in 0..64 {
+        let p = blocked_k(l);
+        assert!(p < 64 && !seen[p as usize], "position {l} -> {p}");
+        seen[p as usize] = true;
+        // The scale block of every value thread t multiplies is t.
+        assert_eq!(p / 16, (l / 2) % 4, "position {l}");
+    }
+    for t in 0..4 {
+        for h in 0..2 {
+            for i in 0..4 {
+                // The pass: the pair (values 16t + 8h + i, + 4) at this byte offset.
+                let at = blocked_word_offset(t, h, i);
+                assert_eq!(at % 4, 0);
+                for e in 0..2 {
+                    let value = 16 * t + 8 * h + i + 4 * e;
+                    assert_eq!(blocked_k(at / 2 + e), value, "pass t {t} h {h} i {i} e {e}");
+                    // The kernel: k-step 2h + i/2, register pair i % 2 of quad thread t.
+                    let (s, q) = (2 * h + i / 2, i % 2);
+                    assert_eq!(blocked_k(16 * s + 8 * q + 2 * t + e), value, "kernel");
+                }
+            }
+        }
+    }
+    // Any dot product over a chunk is the same in either order (exact integers here).
+    let a: Vec<i64> = (0..64).map(|i| (i * 37 % 19) - 9).collect();
+    let b: Vec<i64> = (0..64).map(|i| (i * 11 % 23) - 11).collect();
+    let natural: i64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+    let blocked: i64 = (0..64)
+        .map(|l| a[blocked_k(l) as usize] * b[blocked_k(l) as usize])
+        .sum();
+    assert_eq!(natural, blocked);
 }

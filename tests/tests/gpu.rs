@@ -710,3 +710,52 @@ fn split_k_cut_tiles() {
         assert!(s.passed(), "{label}: {} bad elements", s.bad);
     }
 }
+
+/// NVFP4 groups through the token pass in both K orders (full-range data, ragged M, N not a
+/// multiple of the tile, both scale layouts): the Hopper path takes the blocked order
+/// (`_f16b_wt`) only when the switch is on and every problem's `k` is a multiple of 64 (a
+/// group with `k` = 96 keeps natural order, its 48-byte weight rows still read by TMA), and
+/// every combination matches the reference.
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn token_pass_blocked_k_order() {
+    let mut gpu = Gpu::new();
+    let hopper = gpu.gemm.path() == nvfp4::KernelPath::Hopper;
+    gpu.gemm.set_token_dequant(TokenDequant::Always);
+    gpu.gemm.set_weights_by_tma(true);
+    let whole = GroupShape::new(
+        "k64",
+        &[1, 7, 40, 76, 0, 129, 200, 256],
+        &[130, 127, 129, 300, 64, 72, 96, 256],
+        &[64, 640, 128, 2048, 64, 192, 1024, 4096],
+    );
+    let mut ragged_k = whole.clone();
+    ragged_k.name = "k96".into();
+    ragged_k.problems[2].2 = 96;
+    for (g, (shape, whole_chunks)) in [(&whole, true), (&ragged_k, false)].into_iter().enumerate() {
+        let (sfa, sfb) = [(Plain, Blocked), (Blocked, Plain)][g];
+        let ps = group(17_000 + g as u64, shape, Distribution::FullRange, sfa, sfb);
+        for on in [true, false] {
+            gpu.gemm.set_blocked_k(on);
+            let mut dps = gpu.upload_all(&ps, Layout::default());
+            let group_problems = problems(&mut dps);
+            let plan = gpu.gemm.plan(&gpu.stream, &group_problems).expect("plan");
+            assert_eq!(
+                plan.blocked_k(),
+                hopper && on && whole_chunks,
+                "{}: switch {on}, {:?} path",
+                shape.name,
+                gpu.gemm.path()
+            );
+            assert_eq!(plan.weights_by_tma(), hopper, "{}", shape.name);
+            gpu.gemm.launch(&gpu.stream, &plan).expect("launch");
+            gpu.stream.synchronize().expect("synchronize");
+            drop(plan);
+            drop(group_problems);
+            let got: Vec<Vec<f16>> = dps.iter().map(|dp| gpu.download(dp)).collect();
+            let label = format!("{}/blocked switch {on}", shape.name);
+            let s = check_group(&label, &ps, &got, Tolerance::FullRange);
+            assert!(s.passed(), "{label}: {} bad elements", s.bad);
+        }
+    }
+}

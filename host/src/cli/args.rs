@@ -88,6 +88,8 @@ COMMON OPTIONS:
                     fill the last wave of CTAs (SplitK; N cuts every tile into N ranges).
     --weights-tma W on (default) or off: whether the Hopper path's 16-bit launches read
                     16-byte-aligned weights by TMA (GroupedGemm::set_weights_by_tma).
+    --blocked-k W   on (default) or off: whether the Hopper path's token pass writes the
+                    blocked K order for its _f16b_wt kernel (GroupedGemm::set_blocked_k).
     --cpu           Run the CPU reference path even when a GPU is present.
     -h, --help      This text.
 
@@ -140,9 +142,7 @@ pub struct CommonOpts {
     pub seed: u64,
     pub portable: bool,
     pub cpu: bool,
-    pub token_pass: nvfp4::TokenDequant,
-    pub split_k: nvfp4::SplitK,
-    pub weights_tma: bool,
+    pub tuning: Tuning,
 }
 
 impl Default for CommonOpts {
@@ -151,10 +151,38 @@ impl Default for CommonOpts {
             seed: DEFAULT_SEED,
             portable: false,
             cpu: false,
+            tuning: Tuning::default(),
+        }
+    }
+}
+
+/// The plan settings of a [`nvfp4::GroupedGemm`] the options choose (the library's defaults
+/// unless given).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    pub token_pass: nvfp4::TokenDequant,
+    pub split_k: nvfp4::SplitK,
+    pub weights_tma: bool,
+    pub blocked_k: bool,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
             token_pass: nvfp4::TokenDequant::Auto,
             split_k: nvfp4::SplitK::Auto,
             weights_tma: true,
+            blocked_k: true,
         }
+    }
+}
+
+/// `on` or `off` for option `name`.
+fn on_off(name: &str, v: &str) -> Result<bool, UsageError> {
+    match v {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        v => err(format!("`{name}`: `{v}` is not on or off")),
     }
 }
 
@@ -252,7 +280,7 @@ fn common(name: &str, cur: &mut Cursor<'_>, opts: &mut CommonOpts) -> Result<boo
             opts.cpu = true;
         }
         "--token-pass" => {
-            opts.token_pass = match cur.value(name)? {
+            opts.tuning.token_pass = match cur.value(name)? {
                 "auto" => nvfp4::TokenDequant::Auto,
                 "always" => nvfp4::TokenDequant::Always,
                 "never" => nvfp4::TokenDequant::Never,
@@ -260,14 +288,13 @@ fn common(name: &str, cur: &mut Cursor<'_>, opts: &mut CommonOpts) -> Result<boo
             }
         }
         "--weights-tma" => {
-            opts.weights_tma = match cur.value(name)? {
-                "on" => true,
-                "off" => false,
-                v => return err(format!("`{name}`: `{v}` is not on or off")),
-            }
+            opts.tuning.weights_tma = on_off(name, cur.value(name)?)?;
+        }
+        "--blocked-k" => {
+            opts.tuning.blocked_k = on_off(name, cur.value(name)?)?;
         }
         "--split-k" => {
-            opts.split_k = match cur.value(name)? {
+            opts.tuning.split_k = match cur.value(name)? {
                 "auto" => nvfp4::SplitK::Auto,
                 "off" => nvfp4::SplitK::Off,
                 v => match v.parse::<u32>() {
@@ -497,7 +524,7 @@ mod tests {
         let b = bench(
             "bench --shapes G8_N4096_K7168 --shapes=m=1,2;n=128;k=64 --iters=50 --json out.json \
              --seed 0x10 --portable --cpu --scales BLOCKED --token-pass never --split-k 3 \
-             --weights-tma off",
+             --weights-tma off --blocked-k off",
         );
         assert_eq!(b.shapes.len(), 2);
         assert_eq!(b.shapes[1].problems, vec![(1, 128, 64), (2, 128, 64)]);
@@ -509,14 +536,19 @@ mod tests {
                 seed: 16,
                 portable: true,
                 cpu: true,
-                token_pass: nvfp4::TokenDequant::Never,
-                split_k: nvfp4::SplitK::Parts(3),
-                weights_tma: false,
+                tuning: Tuning {
+                    token_pass: nvfp4::TokenDequant::Never,
+                    split_k: nvfp4::SplitK::Parts(3),
+                    weights_tma: false,
+                    blocked_k: false,
+                },
             }
         );
         assert_eq!(b.scales, ScaleLayout::Blocked);
         assert_eq!(bench("bench --quick --iters 3").iters, 3);
-        let c = bench("bench --token-pass always --split-k off").common;
+        let c = bench("bench --token-pass always --split-k off")
+            .common
+            .tuning;
         assert_eq!(
             (c.token_pass, c.split_k),
             (nvfp4::TokenDequant::Always, nvfp4::SplitK::Off)
@@ -527,6 +559,7 @@ mod tests {
             "bench --split-k 17",
             "bench --split-k two",
             "bench --weights-tma maybe",
+            "bench --blocked-k 1",
         ] {
             assert!(parse_str(bad).is_err(), "{bad}");
         }

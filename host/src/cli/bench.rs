@@ -207,6 +207,7 @@ pub fn run_gpu(ctx: Arc<CudaContext>, opts: &BenchOpts, progress: &Progress) -> 
                     ("path", Json::str(format!("{:?}", gemm.path()))),
                     ("portable_requested", Json::Bool(opts.common.portable)),
                     ("weights_by_tma", Json::Bool(gemm.weights_by_tma())),
+                    ("blocked_k", Json::Bool(gemm.blocked_k())),
                     (
                         "token_pass",
                         Json::str(format!("{:?}", gemm.token_dequant())),

@@ -47,21 +47,15 @@ pub fn load_gemm_for(
     ctx: Arc<CudaContext>,
     opts: &super::args::CommonOpts,
 ) -> nvfp4::Result<GroupedGemm> {
-    load_gemm(
-        ctx,
-        opts.portable,
-        opts.token_pass,
-        opts.split_k,
-        opts.weights_tma,
-    )
+    load_gemm(ctx, opts.portable, &opts.tuning)
 }
 
+/// Loads the kernels (the portable path if `portable`) with the plan settings of `tuning`,
+/// and prints which device and kernels run.
 pub fn load_gemm(
     ctx: Arc<CudaContext>,
     portable: bool,
-    token_pass: nvfp4::TokenDequant,
-    split_k: nvfp4::SplitK,
-    weights_tma: bool,
+    tuning: &super::args::Tuning,
 ) -> nvfp4::Result<GroupedGemm> {
     let name = ctx.name()?;
     let mut gemm = if portable {
@@ -69,16 +63,17 @@ pub fn load_gemm(
     } else {
         GroupedGemm::new(ctx)?
     };
-    gemm.set_token_dequant(token_pass);
-    gemm.set_split_k(split_k);
-    gemm.set_weights_by_tma(weights_tma);
+    gemm.set_token_dequant(tuning.token_pass);
+    gemm.set_split_k(tuning.split_k);
+    gemm.set_weights_by_tma(tuning.weights_tma);
+    gemm.set_blocked_k(tuning.blocked_k);
     let (major, minor) = gemm.compute_capability();
     println!(
         "device: {name} (compute capability {major}.{minor}, {} SMs)",
         gemm.sm_count()
     );
     println!(
-        "kernel: {} ({:?} path{}, {} PTX, {} CTAs/SM, token pass {:?}, split-K {:?}, weights by TMA {})",
+        "kernel: {} ({:?} path{}, {} PTX, {} CTAs/SM, token pass {:?}, split-K {:?}, weights by TMA {}, blocked K {})",
         gemm.kernel_name(),
         gemm.path(),
         if portable {
@@ -90,7 +85,8 @@ pub fn load_gemm(
         gemm.ctas_per_sm(),
         gemm.token_dequant(),
         gemm.split_k(),
-        if gemm.weights_by_tma() { "on" } else { "off" }
+        if gemm.weights_by_tma() { "on" } else { "off" },
+        if gemm.blocked_k() { "on" } else { "off" }
     );
     Ok(gemm)
 }

@@ -51,13 +51,7 @@ pub fn run(opts: &RunOpts, progress: &Progress) -> AnyResult<()> {
     let (outputs, path, seconds) = match ctx {
         Some(ctx) => {
             progress.step("loading the kernels...");
-            let gemm = device::load_gemm(
-                ctx.clone(),
-                opts.portable,
-                nvfp4::TokenDequant::Auto,
-                nvfp4::SplitK::Auto,
-                true,
-            )?;
+            let gemm = device::load_gemm(ctx.clone(), opts.portable, &Default::default())?;
             let stream = ctx.default_stream();
             progress.step("computing on the GPU...");
             let start = Instant::now();

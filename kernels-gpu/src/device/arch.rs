@@ -421,6 +421,15 @@ pub mod global {
         }
     }
 
+    /// `st.global.u32` (4-byte aligned).
+    #[inline(always)]
+    pub unsafe fn st_u32(dst: u64, v: u32) {
+        unsafe {
+            asm!("{{ .reg .u64 g; cvta.to.global.u64 g, {d}; st.global.u32 [g], {x}; }}",
+                 d = in(reg64) dst, x = in(reg32) v, options(nostack, preserves_flags));
+        }
+    }
+
     /// `ld.global.nc.v2.u32` (8-byte aligned, read-only path).
     #[inline(always)]
     pub unsafe fn ld_nc_v2(src: u64) -> [u32; 2] {

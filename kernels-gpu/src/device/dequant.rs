@@ -47,6 +47,11 @@ pub trait Act {
     /// value `i` with value `i + 4`, as the token pass writes them for the portable kernel):
     /// copied into shared memory as they are.
     const PAIRED: bool = false;
+    /// 16-bit activations in the Hopper `_wt` kernels' blocked K order (see
+    /// [`crate::fp4::blocked_k`]), as the token pass writes them in its `paired` = 2 mode: the
+    /// weights are dequantized a whole scale block per thread and row.
+    #[cfg(nvfp4_sm90a)]
+    const BLOCKED: bool = false;
     /// The E4M3 scale byte `b` as a packed pair of the MMA's 16-bit type.
     #[inline(always)]
     fn scale(b: u32) -> u32 {
@@ -125,6 +130,10 @@ pub struct Fp4Act;
 pub struct F16Act;
 /// bf16 activations.
 pub struct Bf16Act;
+/// fp16 activations in the Hopper `_wt` kernels' blocked K order (from the token pass): see
+/// [`Act::BLOCKED`].
+#[cfg(nvfp4_sm90a)]
+pub struct F16BlockedAct;
 /// fp16 activations in the kernels' K order (from the token pass): see [`Act::PAIRED`].
 pub struct F16PairedAct;
 
@@ -142,6 +151,13 @@ impl Act for F16PairedAct {
     const KIND: Activation = Activation::F16;
     const SHIFT: f32 = E2M1_F16_SHIFT;
     const PAIRED: bool = true;
+}
+
+#[cfg(nvfp4_sm90a)]
+impl Act for F16BlockedAct {
+    const KIND: Activation = Activation::F16;
+    const SHIFT: f32 = E2M1_F16_SHIFT;
+    const BLOCKED: bool = true;
 }
 
 impl Act for Bf16Act {

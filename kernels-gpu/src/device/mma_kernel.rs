@@ -42,13 +42,6 @@ use crate::problem::{Activation, FLAG_OUT_BF16, ProblemDesc, Split};
 use crate::tiling::{CHUNK_K, SCHED_SMEM_BYTES, STAGES, THREADS, TILE_M, TILE_N};
 use core::marker::PhantomData;
 
-/// Repeats `$body` with `$i` bound to each listed constant, so indices into register arrays
-/// are compile-time constants (LLVM does not always unroll, and a run-time index sends the
-/// array to local memory).
-macro_rules! unroll {
-    ($i:ident in [$($v:literal),*] $body:block) => { $( { let $i: usize = $v; $body } )* };
-}
-
 /// Offsets inside one stage: weights' FP4, tokens' FP4, weights' scales, tokens' scales.
 const W_RAW: u32 = 0;
 const T_RAW: u32 = W_RAW + TILE_N * ROW_BYTES;

@@ -9,6 +9,13 @@
 /// (`KernelInfo::token_maps`). The body calls `$run::<$act>` with the first five and the
 /// [`crate::problem::Split`] of `dp_tiles`, `parts`, `ws` (and `maps`). One definition of the
 /// ABI for all six entries.
+/// `unroll!(i in [0, 1, 2] { ... })`: the body once per listed value, `i` a `usize` constant in
+/// each copy, so that arrays indexed by `i` stay in registers (LLVM does not always unroll,
+/// and a run-time index sends the array to local memory).
+macro_rules! unroll {
+    ($i:ident in [$($v:literal),*] $body:block) => { $( { let $i: usize = $v; $body } )* };
+}
+
 macro_rules! gemm_entry {
     ($(#[$attr:meta])* $name:ident => $run:ident::<$act:ty> $(, $maps:ident)?) => {
         $(#[$attr])*

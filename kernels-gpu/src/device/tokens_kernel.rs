@@ -14,6 +14,7 @@
 
 use super::arch::{copy, global, grid, half, thread};
 use super::dequant::{fp4x8_scaled, scale_f16x2};
+use crate::fp4::blocked_word_offset;
 use crate::layout::{ScaleLayout, scale_offset};
 use crate::problem::{ProblemDesc, TokenJob};
 use crate::tiling::DEQUANT_THREADS;
@@ -22,15 +23,19 @@ use crate::tiling::DEQUANT_THREADS;
 const F16X2_2_14: u32 = 0x7400_7400;
 
 /// Dequantizes the NVFP4 tokens of `jobs[blockIdx.y]` (see [`TokenJob`]). With `paired` 0
-/// the fp16 rows are in natural order (what the Hopper fp16-activation kernel reads); with
+/// the fp16 rows are in natural order (what the Hopper fp16-activation kernels read); with
 /// `paired` 1 each 16-byte unit (8 values) holds its values in the portable kernels' K order,
 /// word `i` pairing values `i` and `i + 4` (what `nvfp4_grouped_gemm_mma_f16p` copies into
-/// shared memory as it is).
+/// shared memory as it is); with `paired` 2 each 64-value chunk of a row is in the blocked K
+/// order of [`crate::fp4::blocked_k`] (what `nvfp4_grouped_gemm_wgmma_f16b_wt` reads): the
+/// thread of scale block `t` writes its eight fp16 pairs 16 bytes apart (see
+/// [`crate::fp4::blocked_word_offset`]), the four threads of a chunk filling its 128 bytes.
 ///
 /// # Safety
 /// Every descriptor the jobs name was validated by the host for NVFP4 activations (rows
 /// `m_offset .. m_offset + m` of `a` and `sfa` inside their buffers), and each job's `out`
 /// holds `(m_offset + m) * k` fp16 values that nothing else reads or writes during the launch.
+/// With `paired` 2 every such `k` is a multiple of 64.
 #[unsafe(no_mangle)]
 pub unsafe extern "ptx-kernel" fn nvfp4_dequant_tokens(
     table: *const ProblemDesc,
@@ -68,7 +73,7 @@ pub unsafe extern "ptx-kernel" fn nvfp4_dequant_tokens(
                 half::mul2(w[2], F16X2_2_14),
                 half::mul2(w[3], F16X2_2_14),
             ];
-            if paired != 0 {
+            if paired == 1 || paired == 2 {
                 w
             } else {
                 [
@@ -80,10 +85,23 @@ pub unsafe extern "ptx-kernel" fn nvfp4_dequant_tokens(
             }
         };
         let (lo, hi) = (half_words(x[0]), half_words(x[1]));
-        let dst = job.out + (row * d.k as u64 + col as u64 * 16) * 2;
-        unsafe {
-            global::st_v4(dst, lo);
-            global::st_v4(dst + 16, hi);
+        if paired == 2 {
+            // Scale block t = col % 4 of chunk col / 4: word i of FP4 word h at
+            // `blocked_word_offset(t, h, i)` in the chunk's 128 bytes.
+            let chunk = job.out + (row * d.k as u64 + (col as u64 & !3) * 16) * 2;
+            let t = col % 4;
+            unroll!(i in [0, 1, 2, 3] {
+                unsafe {
+                    global::st_u32(chunk + blocked_word_offset(t, 0, i as u32) as u64, lo[i]);
+                    global::st_u32(chunk + blocked_word_offset(t, 1, i as u32) as u64, hi[i]);
+                }
+            });
+        } else {
+            let dst = job.out + (row * d.k as u64 + col as u64 * 16) * 2;
+            unsafe {
+                global::st_v4(dst, lo);
+                global::st_v4(dst + 16, hi);
+            }
         }
         i += stride;
     }

@@ -38,7 +38,7 @@
 //! per-thread weight copies and no CTA barrier per chunk.
 
 use super::arch::{copy, dyn_smem_base, half, shared, thread, tma, warp, wgmma};
-use super::dequant::{Act, Bf16Act, F16Act, Fp4Act, a_fragments_for, fp4x8_scaled};
+use super::dequant::{Act, Bf16Act, F16Act, F16BlockedAct, Fp4Act, a_fragments_for, fp4x8_scaled};
 use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow};
 use super::sched::{Tile, TileFn, for_each_tile};
 use super::split::{Span, combine};
@@ -49,10 +49,6 @@ use crate::tiling::wgmma::{
     SMEM_BYTES_A16, STAGES, THREADS, TILE_M, TILE_N, TOK16_STAGE_BYTES, W_STAGE_BYTES,
 };
 use core::marker::PhantomData;
-
-macro_rules! unroll {
-    ($i:ident in [$($v:literal),*] $body:block) => { $( { let $i: usize = $v; $body } )* };
-}
 
 const W_RAW: u32 = 0;
 const T_RAW: u32 = W_RAW + TILE_N * ROW_BYTES;
@@ -124,6 +120,18 @@ gemm_entry! {
     /// As [`nvfp4_grouped_gemm_wgmma_f16a`], with the host encoding each problem's weight map
     /// over its `b` (16-byte aligned, `ldb` a multiple of 16).
     nvfp4_grouped_gemm_wgmma_f16a_wt => run_a16_wt::<F16Act>, maps
+}
+
+gemm_entry! {
+    /// [`nvfp4_grouped_gemm_wgmma_f16a_wt`] with the fp16 tokens in the blocked K order of
+    /// [`crate::fp4::blocked_k`], as the token pass writes them in its `paired` = 2 mode: what
+    /// NVFP4 groups whose every `k` is a multiple of 64 run after the pass. Each thread
+    /// dequantizes whole scale blocks of its weight rows (one 8-byte load and one scale a row
+    /// and chunk; see [`weight_fragments_blocked`]). Same parameters and launch.
+    ///
+    /// # Safety
+    /// As [`nvfp4_grouped_gemm_wgmma_f16a_wt`], with every problem's `k` a multiple of 64.
+    nvfp4_grouped_gemm_wgmma_f16b_wt => run_a16_wt::<F16BlockedAct>, maps
 }
 
 gemm_entry! {
@@ -417,7 +425,11 @@ unsafe fn gemm_tile_tma_wt<A: Act>(
     let weights_of = |chunk: u32| {
         let w = smem + A16_W + (chunk % STAGES) * W_STAGE_BYTES;
         let (wrow, t) = quad_place(thread::tid_fresh());
-        unsafe { weight_fragments::<A>(w, wrow, fp4_byte_pair_selector(t)) }
+        if A::BLOCKED {
+            unsafe { weight_fragments_blocked::<A>(w, wrow, t) }
+        } else {
+            unsafe { weight_fragments::<A>(w, wrow, fp4_byte_pair_selector(t)) }
+        }
     };
 
     // A register sets and the loop unrolled by two as in `gemm_tile_tma`.
@@ -771,6 +783,33 @@ unsafe fn weight_fragments<A: Act>(w: u32, wrow: u32, sel: u32) -> [[u32; 4]; 4]
             let [r0, r1] = pairs(r[2 * i], r[2 * i + 1], s_hi[s]);
             a[s] = [l0, r0, l1, r1];
         });
+    });
+    a
+}
+
+/// This thread's A fragments of one chunk in the blocked K order ([`crate::fp4::blocked_k`]),
+/// from the weight stage at `w`: rows `wrow` and `wrow + 8`, scale block `t` (its quad
+/// place) of each: one 8-byte load and one scale a row. Word `i` of FP4 word `h` of the block
+/// (values `8 h + i`, `8 h + i + 4`) is the register pair `i % 2` of k-step `2 h + i / 2`.
+#[inline(always)]
+unsafe fn weight_fragments_blocked<A: Act>(w: u32, wrow: u32, t: u32) -> [[u32; 4]; 4] {
+    let (lo, hi) = (
+        w + wrow * ROW_BYTES + t * 8,
+        w + (wrow + 8) * ROW_BYTES + t * 8,
+    );
+    let (l, r) = unsafe { (shared::ld_v2(lo), shared::ld_v2(hi)) };
+    let s = unsafe {
+        A::scale2(
+            shared::ld_u8(w + A16_W_SF + wrow * ROW_SCALES + t),
+            shared::ld_u8(w + A16_W_SF + (wrow + 8) * ROW_SCALES + t),
+        )
+    };
+    let mut a = [[0u32; 4]; 4];
+    unroll!(h in [0, 1] {
+        let lw = A::fp4x8(l[h], s[0]);
+        let rw = A::fp4x8(r[h], s[1]);
+        a[2 * h] = [lw[0], rw[0], lw[1], rw[1]];
+        a[2 * h + 1] = [lw[2], rw[2], lw[3], rw[3]];
     });
     a
 }
