@@ -97,6 +97,23 @@ pub mod warp {
         r
     }
 
+    /// `shfl.sync.bfly.b32` inside the thread's quad (lanes `4q .. 4q + 3`): `v` of lane
+    /// `lane ^ m`, for `m` < 4.
+    ///
+    /// # Safety
+    /// The four lanes of the quad must call it together (other lanes need not).
+    #[inline(always)]
+    pub unsafe fn shfl_xor_quad(v: u32, m: u32) -> u32 {
+        let r: u32;
+        unsafe {
+            core::arch::asm!("{{ .reg .u32 l, q; mov.u32 l, %laneid; and.b32 l, l, 28; shl.b32 q, 15, l; \
+                              shfl.sync.bfly.b32 {r}, {v}, {m}, 31, q; }}",
+                             r = out(reg32) r, v = in(reg32) v, m = in(reg32) m,
+                             options(nostack, nomem, preserves_flags));
+        }
+        r
+    }
+
     /// This thread's warp index, broadcast from lane 0 (`shfl.sync.idx`), so that ptxas
     /// knows it is the same in every lane (a branch on it does not diverge).
     ///
@@ -418,15 +435,6 @@ pub mod global {
             asm!("{{ .reg .u64 g; cvta.to.global.u64 g, {d}; st.global.v2.u32 [g], {{{x}, {y}}}; }}",
                  d = in(reg64) dst, x = in(reg32) v[0], y = in(reg32) v[1],
                  options(nostack, preserves_flags));
-        }
-    }
-
-    /// `st.global.u32` (4-byte aligned).
-    #[inline(always)]
-    pub unsafe fn st_u32(dst: u64, v: u32) {
-        unsafe {
-            asm!("{{ .reg .u64 g; cvta.to.global.u64 g, {d}; st.global.u32 [g], {x}; }}",
-                 d = in(reg64) dst, x = in(reg32) v, options(nostack, preserves_flags));
         }
     }
 

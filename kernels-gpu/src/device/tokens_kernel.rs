@@ -12,12 +12,55 @@
 //! 1-byte scales (plain layout) and write consecutive 32-byte fp16 units. No shared memory,
 //! no barriers.
 
-use super::arch::{copy, global, grid, half, thread};
+use super::arch::{copy, global, grid, half, thread, warp};
 use super::dequant::{fp4x8_scaled, scale_f16x2};
-use crate::fp4::blocked_word_offset;
 use crate::layout::{ScaleLayout, scale_offset};
 use crate::problem::{ProblemDesc, TokenJob};
 use crate::tiling::DEQUANT_THREADS;
+
+/// The blocked-order units of quad lane `t`: lane `t'` holds words `w[u]` (`lo` then `hi`,
+/// `u` < 8) of its scale block; lane `t` returns units `2t` and `2t + 1`, unit `u` being
+/// `[w_0[u], w_1[u], w_2[u], w_3[u]]` (word `t'` from lane `t'`). A 4 x 4 transpose of word
+/// pairs in two butterfly stages (lane bit `b` swapped with pair-index bit `b`), each lane
+/// sending and receiving four words a stage.
+///
+/// # Safety
+/// The quad's four lanes call it together, lane `t` = `lane % 4`.
+#[inline(always)]
+unsafe fn quad_transpose(t: u32, lo: [u32; 4], hi: [u32; 4]) -> [[u32; 4]; 2] {
+    // Pair j = words 2j, 2j + 1.
+    let mut p = [
+        [lo[0], lo[1]],
+        [lo[2], lo[3]],
+        [hi[0], hi[1]],
+        [hi[2], hi[3]],
+    ];
+    // Stage b: pairs (j0, j1) differing in bit b; a lane with bit b clear sends and replaces
+    // its pair j1, a lane with it set its pair j0 (constant indices: the array stays in
+    // registers).
+    macro_rules! swap {
+        ($m:expr, $j0:literal, $j1:literal) => {{
+            let set = t & $m != 0;
+            unroll!(w in [0, 1] {
+                let send = if set { p[$j0][w] } else { p[$j1][w] };
+                let got = unsafe { warp::shfl_xor_quad(send, $m) };
+                if set {
+                    p[$j0][w] = got;
+                } else {
+                    p[$j1][w] = got;
+                }
+            });
+        }};
+    }
+    swap!(1, 0, 1);
+    swap!(1, 2, 3);
+    swap!(2, 0, 2);
+    swap!(2, 1, 3);
+    [
+        [p[0][0], p[1][0], p[2][0], p[3][0]],
+        [p[0][1], p[1][1], p[2][1], p[3][1]],
+    ]
+}
 
 /// fp16x2 2^14: undoes the 2^-14 of `fp4x8_scaled`'s FP4 values (exact).
 const F16X2_2_14: u32 = 0x7400_7400;
@@ -28,8 +71,9 @@ const F16X2_2_14: u32 = 0x7400_7400;
 /// word `i` pairing values `i` and `i + 4` (what `nvfp4_grouped_gemm_mma_f16p` copies into
 /// shared memory as it is); with `paired` 2 each 64-value chunk of a row is in the blocked K
 /// order of [`crate::fp4::blocked_k`] (what `nvfp4_grouped_gemm_wgmma_f16b_wt` reads): the
-/// thread of scale block `t` writes its eight fp16 pairs 16 bytes apart (see
-/// [`crate::fp4::blocked_word_offset`]), the four threads of a chunk filling its 128 bytes.
+/// four threads of a chunk (its scale blocks, consecutive lanes) exchange their fp16 pairs so
+/// that each writes 32 contiguous bytes of the chunk's 128 (see
+/// [`crate::fp4::blocked_word_offset`] and [`quad_transpose`]).
 ///
 /// # Safety
 /// Every descriptor the jobs name was validated by the host for NVFP4 activations (rows
@@ -86,16 +130,16 @@ pub unsafe extern "ptx-kernel" fn nvfp4_dequant_tokens(
         };
         let (lo, hi) = (half_words(x[0]), half_words(x[1]));
         if paired == 2 {
-            // Scale block t = col % 4 of chunk col / 4: word i of FP4 word h at
-            // `blocked_word_offset(t, h, i)` in the chunk's 128 bytes.
+            // Scale block t = col % 4 of chunk col / 4 (the quad's lanes hold the chunk's four
+            // blocks). 16-byte unit u = 4h + i of the chunk holds word i of FP4 word h of each
+            // block, block t' at word t' (`blocked_word_offset`); the quad transposes its
+            // words so that lane t stores units 2t and 2t + 1 whole.
             let chunk = job.out + (row * d.k as u64 + (col as u64 & !3) * 16) * 2;
-            let t = col % 4;
-            unroll!(i in [0, 1, 2, 3] {
-                unsafe {
-                    global::st_u32(chunk + blocked_word_offset(t, 0, i as u32) as u64, lo[i]);
-                    global::st_u32(chunk + blocked_word_offset(t, 1, i as u32) as u64, hi[i]);
-                }
-            });
+            let units = unsafe { quad_transpose(col % 4, lo, hi) };
+            unsafe {
+                global::st_v4(chunk + 32 * (col % 4) as u64, units[0]);
+                global::st_v4(chunk + 32 * (col % 4) as u64 + 16, units[1]);
+            }
         } else {
             let dst = job.out + (row * d.k as u64 + col as u64 * 16) * 2;
             unsafe {
