@@ -36,6 +36,14 @@
 //! they land, and the stages go back to the fillers through a second ("empty") barrier per
 //! stage that every thread arrives on once its wgmmas reading the stage are done: no
 //! per-thread weight copies and no CTA barrier per chunk.
+//!
+//! # Blocked K order ([`nvfp4_grouped_gemm_wgmma_f16b_wt`])
+//! After the token pass, when every `k` is a multiple of 64, the pass writes each 64-value
+//! chunk of the fp16 tokens permuted ([`crate::fp4::blocked_k`]) so that thread `t` of an MMA
+//! quad multiplies exactly the 16 values of scale block `t` in every k-step. The `_f16b_wt`
+//! entry then builds a row's A fragments from one 8-byte load and one scale
+//! ([`weight_fragments_blocked`]): 81 SASS instructions for a chunk's fragments against 121 in
+//! natural order. Everything else is the `_wt` kernel.
 
 use super::arch::{copy, dyn_smem_base, half, shared, thread, tma, warp, wgmma};
 use super::dequant::{Act, Bf16Act, F16Act, F16BlockedAct, Fp4Act, a_fragments_for, fp4x8_scaled};
