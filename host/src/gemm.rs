@@ -382,7 +382,8 @@ pub struct GroupPlan<'a> {
 /// Large NVFP4 x NVFP4 groups (with host sizes) run as two launches: a pass that dequantizes
 /// each problem's token rows once into an fp16 workspace (exact), then an fp16-activation
 /// kernel on a copy of the table pointing at the workspace: on the Hopper path its W4A16
-/// kernel (rows in natural order, read by TMA), on the portable path
+/// kernel (rows read by TMA; each 64-value chunk in the blocked K order for `_f16b_wt` when
+/// the plan's `blocked_k` is set, natural order otherwise), on the portable path
 /// `nvfp4_grouped_gemm_mma_f16p` (each 16-byte unit written in that kernel's K order, copied
 /// into shared memory as it is). The NVFP4 kernels dequantize a problem's tokens again in
 /// every N tile.
@@ -567,8 +568,8 @@ pub struct GroupedGemm {
     /// The NVFP4 token dequantization pass.
     dequant: CudaFunction,
     /// The kernel that reads the pass's tokens in the kernels' K order (the portable path's
-    /// `nvfp4_grouped_gemm_mma_f16p`; `None` on the Hopper path, whose fp16-activation kernel
-    /// reads natural order by TMA).
+    /// `nvfp4_grouped_gemm_mma_f16p`; `None` on the Hopper path, whose fp16-activation kernels
+    /// read natural order, or the blocked order (`funcs_wt[2]`), by TMA).
     paired: Option<CudaFunction>,
     /// The Hopper path's kernels that read the weights by TMA too (`_wt`), for plans whose
     /// weights allow it (`None` on the portable path): fp16 and bf16 activations, and fp16
