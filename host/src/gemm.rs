@@ -1056,7 +1056,7 @@ impl GroupedGemm {
                 && packed
                     .descs
                     .iter()
-                    .all(|d| d.m == 0 || d.n == 0 || d.k % CHUNK_K == 0);
+                    .all(|d| !token_maps::has_tiles(d) || d.k % CHUNK_K == 0);
             let (pass, maps) = if with_pass {
                 let (pass, maps) = self.upload_token_pass(stream, &packed.descs, weights_tma)?;
                 (Some(pass), maps)

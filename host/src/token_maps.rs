@@ -86,8 +86,9 @@ pub(crate) fn check_rows(problem: usize, d: &ProblemDesc) -> Result<()> {
     Ok(())
 }
 
-/// Whether problem `d` has tiles (the kernels read its maps only then).
-fn has_tiles(d: &ProblemDesc) -> bool {
+/// Whether problem `d` has tiles (the kernels read its maps, and the token pass its rows,
+/// only then).
+pub(crate) fn has_tiles(d: &ProblemDesc) -> bool {
     d.m != 0 && d.n != 0 && d.k != 0
 }
 

@@ -74,19 +74,11 @@ impl Gpu {
         });
         // NVFP4_WEIGHTS_TMA=on|off: the Hopper 16-bit launches read aligned weights by TMA
         // (the default) or always by cp.async, so the suite can check both kernels.
-        gemm.set_weights_by_tma(match std::env::var("NVFP4_WEIGHTS_TMA").as_deref() {
-            Err(_) | Ok("") | Ok("on") => true,
-            Ok("off") => false,
-            Ok(other) => panic!("NVFP4_WEIGHTS_TMA={other}: expected on or off"),
-        });
+        gemm.set_weights_by_tma(env_on("NVFP4_WEIGHTS_TMA"));
         // NVFP4_BLOCKED_K=on|off: NVFP4 groups after the token pass run the Hopper path's
         // blocked-K-order kernel where every k allows it (the default) or always the
         // natural-order one, so the suite can check both.
-        gemm.set_blocked_k(match std::env::var("NVFP4_BLOCKED_K").as_deref() {
-            Err(_) | Ok("") | Ok("on") => true,
-            Ok("off") => false,
-            Ok(other) => panic!("NVFP4_BLOCKED_K={other}: expected on or off"),
-        });
+        gemm.set_blocked_k(env_on("NVFP4_BLOCKED_K"));
         let (major, minor) = gemm.compute_capability();
         eprintln!(
             "device: {} (sm_{major}{minor}), {} SMs x {} CTAs (W4A16: {}), PTX {}, kernel {}, token pass {:?}, split-K {:?}, weights by TMA {}, blocked K {}",
@@ -371,4 +363,16 @@ macro_rules! assert_err {
             ref other => panic!("unexpected error: {other:?}"),
         }
     };
+}
+
+/// A switch of the suite read from the environment: `on` (or unset, or empty) or `off`.
+///
+/// # Panics
+/// On any other value.
+fn env_on(name: &str) -> bool {
+    match std::env::var(name).as_deref() {
+        Err(_) | Ok("") | Ok("on") => true,
+        Ok("off") => false,
+        Ok(other) => panic!("{name}={other}: expected on or off"),
+    }
 }
