@@ -16,7 +16,8 @@ commands:
   build-ptx [--check] [--no-ptxas] [--toolchain NAME]
       Compile kernels-gpu to PTX for sm_90a (with --cfg nvfp4_sm90a) and sm_80 with the
       pinned nightly, insert each kernel's launch bounds from KERNELS, gate both on
-      `ptxas -v` (no stack frame, no spills, no errors or warnings) and write
+      `ptxas -v` (no stack frame, no spills, no errors or warnings, no `Potential
+      Performance Loss` such as serialized wgmma) and write
       host/ptx/nvfp4_sm90a.ptx and host/ptx/nvfp4_sm80.ptx.
       --check       build, gate and compare with the committed PTX instead of writing it
       --no-ptxas    skip the ptxas gate (ptxas: pip install nvidia-cuda-nvcc==13.0.88, or

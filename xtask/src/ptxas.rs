@@ -33,6 +33,9 @@ pub struct Report {
     /// Lines reporting an error, a fatal error or an unresolved / undefined symbol.
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
+    /// `info` lines announcing a "Potential Performance Loss" (C7512: wgmma instructions
+    /// serialized for want of registers, which cost a kernel 20% once, H100 run 104).
+    pub performance_losses: Vec<String>,
 }
 
 /// Finds ptxas: `$PTXAS`, then `PATH`, then the `nvidia-cuda-nvcc` wheel in python3's
@@ -136,6 +139,8 @@ pub fn parse(text: &str, arch: &str) -> Report {
             report.warnings.push(line.trim().to_string());
         } else if unresolved && !head.contains("info") {
             report.errors.push(line.trim().to_string());
+        } else if line.contains("Potential Performance Loss") {
+            report.performance_losses.push(line.trim().to_string());
         }
         if let Some(rest) = after(line, "Compiling entry function '") {
             let name = rest.split('\'').next().unwrap_or_default();
@@ -181,6 +186,12 @@ pub fn gate_failures(report: &Report, expected_entries: &[String]) -> Vec<String
             .warnings
             .iter()
             .map(|w| format!("ptxas warning ({arch}): {w}")),
+    );
+    failures.extend(
+        report
+            .performance_losses
+            .iter()
+            .map(|w| format!("ptxas ({arch}): {w}")),
     );
     for f in &report.functions {
         if f.stack_frame_bytes > 0 {
@@ -376,6 +387,20 @@ ptxas info    : Used 12 registers, used 0 barriers, 360 bytes cmem[0]
         // Kernel names are not severities.
         let text = "ptxas info    : Compiling entry function 'error_undefined' for 'sm_80'\n";
         assert!(parse(text, "sm_80").errors.is_empty());
+    }
+
+    #[test]
+    fn fails_on_serialized_wgmma() {
+        let text = "ptxas info    : (C7512) Potential Performance Loss: wgmma.mma_async \
+                    instructions are serialized due to insufficient register resources for the \
+                    function 'k'\n\
+                    ptxas info    : (C7519) warpgroup.arrive is injected in around line 6 by \
+                    compiler to allow use of registers in GMMA in function 'k'\n";
+        let report = parse(text, "sm_90a");
+        assert!(report.errors.is_empty() && report.warnings.is_empty());
+        let failures = gate_failures(&report, &[]);
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(failures[0].contains("C7512"));
     }
 
     #[test]
