@@ -604,19 +604,47 @@ fn run_host_matches_reference() {
 
 /// Every tile cut along K (into 2, 3, 4 and 16 ranges, some of them empty where K has fewer
 /// chunks of 64) and by size, on the NVFP4 kernel and (token pass forced) on the
-/// fp16-activation kernel: against the reference, and one plan launched three times with C
+/// fp16-activation kernels: against the reference, and one plan launched three times with C
 /// poisoned before each launch gives the same bits (each launch leaves the tiles' counters
-/// zero for the next; a stale counter would leave a tile unwritten).
+/// zero for the next; a stale counter would leave a tile unwritten). Two groups: one with a
+/// `k` that is not a multiple of 64 (natural K order after the pass on the Hopper path) and
+/// blocked weight scales; one with whole 64-value chunks only (the blocked K order after the
+/// pass, `_f16b_wt`) and plain weight scales.
 #[test]
 #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
 fn split_k_cut_tiles() {
     let mut gpu = Gpu::new();
-    let shape = GroupShape::new(
+    let hopper = gpu.gemm.path() == nvfp4::KernelPath::Hopper;
+    let natural = GroupShape::new(
         "split",
         &[1, 7, 40, 76, 0, 129, 200],
         &[130, 127, 129, 200, 64, 72, 300],
         &[1040, 48, 640, 2048, 16, 80, 4096],
     );
+    let whole = GroupShape::new(
+        "split-whole-chunks",
+        &[1, 7, 40, 76, 0, 129, 200],
+        &[130, 127, 129, 200, 64, 72, 300],
+        &[1024, 64, 640, 2048, 64, 320, 4096],
+    );
+    for (g, (shape, sfa, sfb)) in [(&natural, Plain, Blocked), (&whole, Blocked, Plain)]
+        .into_iter()
+        .enumerate()
+    {
+        split_k_group(&mut gpu, shape, sfa, sfb, 15_000 + 100 * g as u64, hopper);
+    }
+}
+
+/// [`split_k_cut_tiles`] for one group shape and scale layouts.
+fn split_k_group(
+    gpu: &mut Gpu,
+    shape: &GroupShape,
+    sfa: ScaleLayout,
+    sfb: ScaleLayout,
+    seed: u64,
+    hopper: bool,
+) {
+    let whole_chunks = shape.problems.iter().all(|&(_, _, k)| k % 64 == 0);
     let modes = [
         (SplitK::Parts(2), TokenDequant::Never),
         (SplitK::Parts(3), TokenDequant::Never),
@@ -630,13 +658,7 @@ fn split_k_cut_tiles() {
     for (i, (mode, pass)) in modes.into_iter().enumerate() {
         gpu.gemm.set_split_k(mode);
         gpu.gemm.set_token_dequant(pass);
-        let ps = group(
-            15_000 + i as u64,
-            &shape,
-            Distribution::FullRange,
-            Plain,
-            Blocked,
-        );
+        let ps = group(seed + i as u64, shape, Distribution::FullRange, sfa, sfb);
         let layout = Layout {
             poison: POISON,
             ..Layout::default()
@@ -653,10 +675,15 @@ fn split_k_cut_tiles() {
         let plan = gpu.gemm.plan(&gpu.stream, &group_problems).expect("plan");
         let (dp_tiles, parts) = plan.split_k_schedule();
         println!(
-            "split {mode:?}, token pass {pass:?}: {} tiles, {dp_tiles} whole, the rest in \
-             {parts} K ranges",
-            plan.total_tiles()
+            "{} split {mode:?}, token pass {pass:?}: {} tiles, {dp_tiles} whole, the rest in \
+             {parts} K ranges; blocked K order {}",
+            shape.name,
+            plan.total_tiles(),
+            plan.blocked_k()
         );
+        let passed = hopper && pass == TokenDequant::Always;
+        let blocked = passed && whole_chunks && gpu.gemm.blocked_k() && gpu.gemm.weights_by_tma();
+        assert_eq!(plan.blocked_k(), blocked, "{}", shape.name);
         if let SplitK::Parts(n) = mode {
             assert_eq!((dp_tiles, parts), (0, n), "{mode:?}: every tile cut");
         }
@@ -705,7 +732,7 @@ fn split_k_cut_tiles() {
                     .collect()
             })
             .collect();
-        let label = format!("split {mode:?} / {pass:?}");
+        let label = format!("{} split {mode:?} / {pass:?}", shape.name);
         let s = check_group(&label, &ps, &got, Tolerance::FullRange);
         assert!(s.passed(), "{label}: {} bad elements", s.bad);
     }
