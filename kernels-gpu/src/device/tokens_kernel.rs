@@ -117,7 +117,7 @@ pub unsafe extern "ptx-kernel" fn nvfp4_dequant_tokens(
                 half::mul2(w[2], F16X2_2_14),
                 half::mul2(w[3], F16X2_2_14),
             ];
-            if paired == 1 || paired == 2 {
+            if paired != 0 {
                 w
             } else {
                 [
