@@ -31,9 +31,10 @@ use std::sync::Arc;
 /// an fp16-activation kernel (see [`GroupedGemm::plan`]) or on the path's NVFP4 kernel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum TokenDequant {
-    /// The pass when the group has at least [`TokenDequant::AUTO_MIN_MACS`] multiply-adds
-    /// (`sum m * n * k`), the NVFP4 kernel below: the pass costs a launch and a trip of the
-    /// tokens through memory, which small groups do not win back.
+    /// The pass when the group has at least [`TokenDequant::auto_min_macs`] multiply-adds
+    /// (`sum m * n * k`; 3e9 on the Hopper path, 5e9 on the portable one), the NVFP4 kernel
+    /// below: the pass costs a launch and a trip of the tokens through memory, which small
+    /// groups do not win back.
     #[default]
     Auto,
     /// Always the pass.
@@ -43,17 +44,31 @@ pub enum TokenDequant {
 }
 
 impl TokenDequant {
-    /// [`TokenDequant::Auto`]'s threshold (both paths). Measured on an H100 for the Hopper
-    /// path (PERF.md run 58): the pass took 8% longer at 3.2e9 multiply-adds (G2 N4096
-    /// K1536) and 6-13% less from 6.4e9 up; the threshold is the interpolated break-even.
-    /// On the portable path (H200, run 61) the pass gained 12-15% from 6.4e9 up and lost
-    /// 1% at 3.2e9.
+    /// [`TokenDequant::Auto`]'s threshold on the portable path. On the H200 (PERF.md run 61)
+    /// the pass gained 12-15% from 6.4e9 multiply-adds up and lost 1% at 3.2e9 (G2 N4096
+    /// K1536); on the H100 it lost 4% there (run 69).
     pub const AUTO_MIN_MACS: u64 = 5_000_000_000;
 
-    /// Whether a group of `macs` multiply-adds takes the pass.
-    pub fn wants_pass(self, macs: u64) -> bool {
+    /// [`TokenDequant::Auto`]'s threshold on the Hopper path. On the H100 (PERF.md run 114)
+    /// the pass and its GEMM took 28.6-28.7 us at 3.2e9 multiply-adds (G2 N4096 K1536)
+    /// against 30.3 for the NVFP4 kernel, once the GEMM of a launch with at most one CTA an
+    /// SM stopped being the pass's programmatic dependent (35.1 us before); from 6.4e9 up
+    /// the pass has gained since run 58. Nothing below 3.2e9 was measured: the threshold
+    /// sits just under the smallest group that gained.
+    pub const AUTO_MIN_MACS_HOPPER: u64 = 3_000_000_000;
+
+    /// [`TokenDequant::Auto`]'s threshold for kernel path `path`.
+    pub const fn auto_min_macs(path: KernelPath) -> u64 {
+        match path {
+            KernelPath::Hopper => Self::AUTO_MIN_MACS_HOPPER,
+            KernelPath::Portable => Self::AUTO_MIN_MACS,
+        }
+    }
+
+    /// Whether a group of `macs` multiply-adds takes the pass on kernel path `path`.
+    pub fn wants_pass(self, macs: u64, path: KernelPath) -> bool {
         match self {
-            Self::Auto => macs >= Self::AUTO_MIN_MACS,
+            Self::Auto => macs >= Self::auto_min_macs(path),
             Self::Always => true,
             Self::Never => false,
         }
@@ -802,7 +817,7 @@ impl GroupedGemm {
             TokenDequant::Always => pass,
             TokenDequant::Auto => format!(
                 "{nvfp4}, or from {min:.0e} multiply-adds {pass}",
-                min = TokenDequant::AUTO_MIN_MACS as f64
+                min = TokenDequant::auto_min_macs(self.path) as f64
             ),
         }
     }
@@ -884,7 +899,7 @@ impl GroupedGemm {
     /// group, or one whose problems all have `m == 0` or `n == 0`, gives a plan with no tiles
     /// whose launch does nothing (and uploads nothing).
     ///
-    /// For groups of at least [`TokenDequant::AUTO_MIN_MACS`] multiply-adds (or as
+    /// For groups of at least [`TokenDequant::auto_min_macs`] multiply-adds (or as
     /// [`GroupedGemm::set_token_dequant`] says), the plan also holds an fp16 copy of the
     /// tokens: each launch first dequantizes every problem's token rows once (exactly: E2M1
     /// times E4M3 fits fp16), then runs an fp16-activation kernel on them (on the portable
@@ -1038,7 +1053,7 @@ impl GroupedGemm {
                 .iter()
                 .map(|d| u64::from(d.m) * u64::from(d.n) * u64::from(d.k))
                 .sum();
-            let with_pass = self.token_dequant.wants_pass(macs)
+            let with_pass = self.token_dequant.wants_pass(macs, self.path)
                 && activation == Activation::Nvfp4
                 && mode == SizeMode::Host
                 && packed.descs.len() <= MAX_PASS_JOBS;
@@ -1233,9 +1248,10 @@ impl GroupedGemm {
     }
 
     /// Enqueues the plan's kernel launch on `stream` (two launches for a plan that takes the
-    /// token pass: the pass, then the GEMM; on the Hopper path the GEMM is launched as the
-    /// pass's programmatic dependent, so its CTAs start as the pass's finish and wait on the
-    /// device for the pass to complete). Does not synchronise the host, so
+    /// token pass: the pass, then the GEMM; on the Hopper path a GEMM of more CTAs than SMs
+    /// is launched as the pass's programmatic dependent, so its CTAs start as the pass's
+    /// finish and wait on the device for the pass to complete). Does not synchronise the
+    /// host, so
     /// it may be captured into a CUDA graph (keep the plan alive as long as the graph).
     ///
     /// Stream bookkeeping (cudarc's events, active when the context runs several streams):
@@ -1365,14 +1381,18 @@ impl GroupedGemm {
             (Some(_), Some(paired), None) => paired,
             _ => &self.funcs[activation as usize],
         };
-        // After a token pass on the Hopper path the GEMM is the pass's programmatic dependent:
-        // its CTAs are scheduled as the pass's retire, and wait (`griddepcontrol.wait`, first
-        // thing in every sm_90a GEMM kernel) for the pass to complete. That saves the launch
-        // gap (H100 run 83: 2-2.5% on G8 N7168 K2048 and G2 N3072 K4096). Not on the portable
-        // path: there G2 N3072 K4096 ran 15% slower with it (not analysed; its cut, one whole
-        // tile per SM and the rest in halves, likely needs the CTAs spread evenly over the
-        // SMs, which CTAs scheduled while the pass still holds SMs need not be).
-        let programmatic = plan.pass.is_some() && self.path == KernelPath::Hopper;
+        // After a token pass on the Hopper path a GEMM of more CTAs than SMs is the pass's
+        // programmatic dependent: its CTAs are scheduled as the pass's retire, and wait
+        // (`griddepcontrol.wait`, first thing in every sm_90a GEMM kernel) for the pass to
+        // complete. That saves the launch gap (H100 run 83: 2-2.5% on G8 N7168 K2048 and
+        // G2 N3072 K4096). Not with at most one CTA an SM: CTAs placed while the pass still
+        // holds SMs can land two on one SM, which then takes twice as long (H100 run 114:
+        // G2 N4096 K1536 after the pass 35.1 us with it, 28.7 without). Not on the portable
+        // path: there G2 N3072 K4096 ran 15% slower with it (likely the same placement: its
+        // cut, one whole tile per SM and the rest in halves, needs the CTAs spread evenly).
+        let programmatic = plan.pass.is_some()
+            && self.path == KernelPath::Hopper
+            && cfg.grid_dim.0 > self.sm_count;
         // SAFETY: the arguments match the kernel's signature `(table: *const ProblemDesc,
         // num_problems: u32, total_tiles: u32, counts: *const u32, mode: u32, dp_tiles: u32,
         // parts: u32, ws: u64)`, followed by `maps: u64` for the kernels that take token maps
