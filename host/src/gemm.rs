@@ -1251,8 +1251,8 @@ impl GroupedGemm {
     /// token pass: the pass, then the GEMM; on the Hopper path a GEMM of more CTAs than SMs
     /// is launched as the pass's programmatic dependent, so its CTAs start as the pass's
     /// finish and wait on the device for the pass to complete). Does not synchronise the
-    /// host, so
-    /// it may be captured into a CUDA graph (keep the plan alive as long as the graph).
+    /// host, so it may be captured into a CUDA graph (keep the plan alive as long as the
+    /// graph).
     ///
     /// Stream bookkeeping (cudarc's events, active when the context runs several streams):
     /// `stream` first waits for the last writes of every input and the last reads and
