@@ -614,7 +614,6 @@ fn run_host_matches_reference() {
 #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
 fn split_k_cut_tiles() {
     let mut gpu = Gpu::new();
-    let hopper = gpu.gemm.path() == nvfp4::KernelPath::Hopper;
     let natural = GroupShape::new(
         "split",
         &[1, 7, 40, 76, 0, 129, 200],
@@ -631,19 +630,13 @@ fn split_k_cut_tiles() {
         .into_iter()
         .enumerate()
     {
-        split_k_group(&mut gpu, shape, sfa, sfb, 15_000 + 100 * g as u64, hopper);
+        split_k_group(&mut gpu, shape, sfa, sfb, 15_000 + 100 * g as u64);
     }
 }
 
 /// [`split_k_cut_tiles`] for one group shape and scale layouts.
-fn split_k_group(
-    gpu: &mut Gpu,
-    shape: &GroupShape,
-    sfa: ScaleLayout,
-    sfb: ScaleLayout,
-    seed: u64,
-    hopper: bool,
-) {
+fn split_k_group(gpu: &mut Gpu, shape: &GroupShape, sfa: ScaleLayout, sfb: ScaleLayout, seed: u64) {
+    let hopper = gpu.gemm.path() == nvfp4::KernelPath::Hopper;
     let whole_chunks = shape.problems.iter().all(|&(_, _, k)| k % 64 == 0);
     let modes = [
         (SplitK::Parts(2), TokenDequant::Never),
