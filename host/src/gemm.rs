@@ -17,7 +17,7 @@ use kernels_gpu::kernels::{
     DEQUANT_TOKENS, GROUPED_GEMM_MMA, GROUPED_GEMM_MMA_BF16A, GROUPED_GEMM_MMA_F16A,
     GROUPED_GEMM_MMA_F16P, GROUPED_GEMM_WGMMA, GROUPED_GEMM_WGMMA_BF16A,
     GROUPED_GEMM_WGMMA_BF16A_WT, GROUPED_GEMM_WGMMA_F16A, GROUPED_GEMM_WGMMA_F16A_WT,
-    GROUPED_GEMM_WGMMA_F16B_WT, KernelInfo,
+    GROUPED_GEMM_WGMMA_F16B_WT, GROUPED_GEMM_WGMMA_F16B_WT8, KernelInfo,
 };
 pub use kernels_gpu::problem::Activation;
 use kernels_gpu::problem::{
@@ -385,6 +385,9 @@ pub struct GroupPlan<'a> {
     /// Whether the token pass writes the blocked K order and the GEMM is the `_f16b_wt`
     /// entry (see [`GroupedGemm::set_blocked_k`]).
     blocked_k: bool,
+    /// Whether that GEMM is the 8-stage one-CTA-an-SM entry `_f16b_wt8` (a launch of at
+    /// most one work unit an SM; see [`GroupedGemm::set_one_per_sm_deep`]).
+    deep: bool,
     /// Which tiles the launch cuts along K, and the workspace where their parts meet
     /// (`split.ws` its address; `None` when no tile is cut).
     split: Split,
@@ -508,6 +511,13 @@ impl GroupPlan<'_> {
         self.blocked_k
     }
 
+    /// Whether the launch's GEMM is `nvfp4_grouped_gemm_wgmma_f16b_wt8`, the 8-stage form of
+    /// the blocked-order kernel for launches of at most one CTA an SM (see
+    /// [`GroupedGemm::set_one_per_sm_deep`]).
+    pub fn one_per_sm_deep(&self) -> bool {
+        self.deep
+    }
+
     /// Problems in the group (including empty ones).
     pub fn num_problems(&self) -> usize {
         self.packed.descs.len()
@@ -593,6 +603,12 @@ pub struct GroupedGemm {
     /// Whether plans may use `funcs_wt` (default true; see
     /// [`GroupedGemm::set_weights_by_tma`]).
     weights_tma: bool,
+    /// The 8-stage blocked-order entry `_f16b_wt8` (Hopper path, when one CTA of it fits an
+    /// SM; `None` otherwise).
+    func_wt8: Option<CudaFunction>,
+    /// Whether plans may use `func_wt8` (default true; see
+    /// [`GroupedGemm::set_one_per_sm_deep`]).
+    one_per_sm_deep: bool,
     /// Whether plans may use the blocked K order after the token pass (default true; see
     /// [`GroupedGemm::set_blocked_k`]).
     blocked_k: bool,
@@ -685,6 +701,15 @@ impl GroupedGemm {
             }
             KernelPath::Portable => None,
         };
+        let func_wt8 = match path {
+            KernelPath::Hopper => {
+                let func = load_kernel(&GROUPED_GEMM_WGMMA_F16B_WT8)?;
+                // One CTA must fit; a GPU with less shared memory an SM keeps the 4 stages.
+                (ptx_module::ctas_per_sm(&func, &GROUPED_GEMM_WGMMA_F16B_WT8, 0) >= 1)
+                    .then_some(func)
+            }
+            KernelPath::Portable => None,
+        };
         Ok(Self {
             ctx,
             module,
@@ -698,6 +723,8 @@ impl GroupedGemm {
             paired,
             funcs_wt,
             weights_tma: true,
+            func_wt8,
+            one_per_sm_deep: true,
             blocked_k: true,
             token_dequant: TokenDequant::default(),
             split_k: SplitK::default(),
@@ -772,6 +799,24 @@ impl GroupedGemm {
         self.blocked_k
     }
 
+    /// Sets whether the plans made from now on may run `nvfp4_grouped_gemm_wgmma_f16b_wt8`
+    /// (default `true`): the blocked-order kernel (see [`GroupedGemm::set_blocked_k`]) with 8
+    /// pipeline stages instead of 4, 172 KiB of shared memory and so one CTA an SM. A plan
+    /// runs it when its launch has at most one tile an SM (for example 2 experts of 128-320
+    /// tokens and N of 3072-4096): such a launch then keeps its SMs' second CTA slots empty
+    /// and is not cut along K by [`SplitK::Auto`]; with [`SplitK::Parts`] it runs it when the
+    /// cut still leaves at most one work unit an SM. The sums are the same as the 4-stage
+    /// kernel's. `false` keeps the 4-stage kernel for every plan, to compare the two. No
+    /// effect on the portable path. Plans already made keep theirs.
+    pub fn set_one_per_sm_deep(&mut self, on: bool) {
+        self.one_per_sm_deep = on;
+    }
+
+    /// Whether plans may run the 8-stage kernel (see [`GroupedGemm::set_one_per_sm_deep`]).
+    pub fn one_per_sm_deep(&self) -> bool {
+        self.one_per_sm_deep
+    }
+
     /// The PTX module the kernels come from, the compute capability and which PTX it is.
     pub(crate) fn module(&self) -> (&Arc<CudaModule>, (i32, i32), &'static str) {
         (&self.module, self.compute_capability, self.ptx_arch)
@@ -793,14 +838,22 @@ impl GroupedGemm {
     /// counts always run the NVFP4 kernel). On the Hopper path the fp16-activation kernel is
     /// its `_wt` entry (weights by TMA) when every problem's weight rows are 16-byte aligned,
     /// in the blocked K order (`_f16b_wt`) when also every `k` is a multiple of 64 (see
-    /// [`GroupedGemm::set_blocked_k`]).
+    /// [`GroupedGemm::set_blocked_k`]), in its 8-stage form (`_f16b_wt8`) for launches of at
+    /// most one tile an SM (see [`GroupedGemm::set_one_per_sm_deep`]).
     pub fn kernel_name(&self) -> String {
         let nvfp4 = self.path.kernel().name;
         let pass = match self.funcs_wt {
             Some(_) if self.weights_tma && self.blocked_k => format!(
-                "{} + {} ({} where a k is not a multiple of 64, {} for other weights)",
+                "{} + {}{} ({} where a k is not a multiple of 64, {} for other weights)",
                 DEQUANT_TOKENS.name,
                 GROUPED_GEMM_WGMMA_F16B_WT.name,
+                match (&self.func_wt8, self.one_per_sm_deep) {
+                    (Some(_), true) => format!(
+                        " ({} for at most one tile an SM)",
+                        GROUPED_GEMM_WGMMA_F16B_WT8.name
+                    ),
+                    _ => String::new(),
+                },
                 GROUPED_GEMM_WGMMA_F16A_WT.name,
                 self.pass_kernel().name
             ),
@@ -1096,11 +1149,21 @@ impl GroupedGemm {
         } else {
             activation
         };
+        // A blocked-order launch of at most one tile an SM may run the 8-stage kernel: one
+        // CTA an SM with the shared memory and registers of two (H100 run 136: G2 N3072 K4096
+        // 46.0-46.6 us against 48.8-49.3 with the 4-stage kernel and its tiles cut in halves
+        // into both CTA slots; G2 N4096 K1536 28.2-28.6 against 28.5-28.9). Its CTA slots are
+        // the SMs, so `SplitK::Auto` does not cut such a launch.
+        let deep_fits = blocked_k
+            && self.one_per_sm_deep
+            && self.func_wt8.is_some()
+            && tile_bound <= self.sm_count;
         let (split, split_ws, units) = if table.is_some() && mode == SizeMode::Host {
-            self.split_for(stream, &packed.descs, tile_bound, launched)?
+            self.split_for(stream, &packed.descs, tile_bound, launched, deep_fits)?
         } else {
             (Split::default(), None, tile_bound)
         };
+        let deep = deep_fits && units <= self.sm_count;
         let table_addr = table.as_ref().map_or(0, |t| t.device_ptr(stream).0);
         let maps_addr = maps.as_ref().map_or(0, |m| m.device_ptr(stream).0);
         Ok(GroupPlan {
@@ -1119,6 +1182,7 @@ impl GroupedGemm {
             pass,
             weights_tma,
             blocked_k,
+            deep,
             split,
             split_ws,
             units,
@@ -1127,7 +1191,8 @@ impl GroupedGemm {
     }
 
     /// The K cut of a launch of `tiles` tiles (host sizes) on the kernel for `activation`:
-    /// the schedule of [`SplitK::schedule`] for this GPU's CTA slots, its workspace (the
+    /// the schedule of [`SplitK::schedule`] for this GPU's CTA slots (one an SM when
+    /// `one_per_sm`: the 8-stage kernel's), its workspace (the
     /// counters zeroed on `stream`), and the launch's work units. No cut when the workspace
     /// would pass [`SplitK::MAX_WS_BYTES`].
     ///
@@ -1139,11 +1204,15 @@ impl GroupedGemm {
         descs: &[ProblemDesc],
         tiles: u32,
         activation: Activation,
+        one_per_sm: bool,
     ) -> Result<(Split, Option<CudaSlice<u8>>, u32)> {
         let kernel = self.path.kernel_for(activation);
-        let slots = self
-            .sm_count
-            .saturating_mul(self.ctas_per_sm_for(activation));
+        let ctas = if one_per_sm {
+            1
+        } else {
+            self.ctas_per_sm_for(activation)
+        };
+        let slots = self.sm_count.saturating_mul(ctas);
         let min_chunks = descs
             .iter()
             .filter(|d| d.m > 0 && d.n > 0)
@@ -1359,9 +1428,10 @@ impl GroupedGemm {
         // The `_wt` entry when the plan's weights are read by TMA (16-bit launches on the
         // Hopper path): same tiles, threads and parameters, one more barrier per stage.
         let wt = match (&self.funcs_wt, plan.weights_tma, activation) {
-            (Some(wt), true, Activation::F16) if plan.blocked_k => {
-                Some((&wt[2], &GROUPED_GEMM_WGMMA_F16B_WT))
-            }
+            (Some(wt), true, Activation::F16) if plan.blocked_k => match &self.func_wt8 {
+                Some(wt8) if plan.deep => Some((wt8, &GROUPED_GEMM_WGMMA_F16B_WT8)),
+                _ => Some((&wt[2], &GROUPED_GEMM_WGMMA_F16B_WT)),
+            },
             (Some(wt), true, Activation::F16) => Some((&wt[0], &GROUPED_GEMM_WGMMA_F16A_WT)),
             (Some(wt), true, Activation::Bf16) => Some((&wt[1], &GROUPED_GEMM_WGMMA_BF16A_WT)),
             _ => None,

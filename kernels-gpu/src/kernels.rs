@@ -115,6 +115,7 @@ pub const KERNELS: &[KernelInfo] = &[
     GROUPED_GEMM_WGMMA_F16A_WT,
     GROUPED_GEMM_WGMMA_BF16A_WT,
     GROUPED_GEMM_WGMMA_F16B_WT,
+    GROUPED_GEMM_WGMMA_F16B_WT8,
     DEQUANT_TOKENS,
     QUANTIZE,
 ];
@@ -174,4 +175,14 @@ pub const GROUPED_GEMM_WGMMA_BF16A_WT: KernelInfo = KernelInfo {
 pub const GROUPED_GEMM_WGMMA_F16B_WT: KernelInfo = KernelInfo {
     name: "nvfp4_grouped_gemm_wgmma_f16b_wt",
     ..GROUPED_GEMM_WGMMA_F16A_WT
+};
+
+/// [`GROUPED_GEMM_WGMMA_F16B_WT`] with 8 stages: 172 KiB of shared memory, so one CTA an SM
+/// (`min_ctas_per_sm` 1, which also lifts the 128-register cap). The host runs it instead of
+/// the 4-stage form when the launch has at most one CTA an SM.
+pub const GROUPED_GEMM_WGMMA_F16B_WT8: KernelInfo = KernelInfo {
+    name: "nvfp4_grouped_gemm_wgmma_f16b_wt8",
+    min_ctas_per_sm: 1,
+    dynamic_smem_bytes: crate::tiling::wgmma::SMEM_BYTES_A16_WT8,
+    ..GROUPED_GEMM_WGMMA_F16B_WT
 };

@@ -81,6 +81,17 @@ pub mod wgmma {
     /// "empty" barrier).
     pub const SMEM_BYTES_A16_WT: u32 = SMEM_BYTES_A16 + STAGES * 8;
 
+    /// Stages of the one-CTA-an-SM form of the blocked-order `_wt` kernel
+    /// (`nvfp4_grouped_gemm_wgmma_f16b_wt8`), for launches of at most one CTA an SM: the
+    /// shared memory a second CTA would have used holds four more chunks in flight.
+    pub const STAGES_WT8: u32 = 8;
+
+    /// Dynamic shared memory of `nvfp4_grouped_gemm_wgmma_f16b_wt8`: as
+    /// [`SMEM_BYTES_A16_WT`] with [`STAGES_WT8`] stages (172 KiB: one CTA an SM).
+    pub const SMEM_BYTES_A16_WT8: u32 = STAGES_WT8 * (TOK16_STAGE_BYTES + W_STAGE_BYTES)
+        + 2 * STAGES_WT8 * 8
+        + super::SCHED_SMEM_BYTES;
+
     /// Tiles of one problem for this kernel.
     #[inline(always)]
     pub const fn tiles_for(m: u32, n: u32) -> u64 {

@@ -79,9 +79,13 @@ impl Gpu {
         // blocked-K-order kernel where every k allows it (the default) or always the
         // natural-order one, so the suite can check both.
         gemm.set_blocked_k(env_on("NVFP4_BLOCKED_K"));
+        // NVFP4_ONE_PER_SM_DEEP=on|off: blocked-order launches of at most one tile an SM
+        // run the 8-stage kernel (the default) or the 4-stage one, so the suite can check
+        // both.
+        gemm.set_one_per_sm_deep(env_on("NVFP4_ONE_PER_SM_DEEP"));
         let (major, minor) = gemm.compute_capability();
         eprintln!(
-            "device: {} (sm_{major}{minor}), {} SMs x {} CTAs (W4A16: {}), PTX {}, kernel {}, token pass {:?}, split-K {:?}, weights by TMA {}, blocked K {}",
+            "device: {} (sm_{major}{minor}), {} SMs x {} CTAs (W4A16: {}), PTX {}, kernel {}, token pass {:?}, split-K {:?}, weights by TMA {}, blocked K {}, one-per-SM deep {}",
             ctx.name().unwrap_or_else(|_| "?".into()),
             gemm.sm_count(),
             gemm.ctas_per_sm(),
@@ -91,7 +95,8 @@ impl Gpu {
             gemm.token_dequant(),
             gemm.split_k(),
             gemm.weights_by_tma(),
-            gemm.blocked_k()
+            gemm.blocked_k(),
+            gemm.one_per_sm_deep()
         );
         Self { ctx, stream, gemm }
     }

@@ -779,3 +779,65 @@ fn token_pass_blocked_k_order() {
         }
     }
 }
+
+/// The 8-stage blocked-order kernel (`_f16b_wt8`, one CTA an SM): on the Hopper path a
+/// blocked-order launch of at most one tile an SM runs it by default and is not cut along K
+/// by `SplitK::Auto`, one of more tiles than SMs does not, and the switch turns it off. Its
+/// sums are bitwise those of the 4-stage kernel (same per-thread order; neither launch here
+/// is cut), and both match the reference, on a ragged group (M = 0, 1, 7, 40, 76; N not a multiple of 128) and on one of
+/// 8 x 4096 weight rows.
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn one_per_sm_deep_kernel() {
+    let mut gpu = Gpu::new();
+    let hopper = gpu.gemm.path() == nvfp4::KernelPath::Hopper;
+    gpu.gemm.set_token_dequant(TokenDequant::Always);
+    gpu.gemm.set_split_k(SplitK::Auto);
+    let few = GroupShape::new(
+        "few-tiles",
+        &[1, 7, 40, 76, 0, 129, 200, 320],
+        &[130, 127, 129, 300, 64, 72, 96, 3072],
+        &[64, 640, 128, 2048, 64, 192, 1024, 4096],
+    );
+    let many = GroupShape::new("many-tiles", &[40, 200, 76, 128], &[4096; 4], &[512; 4]);
+    for (g, shape) in [&few, &many].into_iter().enumerate() {
+        let ps = group(18_000 + g as u64, shape, Distribution::FullRange, Plain, Blocked);
+        let mut outs: Vec<Vec<Vec<f16>>> = Vec::new();
+        for on in [true, false] {
+            gpu.gemm.set_one_per_sm_deep(on);
+            let mut dps = gpu.upload_all(&ps, Layout::default());
+            let group_problems = problems(&mut dps);
+            let plan = gpu.gemm.plan(&gpu.stream, &group_problems).expect("plan");
+            let fits = plan.total_tiles() <= gpu.gemm.sm_count();
+            // 84 and 160 tiles: one group on each side on GPUs of up to 159 SMs.
+            if gpu.gemm.sm_count() < 160 {
+                assert_eq!(fits, g == 0, "{}: {} tiles", shape.name, plan.total_tiles());
+            }
+            assert_eq!(
+                plan.one_per_sm_deep(),
+                hopper && on && fits,
+                "{}: switch {on}, {:?} path",
+                shape.name,
+                gpu.gemm.path()
+            );
+            if plan.one_per_sm_deep() {
+                assert_eq!(plan.split_k_schedule().1, 1, "{}: not cut", shape.name);
+            }
+            gpu.gemm.launch(&gpu.stream, &plan).expect("launch");
+            gpu.stream.synchronize().expect("synchronize");
+            drop(plan);
+            drop(group_problems);
+            let got: Vec<Vec<f16>> = dps.iter().map(|dp| gpu.download(dp)).collect();
+            let label = format!("{}/deep switch {on}", shape.name);
+            let s = check_group(&label, &ps, &got, Tolerance::FullRange);
+            assert!(s.passed(), "{label}: {} bad elements", s.bad);
+            outs.push(got);
+        }
+        // Same sums whichever kernel ran (neither launch is cut: the groups' 64-value K and
+        // the many-tile group's 8 chunks are below `SplitK::Auto`'s minimums).
+        let bits = |o: &Vec<Vec<f16>>| -> Vec<Vec<u16>> {
+            o.iter().map(|v| v.iter().map(|x| x.to_bits()).collect()).collect()
+        };
+        assert_eq!(bits(&outs[0]), bits(&outs[1]), "{}", shape.name);
+    }
+}

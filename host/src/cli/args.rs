@@ -90,6 +90,10 @@ COMMON OPTIONS:
                     16-byte-aligned weights by TMA (GroupedGemm::set_weights_by_tma).
     --blocked-k W   on (default) or off: whether the Hopper path's token pass writes the
                     blocked K order for its _f16b_wt kernel (GroupedGemm::set_blocked_k).
+    --one-per-sm-deep W
+                    on (default) or off: whether launches of that kernel with at most one
+                    tile an SM run its 8-stage form, _f16b_wt8, one CTA an SM
+                    (GroupedGemm::set_one_per_sm_deep).
     --cpu           Run the CPU reference path even when a GPU is present.
     -h, --help      This text.
 
@@ -164,6 +168,7 @@ pub struct Tuning {
     pub split_k: nvfp4::SplitK,
     pub weights_tma: bool,
     pub blocked_k: bool,
+    pub one_per_sm_deep: bool,
 }
 
 impl Default for Tuning {
@@ -173,6 +178,7 @@ impl Default for Tuning {
             split_k: nvfp4::SplitK::Auto,
             weights_tma: true,
             blocked_k: true,
+            one_per_sm_deep: true,
         }
     }
 }
@@ -292,6 +298,9 @@ fn common(name: &str, cur: &mut Cursor<'_>, opts: &mut CommonOpts) -> Result<boo
         }
         "--blocked-k" => {
             opts.tuning.blocked_k = on_off(name, cur.value(name)?)?;
+        }
+        "--one-per-sm-deep" => {
+            opts.tuning.one_per_sm_deep = on_off(name, cur.value(name)?)?;
         }
         "--split-k" => {
             opts.tuning.split_k = match cur.value(name)? {
@@ -524,7 +533,7 @@ mod tests {
         let b = bench(
             "bench --shapes G8_N4096_K7168 --shapes=m=1,2;n=128;k=64 --iters=50 --json out.json \
              --seed 0x10 --portable --cpu --scales BLOCKED --token-pass never --split-k 3 \
-             --weights-tma off --blocked-k off",
+             --weights-tma off --blocked-k off --one-per-sm-deep off",
         );
         assert_eq!(b.shapes.len(), 2);
         assert_eq!(b.shapes[1].problems, vec![(1, 128, 64), (2, 128, 64)]);
@@ -541,6 +550,7 @@ mod tests {
                     split_k: nvfp4::SplitK::Parts(3),
                     weights_tma: false,
                     blocked_k: false,
+                    one_per_sm_deep: false,
                 },
             }
         );

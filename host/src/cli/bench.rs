@@ -208,6 +208,7 @@ pub fn run_gpu(ctx: Arc<CudaContext>, opts: &BenchOpts, progress: &Progress) -> 
                     ("portable_requested", Json::Bool(opts.common.portable)),
                     ("weights_by_tma", Json::Bool(gemm.weights_by_tma())),
                     ("blocked_k", Json::Bool(gemm.blocked_k())),
+                    ("one_per_sm_deep", Json::Bool(gemm.one_per_sm_deep())),
                     (
                         "token_pass",
                         Json::str(format!("{:?}", gemm.token_dequant())),

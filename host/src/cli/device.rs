@@ -67,13 +67,14 @@ pub fn load_gemm(
     gemm.set_split_k(tuning.split_k);
     gemm.set_weights_by_tma(tuning.weights_tma);
     gemm.set_blocked_k(tuning.blocked_k);
+    gemm.set_one_per_sm_deep(tuning.one_per_sm_deep);
     let (major, minor) = gemm.compute_capability();
     println!(
         "device: {name} (compute capability {major}.{minor}, {} SMs)",
         gemm.sm_count()
     );
     println!(
-        "kernel: {} ({:?} path{}, {} PTX, {} CTAs/SM, token pass {:?}, split-K {:?}, weights by TMA {}, blocked K {})",
+        "kernel: {} ({:?} path{}, {} PTX, {} CTAs/SM, token pass {:?}, split-K {:?}, weights by TMA {}, blocked K {}, one-per-SM deep {})",
         gemm.kernel_name(),
         gemm.path(),
         if portable {
@@ -86,7 +87,8 @@ pub fn load_gemm(
         gemm.token_dequant(),
         gemm.split_k(),
         if gemm.weights_by_tma() { "on" } else { "off" },
-        if gemm.blocked_k() { "on" } else { "off" }
+        if gemm.blocked_k() { "on" } else { "off" },
+        if gemm.one_per_sm_deep() { "on" } else { "off" }
     );
     Ok(gemm)
 }

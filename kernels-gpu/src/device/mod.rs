@@ -17,7 +17,7 @@ macro_rules! unroll {
 }
 
 macro_rules! gemm_entry {
-    ($(#[$attr:meta])* $name:ident => $run:ident::<$act:ty> $(, $maps:ident)?) => {
+    ($(#[$attr:meta])* $name:ident => $run:ident::<$($gen:tt),+> $(, $maps:ident)?) => {
         $(#[$attr])*
         #[unsafe(no_mangle)]
         #[allow(clippy::too_many_arguments)]
@@ -40,7 +40,7 @@ macro_rules! gemm_entry {
             // After a token pass the host launches the GEMM as the pass's programmatic
             // dependent: nothing here may read the table or tokens before the pass is done.
             unsafe { $crate::device::arch::grid::dependency_wait() };
-            unsafe { $run::<$act>(table, num_problems, total_tiles, counts, mode, split $(, $maps)?) }
+            unsafe { $run::<$($gen),+>(table, num_problems, total_tiles, counts, mode, split $(, $maps)?) }
         }
     };
 }

@@ -54,7 +54,8 @@ use crate::fp4::{fp4_byte_pair, fp4_byte_pair_selector};
 use crate::problem::{FLAG_OUT_BF16, PROBLEM_DESC_BYTES, ProblemDesc, Split, TOKEN_MAP_BYTES};
 use crate::tiling::CHUNK_K;
 use crate::tiling::wgmma::{
-    SMEM_BYTES_A16, STAGES, THREADS, TILE_M, TILE_N, TOK16_STAGE_BYTES, W_STAGE_BYTES,
+    SMEM_BYTES_A16, SMEM_BYTES_A16_WT, SMEM_BYTES_A16_WT8, STAGES, STAGES_WT8, THREADS, TILE_M,
+    TILE_N, TOK16_STAGE_BYTES, W_STAGE_BYTES,
 };
 use core::marker::PhantomData;
 
@@ -127,7 +128,7 @@ gemm_entry! {
     /// # Safety
     /// As [`nvfp4_grouped_gemm_wgmma_f16a`], with the host encoding each problem's weight map
     /// over its `b` (16-byte aligned, `ldb` a multiple of 16).
-    nvfp4_grouped_gemm_wgmma_f16a_wt => run_a16_wt::<F16Act>, maps
+    nvfp4_grouped_gemm_wgmma_f16a_wt => run_a16_wt::<F16Act, STAGES>, maps
 }
 
 gemm_entry! {
@@ -139,7 +140,19 @@ gemm_entry! {
     ///
     /// # Safety
     /// As [`nvfp4_grouped_gemm_wgmma_f16a_wt`], with every problem's `k` a multiple of 64.
-    nvfp4_grouped_gemm_wgmma_f16b_wt => run_a16_wt::<F16BlockedAct>, maps
+    nvfp4_grouped_gemm_wgmma_f16b_wt => run_a16_wt::<F16BlockedAct, STAGES>, maps
+}
+
+gemm_entry! {
+    /// [`nvfp4_grouped_gemm_wgmma_f16b_wt`] with `STAGES_WT8` = 8 stages (172 KiB of shared
+    /// memory, one CTA an SM, up to 255 registers): what the host launches after the token
+    /// pass when the launch has at most one CTA an SM, so the shared memory and registers a
+    /// second CTA would have used keep seven chunks in flight instead of three. Same
+    /// parameters; launch with `SMEM_BYTES_A16_WT8` of dynamic shared memory.
+    ///
+    /// # Safety
+    /// As [`nvfp4_grouped_gemm_wgmma_f16b_wt`].
+    nvfp4_grouped_gemm_wgmma_f16b_wt8 => run_a16_wt::<F16BlockedAct, STAGES_WT8>, maps
 }
 
 gemm_entry! {
@@ -147,7 +160,7 @@ gemm_entry! {
     ///
     /// # Safety
     /// As [`nvfp4_grouped_gemm_wgmma_f16a_wt`].
-    nvfp4_grouped_gemm_wgmma_bf16a_wt => run_a16_wt::<Bf16Act>, maps
+    nvfp4_grouped_gemm_wgmma_bf16a_wt => run_a16_wt::<Bf16Act, STAGES>, maps
 }
 
 gemm_entry! {
@@ -258,12 +271,29 @@ impl<A: Act> TileFn for TilesTma<A> {
     }
 }
 
-// The `_wt` kernels' shared memory: as the 16-bit kernels', then one "empty" barrier per
-// stage after the "full" ones (A16_BARS), then the scheduler's words.
-const WT_EMPTY: u32 = A16_BARS + STAGES * 8;
+// The `_wt` kernels' shared memory with `s` stages: as the 16-bit kernels' (`s` token
+// tiles, then `s` x the weights' FP4 and scales, then the "full" barriers), then one "empty"
+// barrier per stage, then the scheduler's words.
+const fn wt_w(s: u32) -> u32 {
+    s * TOK16_STAGE_BYTES
+}
+const fn wt_full(s: u32) -> u32 {
+    wt_w(s) + s * W_STAGE_BYTES
+}
+const fn wt_empty(s: u32) -> u32 {
+    wt_full(s) + s * 8
+}
+const fn wt_sched(s: u32) -> u32 {
+    wt_empty(s) + s * 8
+}
 const _: () = assert!(
-    WT_EMPTY + STAGES * 8 + crate::tiling::SCHED_SMEM_BYTES
-        == crate::tiling::wgmma::SMEM_BYTES_A16_WT
+    wt_w(STAGES) == A16_W
+        && wt_full(STAGES) == A16_BARS
+        && wt_sched(STAGES) + crate::tiling::SCHED_SMEM_BYTES == SMEM_BYTES_A16_WT
+        && wt_sched(STAGES_WT8) + crate::tiling::SCHED_SMEM_BYTES == SMEM_BYTES_A16_WT8
+        && STAGES.is_power_of_two()
+        && STAGES_WT8.is_power_of_two()
+        && STAGES_WT8 <= 16
 );
 /// Bytes the TMA brings into a stage of the `_wt` kernels: the token tile and the weights' FP4.
 const WT_TX_BYTES: u32 = TOK16_STAGE_BYTES + TILE_N * ROW_BYTES;
@@ -275,7 +305,7 @@ const WT_TX_BYTES: u32 = TOK16_STAGE_BYTES + TILE_N * ROW_BYTES;
 /// thread (once the thread's wgmmas that read the stage are done). Every thread arrives once
 /// on every empty barrier at the start, so the first fill of every stage finds it released.
 #[inline(always)]
-unsafe fn run_a16_wt<A: Act>(
+unsafe fn run_a16_wt<A: Act, const S: u32>(
     table: *const ProblemDesc,
     num_problems: u32,
     total_tiles: u32,
@@ -287,17 +317,17 @@ unsafe fn run_a16_wt<A: Act>(
     let smem = unsafe { dyn_smem_base() };
     let tid = thread::tid();
     if tid == 0 {
-        for s in 0..STAGES {
+        for s in 0..S {
             unsafe {
-                tma::mbar_init(smem + A16_BARS + s * 8, 1 + TILE_N);
-                tma::mbar_init(smem + WT_EMPTY + s * 8, THREADS);
+                tma::mbar_init(smem + wt_full(S) + s * 8, 1 + TILE_N);
+                tma::mbar_init(smem + wt_empty(S) + s * 8, THREADS);
             }
         }
         unsafe { tma::fence_mbar_init() };
     }
     unsafe { thread::sync_cta() };
-    for s in 0..STAGES {
-        unsafe { tma::mbar_arrive(smem + WT_EMPTY + s * 8) };
+    for s in 0..S {
+        unsafe { tma::mbar_arrive(smem + wt_empty(S) + s * 8) };
     }
     unsafe {
         for_each_tile(
@@ -306,12 +336,12 @@ unsafe fn run_a16_wt<A: Act>(
             total_tiles,
             counts,
             mode,
-            smem + WT_EMPTY + STAGES * 8,
+            smem + wt_sched(S),
             THREADS,
             TILE_N,
             TILE_M,
             split,
-            &mut TilesTmaWt::<A> {
+            &mut TilesTmaWt::<A, S> {
                 smem,
                 table: table as u64,
                 maps,
@@ -326,7 +356,7 @@ unsafe fn run_a16_wt<A: Act>(
 /// The `_wt` kernels' tile work: the barriers' parities (bit `s`: the phase the next wait on
 /// stage `s` needs), `full` for every thread, `empty` for the stages the thread's warpgroup
 /// fills (`s % 2` = warpgroup).
-struct TilesTmaWt<A> {
+struct TilesTmaWt<A, const S: u32> {
     smem: u32,
     table: u64,
     maps: u64,
@@ -335,12 +365,12 @@ struct TilesTmaWt<A> {
     kind: PhantomData<A>,
 }
 
-impl<A: Act> TileFn for TilesTmaWt<A> {
+impl<A: Act, const S: u32> TileFn for TilesTmaWt<A, S> {
     #[inline(always)]
     unsafe fn tile(&mut self, tile: Tile) {
         let index = (tile.desc as u64 - self.table) / PROBLEM_DESC_BYTES as u64;
         let map = self.maps + index * 2 * TOKEN_MAP_BYTES;
-        unsafe { gemm_tile_tma_wt::<A>(self.smem, map, &mut self.full, &mut self.empty, tile) }
+        unsafe { gemm_tile_tma_wt::<A, S>(self.smem, map, &mut self.full, &mut self.empty, tile) }
     }
 }
 
@@ -353,10 +383,10 @@ impl<A: Act> TileFn for TilesTmaWt<A> {
 /// barrier; its thread r copies weight row r's 4 scale bytes and arrives on the full barrier
 /// when they land. Consuming chunk c: every thread waits for the full barrier before reading
 /// the stage's weights; after the `wait_group` that retires chunk c's wgmmas, every thread
-/// arrives on the empty barrier. Chunk c + STAGES - 1 goes into chunk c - 1's stage once
+/// arrives on the empty barrier. Chunk c + S - 1 (`S` stages) goes into chunk c - 1's stage once
 /// every thread retired it.
 #[inline(always)]
-unsafe fn gemm_tile_tma_wt<A: Act>(
+unsafe fn gemm_tile_tma_wt<A: Act, const S: u32>(
     smem: u32,
     map: u64,
     full: &mut u32,
@@ -389,10 +419,10 @@ unsafe fn gemm_tile_tma_wt<A: Act>(
         // Tested on a warp-uniform value so the branch does not diverge for ptxas (a
         // divergent path around the waits serialised the wgmmas).
         if unsafe { warp::uniform_warp_index() } / (TILE_N / 32) == stage % 2 {
-            unsafe { tma::mbar_wait(smem + WT_EMPTY + stage * 8, (*empty >> stage) & 1) };
+            unsafe { tma::mbar_wait(smem + wt_empty(S) + stage * 8, (*empty >> stage) & 1) };
             *empty ^= 1 << stage;
-            let bar = smem + A16_BARS + stage * 8;
-            let w = smem + A16_W + stage * W_STAGE_BYTES;
+            let bar = smem + wt_full(S) + stage * 8;
+            let w = smem + wt_w(S) + stage * W_STAGE_BYTES;
             let chunk = c0 + chunk;
             unsafe {
                 if tid == 0 {
@@ -413,25 +443,25 @@ unsafe fn gemm_tile_tma_wt<A: Act>(
     // Waits until chunk `chunk`'s stage is full (every thread).
     let wait_full = |chunk: u32, full: &mut u32| {
         let smem = unsafe { dyn_smem_base() };
-        let stage = chunk % STAGES;
-        unsafe { tma::mbar_wait(smem + A16_BARS + stage * 8, (*full >> stage) & 1) };
+        let stage = chunk % S;
+        unsafe { tma::mbar_wait(smem + wt_full(S) + stage * 8, (*full >> stage) & 1) };
         *full ^= 1 << stage;
     };
     // Lane 0 of each warp: chunk `chunk`'s stage is no longer read by this warp.
     let release = |chunk: u32| {
         let smem = unsafe { dyn_smem_base() };
-        unsafe { tma::mbar_arrive(smem + WT_EMPTY + (chunk % STAGES) * 8) };
+        unsafe { tma::mbar_arrive(smem + wt_empty(S) + (chunk % S) * 8) };
     };
 
     let mut acc = [0f32; 64];
-    for s in 0..STAGES - 1 {
+    for s in 0..S - 1 {
         if s < chunks {
             issue(s, s, empty);
         }
     }
     let subtiles = m_rem.min(TILE_M).div_ceil(32);
     let weights_of = |chunk: u32| {
-        let w = smem + A16_W + (chunk % STAGES) * W_STAGE_BYTES;
+        let w = smem + wt_w(S) + (chunk % S) * W_STAGE_BYTES;
         let (wrow, t) = quad_place(thread::tid_fresh());
         if A::BLOCKED {
             unsafe { weight_fragments_blocked::<A>(w, wrow, t) }
@@ -446,7 +476,7 @@ unsafe fn gemm_tile_tma_wt<A: Act>(
     macro_rules! step {
         ($chunk:expr, $cur:expr, $retire:expr) => {{
             let chunk: u32 = $chunk;
-            let tok = smem + (chunk % STAGES) * TOK16_STAGE_BYTES;
+            let tok = smem + (chunk % S) * TOK16_STAGE_BYTES;
             unsafe {
                 mma_chunk::<A>(&mut acc, $cur, subtiles, |s| {
                     wgmma::desc_sw128(tok + s * 32, 1024)
@@ -458,9 +488,9 @@ unsafe fn gemm_tile_tma_wt<A: Act>(
             if chunk > 0 {
                 release(chunk - 1);
             }
-            let ahead = chunk + STAGES - 1;
+            let ahead = chunk + S - 1;
             if ahead < chunks {
-                issue(ahead, ahead % STAGES, empty);
+                issue(ahead, ahead % S, empty);
             }
         }};
     }
