@@ -801,7 +801,13 @@ fn one_per_sm_deep_kernel() {
     );
     let many = GroupShape::new("many-tiles", &[40, 200, 76, 128], &[4096; 4], &[512; 4]);
     for (g, shape) in [&few, &many].into_iter().enumerate() {
-        let ps = group(18_000 + g as u64, shape, Distribution::FullRange, Plain, Blocked);
+        let ps = group(
+            18_000 + g as u64,
+            shape,
+            Distribution::FullRange,
+            Plain,
+            Blocked,
+        );
         let mut outs: Vec<Vec<Vec<f16>>> = Vec::new();
         for on in [true, false] {
             gpu.gemm.set_one_per_sm_deep(on);
@@ -836,7 +842,9 @@ fn one_per_sm_deep_kernel() {
         // Same sums whichever kernel ran (neither launch is cut: the groups' 64-value K and
         // the many-tile group's 8 chunks are below `SplitK::Auto`'s minimums).
         let bits = |o: &Vec<Vec<f16>>| -> Vec<Vec<u16>> {
-            o.iter().map(|v| v.iter().map(|x| x.to_bits()).collect()).collect()
+            o.iter()
+                .map(|v| v.iter().map(|x| x.to_bits()).collect())
+                .collect()
         };
         assert_eq!(bits(&outs[0]), bits(&outs[1]), "{}", shape.name);
     }
