@@ -64,6 +64,12 @@ if [[ $what == all || $what == tests ]]; then
     [ -x "$t" ] || continue
     NVFP4_TOKEN_DEQUANT=always run "test-$(basename "$t")-token-pass" "$t" --ignored --test-threads=1 "${multi[@]}"
   done
+  # And with the 8-stage one-tile-an-SM kernel off (its 4-stage form on every blocked-order
+  # launch), token pass on every NVFP4 group.
+  for t in $bin/tests/test-gpu $bin/tests/test-moe; do
+    [ -x "$t" ] || continue
+    NVFP4_ONE_PER_SM_DEEP=off NVFP4_TOKEN_DEQUANT=always run "test-$(basename "$t")-token-pass-deep-off" "$t" --ignored --test-threads=1 "${multi[@]}"
+  done
   for t in $bin/tests/test-gpu $bin/tests/test-properties; do
     [ -x "$t" ] || continue
     NVFP4_PATH=portable NVFP4_TOKEN_DEQUANT=always run "test-$(basename "$t")-token-pass-portable" "$t" --ignored --test-threads=1
