@@ -1317,8 +1317,9 @@ impl GroupedGemm {
     }
 
     /// Enqueues the plan's kernel launch on `stream` (two launches for a plan that takes the
-    /// token pass: the pass, then the GEMM; on the Hopper path a GEMM of more CTAs than SMs
-    /// is launched as the pass's programmatic dependent, so its CTAs start as the pass's
+    /// token pass: the pass, then the GEMM; on the Hopper path a GEMM of more CTAs than SMs,
+    /// or one running the 8-stage kernel ([`GroupPlan::one_per_sm_deep`]), is launched as
+    /// the pass's programmatic dependent, so its CTAs start as the pass's
     /// finish and wait on the device for the pass to complete). Does not synchronise the
     /// host, so it may be captured into a CUDA graph (keep the plan alive as long as the
     /// graph).
@@ -1460,9 +1461,11 @@ impl GroupedGemm {
         // G2 N4096 K1536 after the pass 35.1 us with it, 28.7 without). Not on the portable
         // path: there G2 N3072 K4096 ran 15% slower with it (likely the same placement: its
         // cut, one whole tile per SM and the rest in halves, needs the CTAs spread evenly).
+        // The 8-stage kernel (`plan.deep`) is: its 172 KiB of shared memory leave no room for
+        // a second CTA on an SM, so its CTAs cannot double up.
         let programmatic = plan.pass.is_some()
             && self.path == KernelPath::Hopper
-            && cfg.grid_dim.0 > self.sm_count;
+            && (cfg.grid_dim.0 > self.sm_count || plan.deep);
         // SAFETY: the arguments match the kernel's signature `(table: *const ProblemDesc,
         // num_problems: u32, total_tiles: u32, counts: *const u32, mode: u32, dp_tiles: u32,
         // parts: u32, ws: u64)`, followed by `maps: u64` for the kernels that take token maps
