@@ -799,18 +799,6 @@ pub mod tma {
         while !unsafe { mbar_try_wait(bar, parity) } {}
     }
 
-    /// `cp.async.bulk.prefetch.tensor.2d.L2`: brings the box at coordinates (`c0`, `c1`) of
-    /// the tensor map at generic address `map` into L2, nothing into shared memory (a hint:
-    /// no completion to wait for; boxes outside the tensor are dropped).
-    #[inline(always)]
-    pub unsafe fn prefetch_2d(map: u64, c0: u32, c1: u32) {
-        unsafe {
-            asm!("cp.async.bulk.prefetch.tensor.2d.L2.global.tile [{m}, {{{x}, {y}}}];",
-                 m = in(reg64) map, x = in(reg32) c0, y = in(reg32) c1,
-                 options(nostack, preserves_flags));
-        }
-    }
-
     /// `cp.async.bulk.tensor.2d` of the box at coordinates (`c0` along the contiguous
     /// dimension, `c1` along rows) of the tensor map at generic address `map` (64-byte
     /// aligned, in global memory, unchanged while the kernel runs) into shared memory at

@@ -17,7 +17,7 @@ macro_rules! unroll {
 }
 
 macro_rules! gemm_entry {
-    ($(#[$attr:meta])* $name:ident => $run:ident::<$($gen:tt),+> $(, $maps:ident)? $(; before_wait $pre:ident)?) => {
+    ($(#[$attr:meta])* $name:ident => $run:ident::<$($gen:tt),+> $(, $maps:ident)?) => {
         $(#[$attr])*
         #[unsafe(no_mangle)]
         #[allow(clippy::too_many_arguments)]
@@ -37,12 +37,8 @@ macro_rules! gemm_entry {
                 parts,
                 ws,
             };
-            // Work that reads only what the host uploaded before the pass (the table, the
-            // maps, the weights), never the pass's tokens: it overlaps the pass's end.
-            let _pre_maps: u64 = 0 $(+ $maps)?;
-            $(unsafe { $pre(table, num_problems, total_tiles, mode, split, _pre_maps) };)?
             // After a token pass the host launches the GEMM as the pass's programmatic
-            // dependent: nothing after this may read the tokens before the pass is done.
+            // dependent: nothing here may read the table or tokens before the pass is done.
             unsafe { $crate::device::arch::grid::dependency_wait() };
             unsafe { $run::<$($gen),+>(table, num_problems, total_tiles, counts, mode, split $(, $maps)?) }
         }

@@ -21,29 +21,6 @@ const SCRATCH: u32 = ROWS + 4 * (MAX_DEVICE_GROUPS as u32 + 1);
 const _: () = assert!(SCRATCH + 4 * 32 <= SCHED_SMEM_BYTES);
 const _: () = assert!(SCRATCH % 8 == 0 && super::split::RECORD_BYTES <= 4 * 32);
 
-/// With host sizes ([`SizeMode::Host`]): the problem that owns linear tile `tile` (below the
-/// launch's `total_tiles`) and the tile's first weight row, as [`for_each_tile`] maps them;
-/// `None` for a problem without tiles.
-///
-/// # Safety
-/// As [`for_each_tile`] in host mode.
-#[cfg(nvfp4_sm90a)]
-#[inline(always)]
-pub unsafe fn host_tile_rows(
-    table: *const ProblemDesc,
-    num_problems: u32,
-    tile: u32,
-    tile_n: u32,
-    tile_m: u32,
-) -> Option<(u32, u32)> {
-    let p = search(num_problems, tile, |q| unsafe {
-        (*table.add(q as usize)).tile_start
-    });
-    let d = unsafe { &*table.add(p as usize) };
-    let tiles_m = d.m.div_ceil(tile_m);
-    (tiles_m > 0).then(|| (p, ((tile - d.tile_start) / tiles_m) * tile_n))
-}
-
 /// Index of the problem that owns linear tile `tile`: the largest `p` with
 /// `start(p) <= tile` (problems with no tiles share their successor's start and are
 /// skipped by taking the largest). Binary search: `num_problems` <= `MAX_PROBLEMS` = 2^16.

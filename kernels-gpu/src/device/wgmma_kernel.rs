@@ -48,12 +48,10 @@
 use super::arch::{copy, dyn_smem_base, half, shared, thread, tma, warp, wgmma};
 use super::dequant::{Act, Bf16Act, F16Act, F16BlockedAct, Fp4Act, a_fragments_for, fp4x8_scaled};
 use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow};
-use super::sched::{self, Tile, TileFn, for_each_tile};
+use super::sched::{Tile, TileFn, for_each_tile};
 use super::split::{Span, combine};
 use crate::fp4::{fp4_byte_pair, fp4_byte_pair_selector};
-use crate::problem::{
-    FLAG_OUT_BF16, PROBLEM_DESC_BYTES, ProblemDesc, SizeMode, Split, TOKEN_MAP_BYTES,
-};
+use crate::problem::{FLAG_OUT_BF16, PROBLEM_DESC_BYTES, ProblemDesc, Split, TOKEN_MAP_BYTES};
 use crate::tiling::CHUNK_K;
 use crate::tiling::wgmma::{
     SMEM_BYTES_A16, SMEM_BYTES_A16_WT, SMEM_BYTES_A16_WT8, STAGES, STAGES_WT8, THREADS, TILE_M,
@@ -154,43 +152,7 @@ gemm_entry! {
     ///
     /// # Safety
     /// As [`nvfp4_grouped_gemm_wgmma_f16b_wt`].
-    nvfp4_grouped_gemm_wgmma_f16b_wt8 => run_a16_wt::<F16BlockedAct, STAGES_WT8>, maps;
-        before_wait prefetch_first_weights
-}
-
-/// Chunks of its first tile's weights each CTA of `_f16b_wt8` has prefetched into L2 before
-/// it waits for the token pass: 32 x 4 KiB a CTA, 17 MiB over 132 SMs.
-const WT8_PREFETCH_CHUNKS: u32 = 32;
-
-/// Before `griddepcontrol.wait` in `_f16b_wt8` (one tile an SM): thread 0 has the TMA
-/// prefetch into L2 the FP4 of the first `WT8_PREFETCH_CHUNKS` chunks of this CTA's first
-/// tile, so their DRAM reads overlap the token pass. It reads only what the host uploaded
-/// before the pass (the table and the weight maps) and the weights. Host sizes and uncut
-/// launches only; nothing otherwise (the prefetch is a hint).
-#[inline(always)]
-unsafe fn prefetch_first_weights(
-    table: *const ProblemDesc,
-    num_problems: u32,
-    total_tiles: u32,
-    mode: u32,
-    split: Split,
-    maps: u64,
-) {
-    let tile = thread::ctaid();
-    let host_sizes = SizeMode::from_code(mode) == Some(SizeMode::Host);
-    if thread::tid() != 0 || !host_sizes || split.parts > 1 || tile >= total_tiles {
-        return;
-    }
-    let Some((p, n0)) =
-        (unsafe { sched::host_tile_rows(table, num_problems, tile, TILE_N, TILE_M) })
-    else {
-        return;
-    };
-    let k = unsafe { (*table.add(p as usize)).k };
-    let wmap = maps + u64::from(p) * 2 * TOKEN_MAP_BYTES as u64 + TOKEN_MAP_BYTES as u64;
-    for c in 0..k.div_ceil(CHUNK_K).min(WT8_PREFETCH_CHUNKS) {
-        unsafe { tma::prefetch_2d(wmap, c * ROW_BYTES, n0) };
-    }
+    nvfp4_grouped_gemm_wgmma_f16b_wt8 => run_a16_wt::<F16BlockedAct, STAGES_WT8>, maps
 }
 
 gemm_entry! {
