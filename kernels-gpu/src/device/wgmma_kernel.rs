@@ -43,7 +43,9 @@
 //! quad multiplies exactly the 16 values of scale block `t` in every k-step. The `_f16b_wt`
 //! entry then builds a row's A fragments from one 8-byte load and one scale
 //! ([`weight_fragments_blocked`]): 81 SASS instructions for a chunk's fragments against 121 in
-//! natural order. Everything else is the `_wt` kernel.
+//! natural order. Everything else is the `_wt` kernel. Its 8-stage form
+//! ([`nvfp4_grouped_gemm_wgmma_f16b_wt8`], `run_a16_wt` with `S` = 8: 172 KiB, one CTA an SM)
+//! is what the host runs for launches of at most one tile an SM.
 
 use super::arch::{copy, dyn_smem_base, half, shared, thread, tma, warp, wgmma};
 use super::dequant::{Act, Bf16Act, F16Act, F16BlockedAct, Fp4Act, a_fragments_for, fp4x8_scaled};
@@ -145,8 +147,8 @@ gemm_entry! {
 
 gemm_entry! {
     /// [`nvfp4_grouped_gemm_wgmma_f16b_wt`] with `STAGES_WT8` = 8 stages (172 KiB of shared
-    /// memory, one CTA an SM, up to 255 registers): what the host launches after the token
-    /// pass when the launch has at most one CTA an SM, so the shared memory and registers a
+    /// memory, one CTA an SM, no 128-register cap): what the host launches after the token
+    /// pass when the launch has at most one work unit an SM, so the shared memory and registers a
     /// second CTA would have used keep seven chunks in flight instead of three. Same
     /// parameters; launch with `SMEM_BYTES_A16_WT8` of dynamic shared memory.
     ///
