@@ -702,12 +702,12 @@ impl GroupedGemm {
             KernelPath::Portable => None,
         };
         let func_wt8 = match path {
-            KernelPath::Hopper => {
-                let func = load_kernel(&GROUPED_GEMM_WGMMA_F16B_WT8)?;
-                // One CTA must fit; a GPU with less shared memory an SM keeps the 4 stages.
-                (ptx_module::ctas_per_sm(&func, &GROUPED_GEMM_WGMMA_F16B_WT8, 0) >= 1)
-                    .then_some(func)
-            }
+            // Optional: where its 172 KiB cannot be granted (the attribute refused, or no CTA
+            // fits an SM) plans keep the 4-stage kernel. (The GPU test
+            // `one_per_sm_deep_kernel` checks that Hopper plans do get it.)
+            KernelPath::Hopper => load_kernel(&GROUPED_GEMM_WGMMA_F16B_WT8)
+                .ok()
+                .filter(|f| ptx_module::ctas_per_sm(f, &GROUPED_GEMM_WGMMA_F16B_WT8, 0) >= 1),
             KernelPath::Portable => None,
         };
         Ok(Self {
