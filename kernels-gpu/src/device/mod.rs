@@ -8,7 +8,9 @@
 /// dp_tiles, parts, ws)`, plus `maps: u64` for the kernels that read tokens by TMA
 /// (`KernelInfo::token_maps`). The body calls `$run::<$act>` with the first five and the
 /// [`crate::problem::Split`] of `dp_tiles`, `parts`, `ws` (and `maps`). One definition of the
-/// ABI for all six entries.
+/// ABI for all six entries. Every entry first waits for the grid it may depend on (see
+/// [`arch::grid`]), except those marked `; waits_itself`, whose `$run` calls
+/// `dependency_wait` itself before it reads anything that grid writes.
 /// `unroll!(i in [0, 1, 2] { ... })`: the body once per listed value, `i` a `usize` constant in
 /// each copy, so that arrays indexed by `i` stay in registers (LLVM does not always unroll,
 /// and a run-time index sends the array to local memory).
@@ -17,7 +19,7 @@ macro_rules! unroll {
 }
 
 macro_rules! gemm_entry {
-    ($(#[$attr:meta])* $name:ident => $run:ident::<$($gen:tt),+> $(, $maps:ident)?) => {
+    ($(#[$attr:meta])* $name:ident => $run:ident::<$($gen:tt),+> $(, $maps:ident)? $(; $waits:ident)?) => {
         $(#[$attr])*
         #[unsafe(no_mangle)]
         #[allow(clippy::too_many_arguments)]
@@ -38,8 +40,11 @@ macro_rules! gemm_entry {
                 ws,
             };
             // After a token pass the host launches the GEMM as the pass's programmatic
-            // dependent: nothing here may read the table or tokens before the pass is done.
-            unsafe { $crate::device::arch::grid::dependency_wait() };
+            // dependent: nothing may read the tokens before the pass is done.
+            let waits_itself = false $(|| { let _ = stringify!($waits); true })?;
+            if !waits_itself {
+                unsafe { $crate::device::arch::grid::dependency_wait() };
+            }
             unsafe { $run::<$($gen),+>(table, num_problems, total_tiles, counts, mode, split $(, $maps)?) }
         }
     };

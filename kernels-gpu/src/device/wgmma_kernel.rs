@@ -47,7 +47,7 @@
 //! ([`nvfp4_grouped_gemm_wgmma_f16b_wt8`], `run_a16_wt` with `S` = 8: 172 KiB, one CTA an SM)
 //! is what the host runs for launches of at most one tile an SM.
 
-use super::arch::{copy, dyn_smem_base, half, shared, thread, tma, warp, wgmma};
+use super::arch::{copy, dyn_smem_base, grid, half, shared, thread, tma, warp, wgmma};
 use super::dequant::{Act, Bf16Act, F16Act, F16BlockedAct, Fp4Act, a_fragments_for, fp4x8_scaled};
 use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow};
 use super::sched::{Tile, TileFn, for_each_tile};
@@ -149,12 +149,13 @@ gemm_entry! {
     /// [`nvfp4_grouped_gemm_wgmma_f16b_wt`] with `STAGES_WT8` = 8 stages (172 KiB of shared
     /// memory, one CTA an SM, no 128-register cap): what the host launches after the token
     /// pass when the launch has at most one work unit an SM, so the shared memory and registers a
-    /// second CTA would have used keep seven chunks in flight instead of three. Same
+    /// second CTA would have used keep seven chunks in flight instead of three. It issues its
+    /// first weight copies before waiting for the token pass (see [`gemm_tile_tma_wt`]). Same
     /// parameters; launch with `SMEM_BYTES_A16_WT8` of dynamic shared memory.
     ///
     /// # Safety
     /// As [`nvfp4_grouped_gemm_wgmma_f16b_wt`].
-    nvfp4_grouped_gemm_wgmma_f16b_wt8 => run_a16_wt::<F16BlockedAct, STAGES_WT8>, maps
+    nvfp4_grouped_gemm_wgmma_f16b_wt8 => run_a16_wt::<F16BlockedAct, STAGES_WT8>, maps; waits_itself
 }
 
 gemm_entry! {
@@ -299,6 +300,10 @@ const _: () = assert!(
 );
 /// Bytes the TMA brings into a stage of the `_wt` kernels: the token tile and the weights' FP4.
 const WT_TX_BYTES: u32 = TOK16_STAGE_BYTES + TILE_N * ROW_BYTES;
+/// What a `_wt` stage fill issues (see [`gemm_tile_tma_wt`]): the weights' FP4 and scales
+/// (after the stage's empty barrier, counting the stage's bytes), the token tile.
+const FILL_WEIGHTS: u32 = 1;
+const FILL_TOKENS: u32 = 2;
 
 /// The persistent loop of the `_wt` entries. Thread 0 initialises the barriers: stage `s`'s
 /// full barrier completes after the `expect_tx` arrival of its filler's first thread (the
@@ -349,6 +354,7 @@ unsafe fn run_a16_wt<A: Act, const S: u32>(
                 maps,
                 full: 0,
                 empty: 0,
+                waited: false,
                 kind: PhantomData,
             },
         );
@@ -364,6 +370,9 @@ struct TilesTmaWt<A, const S: u32> {
     maps: u64,
     full: u32,
     empty: u32,
+    /// Whether this thread has passed `griddepcontrol.wait` (the 8-stage kernel waits in its
+    /// first tile's prologue; the others at their entry).
+    waited: bool,
     kind: PhantomData<A>,
 }
 
@@ -372,7 +381,16 @@ impl<A: Act, const S: u32> TileFn for TilesTmaWt<A, S> {
     unsafe fn tile(&mut self, tile: Tile) {
         let index = (tile.desc as u64 - self.table) / PROBLEM_DESC_BYTES as u64;
         let map = self.maps + index * 2 * TOKEN_MAP_BYTES;
-        unsafe { gemm_tile_tma_wt::<A, S>(self.smem, map, &mut self.full, &mut self.empty, tile) }
+        unsafe {
+            gemm_tile_tma_wt::<A, S>(
+                self.smem,
+                map,
+                &mut self.full,
+                &mut self.empty,
+                &mut self.waited,
+                tile,
+            )
+        }
     }
 }
 
@@ -387,12 +405,20 @@ impl<A: Act, const S: u32> TileFn for TilesTmaWt<A, S> {
 /// the stage's weights; after the `wait_group` that retires chunk c's wgmmas, every thread
 /// arrives on the empty barrier. Chunk c + S - 1 (`S` stages) goes into chunk c - 1's stage once
 /// every thread retired it.
+///
+/// The 8-stage kernel's entry does not wait for the token pass (`griddepcontrol.wait`) before
+/// it starts: the first tile (`waited` false) fills its first `S - 1` stages with weights
+/// (FP4 and scales: the caller's data, not the pass's), then every thread waits for the pass,
+/// then the fillers bring those stages' token tiles. The weights' DRAM latency then overlaps
+/// the pass (H100 run 156: G2 N3072 K4096 about 1 us faster). `waited` is true from then on,
+/// and from the start in the other kernels, whose entries wait.
 #[inline(always)]
 unsafe fn gemm_tile_tma_wt<A: Act, const S: u32>(
     smem: u32,
     map: u64,
     full: &mut u32,
     empty: &mut u32,
+    waited: &mut bool,
     tile: Tile,
 ) {
     let Tile {
@@ -415,30 +441,48 @@ unsafe fn gemm_tile_tma_wt<A: Act, const S: u32>(
     // scale row r, its first thread has the TMA bring the rest), the other nothing, so both
     // warpgroups carry the same share of the copies. (The closures read the shared-memory
     // base afresh: addresses kept live across the loop would not fit in the registers.)
-    let issue = |chunk: u32, stage: u32, empty: &mut u32| {
+    //
+    // `what` says which copies: `FILL_WEIGHTS` (wait for the stage's empty barrier, count
+    // the whole stage's TMA bytes, the weights' FP4 and scales), `FILL_TOKENS` (the token
+    // tile), or both. The first tile of a CTA issues its prologue's weights before
+    // `griddepcontrol.wait` and their tokens after it, so that the weights' latency overlaps
+    // the token pass when the launch is its programmatic dependent.
+    let issue = |chunk: u32, stage: u32, empty: &mut u32, what: u32| {
         let tid = thread::tid_fresh() % TILE_N;
         let smem = unsafe { dyn_smem_base() };
         // Tested on a warp-uniform value so the branch does not diverge for ptxas (a
         // divergent path around the waits serialised the wgmmas).
         if unsafe { warp::uniform_warp_index() } / (TILE_N / 32) == stage % 2 {
-            unsafe { tma::mbar_wait(smem + wt_empty(S) + stage * 8, (*empty >> stage) & 1) };
-            *empty ^= 1 << stage;
             let bar = smem + wt_full(S) + stage * 8;
             let w = smem + wt_w(S) + stage * W_STAGE_BYTES;
             let chunk = c0 + chunk;
+            if what & FILL_WEIGHTS != 0 {
+                unsafe {
+                    tma::mbar_wait(smem + wt_empty(S) + stage * 8, (*empty >> stage) & 1);
+                }
+                *empty ^= 1 << stage;
+            }
             unsafe {
                 if tid == 0 {
-                    tma::mbar_arrive_expect_tx(bar, WT_TX_BYTES);
-                    tma::load_2d(
-                        smem + stage * TOK16_STAGE_BYTES,
-                        map,
-                        chunk * CHUNK_K,
-                        m0,
-                        bar,
-                    );
-                    tma::load_2d(w, wmap, chunk * ROW_BYTES, n0, bar);
+                    if what & FILL_WEIGHTS != 0 {
+                        tma::mbar_arrive_expect_tx(bar, WT_TX_BYTES);
+                    }
+                    if what & FILL_TOKENS != 0 {
+                        tma::load_2d(
+                            smem + stage * TOK16_STAGE_BYTES,
+                            map,
+                            chunk * CHUNK_K,
+                            m0,
+                            bar,
+                        );
+                    }
+                    if what & FILL_WEIGHTS != 0 {
+                        tma::load_2d(w, wmap, chunk * ROW_BYTES, n0, bar);
+                    }
                 }
-                scales.issue_then_arrive(chunk, w + A16_W_SF + tid * ROW_SCALES, bar);
+                if what & FILL_WEIGHTS != 0 {
+                    scales.issue_then_arrive(chunk, w + A16_W_SF + tid * ROW_SCALES, bar);
+                }
             }
         }
     };
@@ -456,9 +500,26 @@ unsafe fn gemm_tile_tma_wt<A: Act, const S: u32>(
     };
 
     let mut acc = [0f32; 64];
-    for s in 0..S - 1 {
-        if s < chunks {
-            issue(s, s, empty);
+    // Only the 8-stage kernel issues its first weights early (its entry leaves the wait to
+    // this prologue): the 4-stage kernels' 128 registers do not hold the second prologue.
+    if S != STAGES_WT8 || *waited {
+        for s in 0..S - 1 {
+            if s < chunks {
+                issue(s, s, empty, FILL_WEIGHTS | FILL_TOKENS);
+            }
+        }
+    } else {
+        for s in 0..S - 1 {
+            if s < chunks {
+                issue(s, s, empty, FILL_WEIGHTS);
+            }
+        }
+        unsafe { grid::dependency_wait() };
+        *waited = true;
+        for s in 0..S - 1 {
+            if s < chunks {
+                issue(s, s, empty, FILL_TOKENS);
+            }
         }
     }
     let subtiles = m_rem.min(TILE_M).div_ceil(32);
@@ -492,7 +553,7 @@ unsafe fn gemm_tile_tma_wt<A: Act, const S: u32>(
             }
             let ahead = chunk + S - 1;
             if ahead < chunks {
-                issue(ahead, ahead % S, empty);
+                issue(ahead, ahead % S, empty, FILL_WEIGHTS | FILL_TOKENS);
             }
         }};
     }
