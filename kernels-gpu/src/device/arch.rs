@@ -204,6 +204,23 @@ pub mod shared {
                  options(nostack, preserves_flags));
         }
     }
+    /// `stmatrix.sync.aligned.m8n8.x4.trans.shared.b16` (sm_90): four 8 x 8 matrices of
+    /// 16-bit values, transposed. Register `q` of lane `l` holds row `l / 4`, columns
+    /// `2 (l % 4)` and `+ 1` (low half first) of matrix `q`; lane `8 q + r` gives the
+    /// 16-byte-aligned address of stored row `r` of matrix `q`, which receives the matrix's
+    /// column `r` (rows 0 .. 7 in order).
+    ///
+    /// # Safety
+    /// All 32 lanes of the warp call it together, with addresses inside shared memory.
+    #[cfg(nvfp4_sm90a)]
+    #[inline(always)]
+    pub unsafe fn stmatrix_x4_trans(addr: u32, r: [u32; 4]) {
+        unsafe {
+            asm!("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [{a}], {{{x}, {y}, {z}, {w}}};",
+                 a = in(reg32) addr, x = in(reg32) r[0], y = in(reg32) r[1], z = in(reg32) r[2],
+                 w = in(reg32) r[3], options(nostack, preserves_flags));
+        }
+    }
     /// `st.shared.v4.u32` (16-byte aligned).
     #[inline(always)]
     pub unsafe fn st_v4(addr: u32, v: [u32; 4]) {
@@ -327,6 +344,28 @@ pub mod half {
         unsafe {
             asm!("cvt.rn.bf16x2.f32 {d}, {x}, {x};", d = out(reg32) d, x = in(reg32) x,
                  options(pure, nomem, nostack, preserves_flags));
+        }
+        d
+    }
+    /// `cvt.rn.f16x2.f32`: `lo` and `hi` rounded to fp16 (nearest even), `lo` in the low half.
+    #[cfg(nvfp4_sm90a)]
+    #[inline(always)]
+    pub fn pack_f16x2(lo: f32, hi: f32) -> u32 {
+        let d: u32;
+        unsafe {
+            asm!("cvt.rn.f16x2.f32 {d}, {h}, {l};", d = out(reg32) d, h = in(reg32) hi,
+                 l = in(reg32) lo, options(pure, nomem, nostack, preserves_flags));
+        }
+        d
+    }
+    /// `cvt.rn.bf16x2.f32`: `lo` and `hi` rounded to bf16 (nearest even), `lo` in the low half.
+    #[cfg(nvfp4_sm90a)]
+    #[inline(always)]
+    pub fn pack_bf16x2(lo: f32, hi: f32) -> u32 {
+        let d: u32;
+        unsafe {
+            asm!("cvt.rn.bf16x2.f32 {d}, {h}, {l};", d = out(reg32) d, h = in(reg32) hi,
+                 l = in(reg32) lo, options(pure, nomem, nostack, preserves_flags));
         }
         d
     }

@@ -47,7 +47,7 @@
 //! ([`nvfp4_grouped_gemm_wgmma_f16b_wt8`], `run_a16_wt` with `S` = 8: 172 KiB, one CTA an SM)
 //! is what the host runs for launches of at most one tile an SM.
 
-use super::arch::{copy, dyn_smem_base, grid, half, shared, thread, tma, warp, wgmma};
+use super::arch::{copy, dyn_smem_base, global, grid, half, shared, thread, tma, warp, wgmma};
 use super::dequant::{Act, Bf16Act, F16Act, F16BlockedAct, Fp4Act, a_fragments_for, fp4x8_scaled};
 use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow};
 use super::sched::{Tile, TileFn, for_each_tile};
@@ -584,7 +584,9 @@ unsafe fn gemm_tile_tma_wt<A: Act, const S: u32>(
         release(chunks - 1);
     }
     let (wrow, t) = quad_place(thread::tid_fresh());
-    unsafe { finish_tile::<A>(acc, desc, n0, m0, m_rem, wrow, t, true, &span) };
+    // The token ring's first two stages hold the staged tile: every chunk's wgmmas are done
+    // (`wait_all`) and no fill of this tile is left in flight.
+    unsafe { finish_tile::<A>(acc, desc, n0, m0, m_rem, wrow, t, true, &span, Some(smem)) };
 }
 
 /// One 128 x 128 tile with NVFP4 tokens (`A` = [`Fp4Act`]): tokens and weights come through
@@ -708,7 +710,7 @@ unsafe fn gemm_tile<A: Act>(smem: u32, tile: Tile) {
         unsafe { wgmma::wait_all(&a, &mut acc) };
         a = next_a;
     }
-    unsafe { finish_tile::<A>(acc, desc, n0, m0, m_rem, wrow, t, false, &span) };
+    unsafe { finish_tile::<A>(acc, desc, n0, m0, m_rem, wrow, t, false, &span, None) };
 }
 
 /// One 128 x 128 tile with 16-bit tokens (`A` = [`F16Act`] or [`Bf16Act`]).
@@ -848,7 +850,7 @@ unsafe fn gemm_tile_tma<A: Act>(smem: u32, map: u64, phases: &mut u32, tile: Til
         wgmma::wait_all(&a1, &mut acc);
     }
     let (wrow, t) = quad_place(thread::tid_fresh());
-    unsafe { finish_tile::<A>(acc, desc, n0, m0, m_rem, wrow, t, true, &span) };
+    unsafe { finish_tile::<A>(acc, desc, n0, m0, m_rem, wrow, t, true, &span, None) };
 }
 
 /// Thread `tid`'s first weight row in the CTA tile (rows `wrow` and `wrow + 8` of its
@@ -930,13 +932,114 @@ unsafe fn finish_tile<A: Act>(
     t: u32,
     a16: bool,
     span: &Span,
+    staging: Option<u32>,
 ) {
     let subtiles = m_rem.min(TILE_M).div_ceil(32) as usize;
     // SAFETY: [f32; 64] and [[f32; 4]; 16] are the same 64 floats; quad i is subtile i / 4.
     let mut quads: [[f32; 4]; 16] = unsafe { core::mem::transmute(acc) };
     if unsafe { combine(&mut quads, |i| i / 4 < subtiles, &span, THREADS) } {
         let acc: [f32; 64] = unsafe { core::mem::transmute(quads) };
-        unsafe { store_tile::<A>(&acc, desc, n0, m0, m_rem, wrow, t, a16) };
+        match staging {
+            Some(stage) => unsafe { store_tile_staged::<A>(&acc, desc, n0, m0, m_rem, stage) },
+            None => unsafe { store_tile::<A>(&acc, desc, n0, m0, m_rem, wrow, t, a16) },
+        }
+    }
+}
+
+/// Bytes of one token's row of the staged output tile (128 fp16 or bf16 values).
+const STAGED_ROW_BYTES: u32 = 2 * TILE_N;
+
+/// [`store_tile`] through shared memory (the `_wt` kernels, 16-bit activations): each warp
+/// writes its accumulators, scaled and rounded, transposed into a token-major tile at `stage`
+/// (`stmatrix .trans`, 8 x 8 blocks: one token's 8 weight rows in 16 bytes), then the CTA
+/// copies the tile's rows out in 16-byte pieces, 16 threads a token row, so that the
+/// stores to `c` are whole 32-byte sectors instead of 2-byte scatters. Row `m` of the staged
+/// tile is at `stage + 256 m`; its 16-byte piece `p` (weight rows `8 p ..`) at piece `p ^ (m %
+/// 8)`, so neither side conflicts on banks. Pieces that pass `n` or a `c` row that is not
+/// 16-byte aligned are stored value by value. Needs 32 KiB at `stage` that no copy is
+/// writing and no wgmma reading; the caller's barrier in [`combine`] has passed every
+/// warpgroup's last `wait_group`. Ends with the async-proxy fence and a barrier, so the next
+/// tile's TMA copies may overwrite the staging memory.
+#[inline(always)]
+unsafe fn store_tile_staged<A: Act>(
+    acc: &[f32; 64],
+    desc: *const ProblemDesc,
+    n0: u32,
+    m0: u32,
+    m_rem: u32,
+    stage: u32,
+) {
+    let (alpha, c, ldc, n, flags) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*desc).alpha),
+            core::ptr::read_volatile(&raw const (*desc).c) as *mut u16,
+            core::ptr::read_volatile(&raw const (*desc).ldc),
+            (*desc).n,
+            core::ptr::read_volatile(&raw const (*desc).flags),
+        )
+    };
+    let bf16_out = flags & FLAG_OUT_BF16 != 0;
+    let factor = alpha * A::SHIFT;
+    let tid = thread::tid_fresh();
+    let (lane, warp) = (tid % 32, tid / 32);
+    let rows = m_rem.min(TILE_M);
+    let subtiles = rows.div_ceil(32);
+    // Lane 8 q + r addresses stored row r (token 8 j + r) of matrix q: q / 2 picks the n8
+    // block of the pair, q % 2 the warp's upper 8 weight rows (piece 2 warp + q % 2).
+    let (q, r) = (lane / 8, lane % 8);
+    let piece = 2 * warp + q % 2;
+    let at = stage + (8 * (q / 2) + r) * STAGED_ROW_BYTES + ((piece ^ r) * 16);
+    let pack = |lo: f32, hi: f32| {
+        if bf16_out {
+            half::pack_bf16x2(lo * factor, hi * factor)
+        } else {
+            half::pack_f16x2(lo * factor, hi * factor)
+        }
+    };
+    unsafe { wgmma::fence_proxy_async_shared() };
+    unroll!(i in [0, 1, 2, 3] {
+        if (i as u32) < subtiles {
+            unroll!(jp in [0, 1] {
+                // n8 blocks j = 2 jp and 2 jp + 1 of subtile i: accumulators 16 i + 4 j ..,
+                // (row g, tokens 2t, 2t + 1) then (row g + 8, the same tokens).
+                let a = 16 * i + 8 * jp;
+                let regs = [
+                    pack(acc[a], acc[a + 1]),
+                    pack(acc[a + 2], acc[a + 3]),
+                    pack(acc[a + 4], acc[a + 5]),
+                    pack(acc[a + 6], acc[a + 7]),
+                ];
+                let token0 = 32 * i as u32 + 16 * jp as u32;
+                unsafe { shared::stmatrix_x4_trans(at + token0 * STAGED_ROW_BYTES, regs) };
+            });
+        }
+    });
+    unsafe { thread::sync_cta() };
+    // Thread tid copies piece tid % 16 of tokens tid / 16, + 16, ...
+    let p = tid % 16;
+    let col = n0 + 8 * p;
+    let whole = col + 8 <= n && (c as u64 | ldc * 2) % 16 == 0;
+    unroll!(k in [0, 1, 2, 3, 4, 5, 6, 7] {
+        let m = tid / 16 + 16 * k as u32;
+        if m < rows && col < n {
+            let v = unsafe { shared::ld_v4(stage + m * STAGED_ROW_BYTES + ((p ^ (m % 8)) * 16)) };
+            let idx = (m0 + m) as u64 * ldc + col as u64;
+            if whole {
+                unsafe { global::st_v4(c.add(idx as usize) as u64, v) };
+            } else {
+                unroll!(e in [0, 1, 2, 3, 4, 5, 6, 7] {
+                    if col + (e as u32) < n {
+                        let x = (v[e / 2] >> (16 * (e % 2))) as u16;
+                        unsafe { c.add(idx as usize + e).write(x) };
+                    }
+                });
+            }
+        }
+    });
+    unsafe {
+        // These reads of the staging memory come before the next tile's TMA writes to it.
+        wgmma::fence_proxy_async_shared();
+        thread::sync_cta();
     }
 }
 
