@@ -467,6 +467,32 @@ pub mod global {
         [x, y, z, w]
     }
 
+    /// `ld.global.nc.u32` (4-byte aligned, read-only during the launch): through L1, so a line
+    /// the kernel read before is usually still there. Not `pure`: it stays where it is
+    /// written (after a loop, say) instead of being hoisted.
+    #[cfg(nvfp4_sm90a)]
+    #[inline(always)]
+    pub unsafe fn ld_nc_u32(src: u64) -> u32 {
+        let v: u32;
+        unsafe {
+            asm!("{{ .reg .u64 g; cvta.to.global.u64 g, {s}; ld.global.nc.u32 {v}, [g]; }}",
+                 v = out(reg32) v, s = in(reg64) src, options(nostack, readonly, preserves_flags));
+        }
+        v
+    }
+
+    /// [`ld_nc_u32`] of a `u64` (8-byte aligned).
+    #[cfg(nvfp4_sm90a)]
+    #[inline(always)]
+    pub unsafe fn ld_nc_u64(src: u64) -> u64 {
+        let v: u64;
+        unsafe {
+            asm!("{{ .reg .u64 g; cvta.to.global.u64 g, {s}; ld.global.nc.u64 {v}, [g]; }}",
+                 v = out(reg64) v, s = in(reg64) src, options(nostack, readonly, preserves_flags));
+        }
+        v
+    }
+
     /// `st.global.v2.u32` (8-byte aligned).
     #[inline(always)]
     pub unsafe fn st_v2(dst: u64, v: [u32; 2]) {

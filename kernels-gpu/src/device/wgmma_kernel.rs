@@ -969,13 +969,16 @@ unsafe fn store_tile_staged<A: Act>(
     m_rem: u32,
     stage: u32,
 ) {
+    // The descriptor's line is usually still in L1 from the tile's start: read through the
+    // non-coherent path (a volatile read would go to L2 and stall the epilogue's start).
+    let field = |f: *const u8| f as u64;
     let (alpha, c, ldc, n, flags) = unsafe {
         (
-            core::ptr::read_volatile(&raw const (*desc).alpha),
-            core::ptr::read_volatile(&raw const (*desc).c) as *mut u16,
-            core::ptr::read_volatile(&raw const (*desc).ldc),
-            (*desc).n,
-            core::ptr::read_volatile(&raw const (*desc).flags),
+            f32::from_bits(global::ld_nc_u32(field((&raw const (*desc).alpha).cast()))),
+            global::ld_nc_u64(field((&raw const (*desc).c).cast())) as *mut u16,
+            global::ld_nc_u64(field((&raw const (*desc).ldc).cast())),
+            global::ld_nc_u32(field((&raw const (*desc).n).cast())),
+            global::ld_nc_u32(field((&raw const (*desc).flags).cast())),
         )
     };
     let bf16_out = flags & FLAG_OUT_BF16 != 0;
