@@ -46,6 +46,13 @@
 //! natural order. Everything else is the `_wt` kernel. Its 8-stage form
 //! ([`nvfp4_grouped_gemm_wgmma_f16b_wt8`], `run_a16_wt` with `S` = 8: 172 KiB, one CTA an SM)
 //! is what the host runs for launches of at most one tile an SM.
+//!
+//! # Epilogue
+//! The `_wt` kernels stage each finished tile in the first 32 KiB of their token ring
+//! ([`store_tile_staged`]): `stmatrix .trans` turns each warp's accumulator fragments into
+//! token-major rows, and the CTA stores them 16 bytes a thread, whole sectors along each
+//! token's row of `c`. The other Hopper kernels store each value from its fragment
+//! ([`store_tile`]): the staged form spills at their 128 registers.
 
 use super::arch::{copy, dyn_smem_base, global, grid, half, shared, thread, tma, warp, wgmma};
 use super::dequant::{Act, Bf16Act, F16Act, F16BlockedAct, Fp4Act, a_fragments_for, fp4x8_scaled};
