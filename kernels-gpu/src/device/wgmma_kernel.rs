@@ -145,19 +145,20 @@ gemm_entry! {
     /// [`crate::fp4::blocked_k`], as the token pass writes them in its `paired` = 2 mode: what
     /// NVFP4 groups whose every `k` is a multiple of 64 run after the pass. Each thread
     /// dequantizes whole scale blocks of its weight rows (one 8-byte load and one scale a row
-    /// and chunk; see [`weight_fragments_blocked`]). Same parameters and launch.
+    /// and chunk; see [`weight_fragments_blocked`]). Its tiles' first weight copies go out
+    /// before it waits for the token pass (see [`gemm_tile_tma_wt`]). Same parameters and
+    /// launch.
     ///
     /// # Safety
     /// As [`nvfp4_grouped_gemm_wgmma_f16a_wt`], with every problem's `k` a multiple of 64.
-    nvfp4_grouped_gemm_wgmma_f16b_wt => run_a16_wt::<F16BlockedAct, STAGES>, maps
+    nvfp4_grouped_gemm_wgmma_f16b_wt => run_a16_wt::<F16BlockedAct, STAGES>, maps; waits_itself
 }
 
 gemm_entry! {
     /// [`nvfp4_grouped_gemm_wgmma_f16b_wt`] with `STAGES_WT8` = 8 stages (172 KiB of shared
     /// memory, one CTA an SM, no 128-register cap): what the host launches after the token
     /// pass when the launch has at most one work unit an SM, so the shared memory and registers a
-    /// second CTA would have used keep seven chunks in flight instead of three. It issues its
-    /// first weight copies before waiting for the token pass (see [`gemm_tile_tma_wt`]). Same
+    /// second CTA would have used keep seven chunks in flight instead of three. Same
     /// parameters; launch with `SMEM_BYTES_A16_WT8` of dynamic shared memory.
     ///
     /// # Safety
@@ -377,8 +378,8 @@ struct TilesTmaWt<A, const S: u32> {
     maps: u64,
     full: u32,
     empty: u32,
-    /// Whether this thread has passed `griddepcontrol.wait` (the 8-stage kernel waits in its
-    /// first tile's prologue; the others at their entry).
+    /// Whether this thread has passed `griddepcontrol.wait` (the blocked-order kernels wait
+    /// in their first tile's prologue; the others at their entry).
     waited: bool,
     kind: PhantomData<A>,
 }
@@ -413,12 +414,13 @@ impl<A: Act, const S: u32> TileFn for TilesTmaWt<A, S> {
 /// arrives on the empty barrier. Chunk c + S - 1 (`S` stages) goes into chunk c - 1's stage once
 /// every thread retired it.
 ///
-/// The 8-stage kernel's entry does not wait for the token pass (`griddepcontrol.wait`) before
-/// it starts: the first tile (`waited` false) fills its first `S - 1` stages with weights
-/// (FP4 and scales: the caller's data, not the pass's), then every thread waits for the pass,
-/// then the fillers bring those stages' token tiles. The weights' DRAM latency then overlaps
-/// the pass (H100 run 156: G2 N3072 K4096 about 1 us faster). `waited` is true from then on,
-/// and from the start in the other kernels, whose entries wait.
+/// The blocked-order kernels' entries (`_f16b_wt`, `_f16b_wt8`: what runs after the token
+/// pass) do not wait for the pass (`griddepcontrol.wait`) before they start: each tile's
+/// prologue fills its first `S - 1` stages with weights (FP4 and scales: the caller's data,
+/// not the pass's) first, then, the first time (`waited` false), every thread waits for the
+/// pass, then the fillers bring those stages' token tiles. The first weights' DRAM latency
+/// then overlaps the pass (H100 run 156: G2 N3072 K4096 about 1 us faster). The other
+/// entries wait first thing and fill each stage whole.
 #[inline(always)]
 unsafe fn gemm_tile_tma_wt<A: Act, const S: u32>(
     smem: u32,
@@ -507,25 +509,29 @@ unsafe fn gemm_tile_tma_wt<A: Act, const S: u32>(
     };
 
     let mut acc = [0f32; 64];
-    // Only the 8-stage kernel issues its first weights early (its entry leaves the wait to
-    // this prologue): the 4-stage kernels' 128 registers do not hold the second prologue.
-    if S != STAGES_WT8 || *waited {
-        for s in 0..S - 1 {
-            if s < chunks {
-                issue(s, s, empty, FILL_WEIGHTS | FILL_TOKENS);
-            }
-        }
-    } else {
+    if A::BLOCKED {
+        // The blocked-order kernels run after the token pass: every tile's prologue issues
+        // its weights first, then (the first time: after waiting for the pass, which their
+        // entries leave to this prologue) its token tiles. One prologue for all tiles, which
+        // the 4-stage kernel's 128 registers hold.
         for s in 0..S - 1 {
             if s < chunks {
                 issue(s, s, empty, FILL_WEIGHTS);
             }
         }
-        unsafe { grid::dependency_wait() };
-        *waited = true;
+        if !*waited {
+            unsafe { grid::dependency_wait() };
+            *waited = true;
+        }
         for s in 0..S - 1 {
             if s < chunks {
                 issue(s, s, empty, FILL_TOKENS);
+            }
+        }
+    } else {
+        for s in 0..S - 1 {
+            if s < chunks {
+                issue(s, s, empty, FILL_WEIGHTS | FILL_TOKENS);
             }
         }
     }
