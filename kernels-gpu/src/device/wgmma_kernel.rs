@@ -453,9 +453,9 @@ unsafe fn gemm_tile_tma_wt<A: Act, const S: u32>(
     //
     // `what` says which copies: `FILL_WEIGHTS` (wait for the stage's empty barrier, count
     // the whole stage's TMA bytes, the weights' FP4 and scales), `FILL_TOKENS` (the token
-    // tile), or both. The first tile of a CTA issues its prologue's weights before
-    // `griddepcontrol.wait` and their tokens after it, so that the weights' latency overlaps
-    // the token pass when the launch is its programmatic dependent.
+    // tile), or both. The blocked-order kernels' prologues issue the weights of their first
+    // stages before the tokens, and the first one waits for the token pass in between, so
+    // that the weights' latency overlaps the pass when the launch is its dependent.
     let issue = |chunk: u32, stage: u32, empty: &mut u32, what: u32| {
         let tid = thread::tid_fresh() % TILE_N;
         let smem = unsafe { dyn_smem_base() };
