@@ -745,6 +745,18 @@ fn split_k_group(gpu: &mut Gpu, shape: &GroupShape, sfa: ScaleLayout, sfb: Scale
     }
 }
 
+/// A ragged group of eight problems for the token-pass tests: M = 1, 7, 40, 76, 0, 129, 200 and
+/// `last_m`, N not a multiple of the 128-row tile (130, 127, 129, 300, 64, 72, 96 and
+/// `last_n`), every K a multiple of 64 (64 to 4096).
+fn ragged_eight(name: &str, last_m: usize, last_n: usize) -> GroupShape {
+    GroupShape::new(
+        name,
+        &[1, 7, 40, 76, 0, 129, 200, last_m],
+        &[130, 127, 129, 300, 64, 72, 96, last_n],
+        &[64, 640, 128, 2048, 64, 192, 1024, 4096],
+    )
+}
+
 /// NVFP4 groups through the token pass in both K orders (full-range data, ragged M, N not a
 /// multiple of the tile, both scale layouts): the Hopper path takes the blocked order
 /// (`_f16b_wt`) only when the switch is on and every problem's `k` is a multiple of 64 (a
@@ -757,12 +769,7 @@ fn token_pass_blocked_k_order() {
     let hopper = gpu.gemm.path() == nvfp4::KernelPath::Hopper;
     gpu.gemm.set_token_dequant(TokenDequant::Always);
     gpu.gemm.set_weights_by_tma(true);
-    let whole = GroupShape::new(
-        "k64",
-        &[1, 7, 40, 76, 0, 129, 200, 256],
-        &[130, 127, 129, 300, 64, 72, 96, 256],
-        &[64, 640, 128, 2048, 64, 192, 1024, 4096],
-    );
+    let whole = ragged_eight("k64", 256, 256);
     let mut ragged_k = whole.clone();
     ragged_k.name = "k96".into();
     ragged_k.problems[2].2 = 96;
@@ -809,12 +816,7 @@ fn one_per_sm_deep_kernel() {
     let hopper = gpu.gemm.path() == nvfp4::KernelPath::Hopper;
     gpu.gemm.set_token_dequant(TokenDequant::Always);
     gpu.gemm.set_split_k(SplitK::Auto);
-    let few = GroupShape::new(
-        "few-tiles",
-        &[1, 7, 40, 76, 0, 129, 200, 320],
-        &[130, 127, 129, 300, 64, 72, 96, 3072],
-        &[64, 640, 128, 2048, 64, 192, 1024, 4096],
-    );
+    let few = ragged_eight("few-tiles", 320, 3072);
     let many = GroupShape::new("many-tiles", &[40, 200, 76, 128], &[4096; 4], &[512; 4]);
     for (g, shape) in [&few, &many].into_iter().enumerate() {
         let ps = group(

@@ -984,14 +984,13 @@ unsafe fn store_tile_staged<A: Act>(
 ) {
     // The descriptor's line is usually still in L1 from the tile's start: read through the
     // non-coherent path (a volatile read would go to L2 and stall the epilogue's start).
-    let field = |f: *const u8| f as u64;
     let (alpha, c, ldc, n, flags) = unsafe {
         (
-            f32::from_bits(global::ld_nc_u32(field((&raw const (*desc).alpha).cast()))),
-            global::ld_nc_u64(field((&raw const (*desc).c).cast())) as *mut u16,
-            global::ld_nc_u64(field((&raw const (*desc).ldc).cast())),
-            global::ld_nc_u32(field((&raw const (*desc).n).cast())),
-            global::ld_nc_u32(field((&raw const (*desc).flags).cast())),
+            f32::from_bits(global::ld_nc_u32(&raw const (*desc).alpha as u64)),
+            global::ld_nc_u64(&raw const (*desc).c as u64) as *mut u16,
+            global::ld_nc_u64(&raw const (*desc).ldc as u64),
+            global::ld_nc_u32(&raw const (*desc).n as u64),
+            global::ld_nc_u32(&raw const (*desc).flags as u64),
         )
     };
     let bf16_out = flags & FLAG_OUT_BF16 != 0;
