@@ -1459,9 +1459,10 @@ impl GroupedGemm {
         // 161) for the pass to complete. That saves the launch gap (H100 run 83: 2-2.5% on G8
         // N7168 K2048 and G2 N3072 K4096). Not with at most one CTA an SM: CTAs placed while
         // the pass still holds SMs can land two on one SM, which then takes twice as long
-        // (H100 run 114: G2 N4096 K1536 after the pass 35.1 us with it, 28.7 without). Not on the portable
-        // path: there G2 N3072 K4096 ran 15% slower with it (likely the same placement: its
-        // cut, one whole tile per SM and the rest in halves, needs the CTAs spread evenly).
+        // (H100 run 114: G2 N4096 K1536 after the pass 35.1 us with it, 28.7 without). Not on
+        // the portable path: there G2 N3072 K4096 ran 15% slower with it (likely the same
+        // placement: its cut, one whole tile per SM and the rest in halves, needs the CTAs
+        // spread evenly).
         // The 8-stage kernel (`plan.deep`) is: its 172 KiB of shared memory leave no room for
         // a second CTA on an SM, so its CTAs cannot double up.
         let programmatic = plan.pass.is_some()
