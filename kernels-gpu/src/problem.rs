@@ -139,6 +139,21 @@ pub const fn split_counter_bytes(cut: u32) -> u64 {
     (cut as u64 * 4).next_multiple_of(256)
 }
 
+/// Bytes of a split workspace for `cut` tiles cut into `parts` (counters, then the parts'
+/// slots) for a CTA of `threads` threads; with [`MODE_DYNAMIC`] the launch's unit counter
+/// (4 bytes) follows, at this offset.
+pub const fn split_ws_bytes(cut: u32, parts: u32, threads: u32) -> u64 {
+    split_counter_bytes(cut) + cut as u64 * parts as u64 * split_partial_bytes(threads)
+}
+
+/// Flag in the kernels' `mode` argument (host sizes only): the CTAs take their units past
+/// the first (`blockIdx.x`) from a counter in the split workspace (at
+/// [`split_ws_bytes`]`(total_tiles - dp_tiles, parts, threads)`; `parts` 1 and `dp_tiles` =
+/// `total_tiles` when no tile is cut), zero before the launch and left zero by it, instead
+/// of striding by `gridDim.x`. Only the kernels that support it (the blocked-order `_wt`
+/// ones) read it; the others ignore it and stride.
+pub const MODE_DYNAMIC: u32 = 1 << 8;
+
 /// The most problems one launch takes (the tile search is a binary search over this table).
 pub const MAX_PROBLEMS: usize = 1 << 16;
 

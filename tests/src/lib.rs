@@ -83,9 +83,13 @@ impl Gpu {
         // run the 8-stage kernel (the default) or the 4-stage one, so the suite can check
         // both.
         gemm.set_one_per_sm_deep(env_on("NVFP4_ONE_PER_SM_DEEP"));
+        // NVFP4_DYNAMIC_UNITS=on|off: blocked-order launches of more tiles than CTA slots
+        // take their later tiles from a counter (the default) or every grid-th, so the suite
+        // can check both.
+        gemm.set_dynamic_units(env_on("NVFP4_DYNAMIC_UNITS"));
         let (major, minor) = gemm.compute_capability();
         eprintln!(
-            "device: {} (sm_{major}{minor}), {} SMs x {} CTAs (W4A16: {}), PTX {}, kernel {}, token pass {:?}, split-K {:?}, weights by TMA {}, blocked K {}, one-per-SM deep {}",
+            "device: {} (sm_{major}{minor}), {} SMs x {} CTAs (W4A16: {}), PTX {}, kernel {}, token pass {:?}, split-K {:?}, weights by TMA {}, blocked K {}, one-per-SM deep {}, dynamic units {}",
             ctx.name().unwrap_or_else(|_| "?".into()),
             gemm.sm_count(),
             gemm.ctas_per_sm(),
@@ -96,7 +100,8 @@ impl Gpu {
             gemm.split_k(),
             gemm.weights_by_tma(),
             gemm.blocked_k(),
-            gemm.one_per_sm_deep()
+            gemm.one_per_sm_deep(),
+            gemm.dynamic_units()
         );
         Self { ctx, stream, gemm }
     }

@@ -865,3 +865,106 @@ fn one_per_sm_deep_kernel() {
         assert_eq!(bits(&outs[0]), bits(&outs[1]), "{}", shape.name);
     }
 }
+
+/// Dynamic units: on the Hopper path a blocked-order launch of more whole tiles than CTA
+/// slots takes the tiles past its first wave from a counter in the plan's workspace, which
+/// each launch must leave zero for the next. Three launches of one such plan (C poisoned
+/// before each), and three of the same group with the switch off, are bitwise equal (each
+/// tile's sums do not depend on which CTA computes it) and match the reference. Ragged M (0,
+/// 1, 7, 40, 76, ...), one N not a multiple of 128, 8 K chunks (below `SplitK::Auto`'s
+/// minimum: nothing is cut).
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn dynamic_units_relaunched() {
+    let mut gpu = Gpu::new();
+    let hopper = gpu.gemm.path() == nvfp4::KernelPath::Hopper;
+    gpu.gemm.set_token_dequant(TokenDequant::Always);
+    gpu.gemm.set_split_k(SplitK::Auto);
+    let shape = GroupShape::new(
+        "dynamic",
+        &[40, 200, 76, 128, 7, 1, 0, 300],
+        &[4096, 4000, 4096, 4096, 4096, 4096, 4096, 4096],
+        &[512; 8],
+    );
+    let ps = group(19_000, &shape, Distribution::FullRange, Plain, Blocked);
+    let slots = gpu.gemm.sm_count() * gpu.gemm.ctas_per_sm_for(nvfp4::Activation::F16);
+    let mut first: Option<Vec<Vec<u16>>> = None;
+    let mut ldcs = Vec::new();
+    for on in [true, false] {
+        gpu.gemm.set_dynamic_units(on);
+        let mut dps = gpu.upload_all(&ps, Layout::default());
+        let outs: Vec<(u64, usize, usize)> = dps
+            .iter_mut()
+            .map(|dp| {
+                let (len, ldc) = (dp.c.len(), dp.ldc);
+                (dp.problem().c.addr(), len, ldc)
+            })
+            .collect();
+        ldcs = outs.iter().map(|o| o.2).collect();
+        let group_problems = problems(&mut dps);
+        let plan = gpu.gemm.plan(&gpu.stream, &group_problems).expect("plan");
+        // 320 tiles on the Hopper path: more than two CTAs an SM on GPUs of up to 159 SMs.
+        let many = plan.total_tiles() > slots;
+        if hopper && gpu.gemm.sm_count() < 160 {
+            assert!(many, "{} tiles, {slots} slots", plan.total_tiles());
+        }
+        assert_eq!(plan.split_k_schedule().1, 1, "not cut");
+        assert_eq!(
+            plan.dynamic_units(),
+            hopper && on && many && plan.blocked_k(),
+            "switch {on}, {:?} path",
+            gpu.gemm.path()
+        );
+        println!(
+            "dynamic switch {on}: {} tiles on {slots} slots, dynamic units {}",
+            plan.total_tiles(),
+            plan.dynamic_units()
+        );
+        for launch in 0..3 {
+            gpu.stream.synchronize().unwrap();
+            for &(addr, len, _) in &outs {
+                // SAFETY: addr .. + 2 * len is a C buffer of `dps`, alive and idle.
+                unsafe { nvfp4::cudarc::driver::result::memset_d8_sync(addr, 0xFF, 2 * len) }
+                    .unwrap();
+            }
+            gpu.gemm.launch(&gpu.stream, &plan).expect("launch");
+            gpu.stream.synchronize().unwrap();
+            let got: Vec<Vec<u16>> = outs
+                .iter()
+                .map(|&(addr, len, _)| {
+                    let mut out = vec![f16::ZERO; len];
+                    // SAFETY: as above; the launch has finished.
+                    unsafe { nvfp4::cudarc::driver::result::memcpy_dtoh_sync(&mut out, addr) }
+                        .unwrap();
+                    out.iter().map(|x| x.to_bits()).collect()
+                })
+                .collect();
+            match &first {
+                None => first = Some(got),
+                Some(f) => assert!(
+                    f == &got,
+                    "switch {on}, launch {launch}: not bitwise the first launch's"
+                ),
+            }
+        }
+        drop(plan);
+        drop(group_problems);
+    }
+    let first = first.expect("launched");
+    let got: Vec<Vec<f16>> = ps
+        .iter()
+        .zip(&first)
+        .zip(&ldcs)
+        .map(|((p, bits), &ldc)| {
+            (0..p.m)
+                .flat_map(|r| {
+                    bits[r * ldc..r * ldc + p.n]
+                        .iter()
+                        .map(|&b| f16::from_bits(b))
+                })
+                .collect()
+        })
+        .collect();
+    let s = check_group("dynamic units", &ps, &got, Tolerance::FullRange);
+    assert!(s.passed(), "dynamic units: {} bad elements", s.bad);
+}

@@ -94,6 +94,10 @@ COMMON OPTIONS:
                     on (default) or off: whether launches of that kernel with at most one
                     tile an SM run its 8-stage form, _f16b_wt8, one CTA an SM
                     (GroupedGemm::set_one_per_sm_deep).
+    --dynamic-units W
+                    on (default) or off: whether blocked-order launches of more tiles than
+                    CTA slots hand out their tiles past the first wave from a counter
+                    (GroupedGemm::set_dynamic_units).
     --cpu           Run the CPU reference path even when a GPU is present.
     -h, --help      This text.
 
@@ -169,6 +173,7 @@ pub struct Tuning {
     pub weights_tma: bool,
     pub blocked_k: bool,
     pub one_per_sm_deep: bool,
+    pub dynamic_units: bool,
 }
 
 impl Default for Tuning {
@@ -179,6 +184,7 @@ impl Default for Tuning {
             weights_tma: true,
             blocked_k: true,
             one_per_sm_deep: true,
+            dynamic_units: true,
         }
     }
 }
@@ -301,6 +307,9 @@ fn common(name: &str, cur: &mut Cursor<'_>, opts: &mut CommonOpts) -> Result<boo
         }
         "--one-per-sm-deep" => {
             opts.tuning.one_per_sm_deep = on_off(name, cur.value(name)?)?;
+        }
+        "--dynamic-units" => {
+            opts.tuning.dynamic_units = on_off(name, cur.value(name)?)?;
         }
         "--split-k" => {
             opts.tuning.split_k = match cur.value(name)? {
@@ -533,7 +542,7 @@ mod tests {
         let b = bench(
             "bench --shapes G8_N4096_K7168 --shapes=m=1,2;n=128;k=64 --iters=50 --json out.json \
              --seed 0x10 --portable --cpu --scales BLOCKED --token-pass never --split-k 3 \
-             --weights-tma off --blocked-k off --one-per-sm-deep off",
+             --weights-tma off --blocked-k off --one-per-sm-deep off --dynamic-units off",
         );
         assert_eq!(b.shapes.len(), 2);
         assert_eq!(b.shapes[1].problems, vec![(1, 128, 64), (2, 128, 64)]);
@@ -551,6 +560,7 @@ mod tests {
                     weights_tma: false,
                     blocked_k: false,
                     one_per_sm_deep: false,
+                    dynamic_units: false,
                 },
             }
         );

@@ -209,6 +209,7 @@ pub fn run_gpu(ctx: Arc<CudaContext>, opts: &BenchOpts, progress: &Progress) -> 
                     ("weights_by_tma", Json::Bool(gemm.weights_by_tma())),
                     ("blocked_k", Json::Bool(gemm.blocked_k())),
                     ("one_per_sm_deep", Json::Bool(gemm.one_per_sm_deep())),
+                    ("dynamic_units", Json::Bool(gemm.dynamic_units())),
                     (
                         "token_pass",
                         Json::str(format!("{:?}", gemm.token_dequant())),

@@ -68,13 +68,14 @@ pub fn load_gemm(
     gemm.set_weights_by_tma(tuning.weights_tma);
     gemm.set_blocked_k(tuning.blocked_k);
     gemm.set_one_per_sm_deep(tuning.one_per_sm_deep);
+    gemm.set_dynamic_units(tuning.dynamic_units);
     let (major, minor) = gemm.compute_capability();
     println!(
         "device: {name} (compute capability {major}.{minor}, {} SMs)",
         gemm.sm_count()
     );
     println!(
-        "kernel: {} ({:?} path{}, {} PTX, {} CTAs/SM, token pass {:?}, split-K {:?}, weights by TMA {}, blocked K {}, one-per-SM deep {})",
+        "kernel: {} ({:?} path{}, {} PTX, {} CTAs/SM, token pass {:?}, split-K {:?}, weights by TMA {}, blocked K {}, one-per-SM deep {}, dynamic units {})",
         gemm.kernel_name(),
         gemm.path(),
         if portable {
@@ -88,7 +89,8 @@ pub fn load_gemm(
         gemm.split_k(),
         if gemm.weights_by_tma() { "on" } else { "off" },
         if gemm.blocked_k() { "on" } else { "off" },
-        if gemm.one_per_sm_deep() { "on" } else { "off" }
+        if gemm.one_per_sm_deep() { "on" } else { "off" },
+        if gemm.dynamic_units() { "on" } else { "off" }
     );
     Ok(gemm)
 }

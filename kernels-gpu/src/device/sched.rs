@@ -8,8 +8,10 @@
 //! has no tiles, so it costs one read of its count.
 
 use super::arch::{shared, thread, warp};
-use super::split::{Span, Unit};
-use crate::problem::{MAX_DEVICE_GROUPS, ProblemDesc, SizeMode, Split};
+use super::split::{Span, Unit, dynamic_init, dynamic_next};
+use crate::problem::{
+    MAX_DEVICE_GROUPS, MODE_DYNAMIC, ProblemDesc, SizeMode, Split, split_ws_bytes,
+};
 use crate::tiling::CHUNK_K;
 
 /// Shared memory the scheduler needs (per CTA): tile starts and rows (or row offsets) of
@@ -178,6 +180,11 @@ pub struct Tile {
 /// inlined into the loop: LLVM declined to inline a closure this large, which cost a call
 /// with a stack frame).
 pub trait TileFn {
+    /// Whether the kernel honours [`crate::problem::MODE_DYNAMIC`]: its tile work calls
+    /// [`super::split::dynamic_fetch`] on the tile's record after its K loop (thread 0, before
+    /// a CTA barrier), and [`for_each_tile`] takes the CTA's next unit from it.
+    const DYNAMIC: bool = false;
+
     /// Computes `tile` (see [`Tile`]). Every thread of the CTA calls it.
     ///
     /// # Safety
@@ -203,7 +210,7 @@ pub trait TileFn {
 /// and `counts` holds `num_problems` words.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub unsafe fn for_each_tile(
+pub unsafe fn for_each_tile<T: TileFn>(
     table: *const ProblemDesc,
     num_problems: u32,
     total_tiles: u32,
@@ -214,8 +221,15 @@ pub unsafe fn for_each_tile(
     tile_n: u32,
     tile_m: u32,
     split: Split,
-    tile_fn: &mut impl TileFn,
+    tile_fn: &mut T,
 ) {
+    // Only kernels whose tile work fetches read the flag (the others' code is as before).
+    let dynamic = T::DYNAMIC && mode & MODE_DYNAMIC != 0;
+    let mode = if T::DYNAMIC {
+        mode & !MODE_DYNAMIC
+    } else {
+        mode
+    };
     let mode = SizeMode::from_code(mode).unwrap_or(SizeMode::Host);
     // Tiles are only cut with host sizes (the device modes' counts are not known up front).
     let split = if mode == SizeMode::Host {
@@ -240,6 +254,19 @@ pub unsafe fn for_each_tile(
         },
     };
     let units = Unit::count(total, &split);
+    // Tiles are only cut, and units only fetched, with host sizes.
+    let dynamic = dynamic && mode == SizeMode::Host;
+    if dynamic {
+        let cut = if split.parts <= 1 {
+            0
+        } else {
+            total - split.dp_tiles.min(total)
+        };
+        let counter = split.ws + split_ws_bytes(cut, split.parts.max(1), threads);
+        unsafe { dynamic_init(sched + SCRATCH, counter, units) };
+    } else if T::DYNAMIC {
+        unsafe { dynamic_init(sched + SCRATCH, 0, units) };
+    }
     let mut index = thread::ctaid();
     while index < units {
         let unit = Unit::new(index, &split);
@@ -279,6 +306,13 @@ pub unsafe fn for_each_tile(
                 span,
             })
         };
-        index += thread::nctaid();
+        if dynamic {
+            // The tile work fetched after its K loop; every thread reads the value before
+            // the barrier, and thread 0 writes the next one only after it.
+            index = thread::nctaid().saturating_add(unsafe { dynamic_next(sched + SCRATCH) });
+            unsafe { thread::sync_cta() };
+        } else {
+            index += thread::nctaid();
+        }
     }
 }

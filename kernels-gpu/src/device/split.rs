@@ -59,8 +59,14 @@ const REC_PARTS: u32 = 4;
 const REC_INDEX: u32 = 8;
 const REC_SLOT0: u32 = 16;
 const REC_COUNTER: u32 = 24;
+/// Dynamic units: the launch's unit counter (`u64`, 0 when the CTA strides over the units).
+const REC_DYN: u32 = 32;
+/// Dynamic units: the launch's unit count.
+const REC_UNITS: u32 = 40;
+/// Dynamic units: the counter value the last fetch returned.
+const REC_NEXT: u32 = 44;
 /// Bytes of the shared-memory record.
-pub const RECORD_BYTES: u32 = 32;
+pub const RECORD_BYTES: u32 = 48;
 
 impl Part {
     /// Writes the record at `rec` (one thread).
@@ -188,6 +194,59 @@ impl Unit {
         }
         Span { c0, c1, rec }
     }
+}
+
+/// Dynamic units (see [`crate::problem::MODE_DYNAMIC`]): thread 0 records the launch's unit
+/// counter (`counter`, 0 for none) and unit count in the record at `rec`, once per CTA.
+///
+/// # Safety
+/// `rec` is the CTA's part record ([`RECORD_BYTES`] of shared memory, 8-byte aligned).
+#[inline(always)]
+pub unsafe fn dynamic_init(rec: u32, counter: u64, units: u32) {
+    if thread::tid() == 0 {
+        unsafe {
+            shared::st_u32(rec + REC_DYN, counter as u32);
+            shared::st_u32(rec + REC_DYN + 4, (counter >> 32) as u32);
+            shared::st_u32(rec + REC_UNITS, units);
+        }
+    }
+}
+
+/// Dynamic units: thread 0 takes the next value of the launch's unit counter into the
+/// record (nothing when the launch has no counter). Every CTA that had a first unit fetches
+/// until the value names no unit, so a launch of `units` units fetches exactly `units`
+/// times (`units - grid` units past the first ones, plus one failed fetch per CTA that had
+/// work): the fetch that returns `units - 1` is the launch's last, and resets the counter to 0
+/// for the next launch.
+///
+/// # Safety
+/// After [`dynamic_init`] on the same record; the counter is the launch's, zero at its
+/// start. The caller publishes the record word with a CTA barrier before
+/// [`dynamic_next`] reads it.
+#[cfg_attr(not(nvfp4_sm90a), allow(dead_code))]
+#[inline(always)]
+pub unsafe fn dynamic_fetch(rec: u32) {
+    if thread::tid_fresh() == 0 {
+        let r = |off: u32| unsafe { shared::ld_u32(rec + off) };
+        let counter = r(REC_DYN) as u64 | (r(REC_DYN + 4) as u64) << 32;
+        if counter != 0 {
+            let v = unsafe { global::atom_add_u32(counter, 1) };
+            if v.wrapping_add(1) == r(REC_UNITS) {
+                unsafe { global::st_relaxed_u32(counter, 0) };
+            }
+            unsafe { shared::st_u32(rec + REC_NEXT, v) };
+        }
+    }
+}
+
+/// Dynamic units: the counter value of the CTA's last [`dynamic_fetch`] (every thread, after
+/// a barrier that follows the fetch).
+///
+/// # Safety
+/// As [`dynamic_fetch`].
+#[inline(always)]
+pub unsafe fn dynamic_next(rec: u32) -> u32 {
+    unsafe { shared::ld_u32(rec + REC_NEXT) }
 }
 
 /// After a tile's K loop, with this thread's accumulators `acc` (quad `i` only where

@@ -58,7 +58,7 @@ use super::arch::{copy, dyn_smem_base, global, grid, half, shared, thread, tma, 
 use super::dequant::{Act, Bf16Act, F16Act, F16BlockedAct, Fp4Act, a_fragments_for, fp4x8_scaled};
 use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow};
 use super::sched::{Tile, TileFn, for_each_tile};
-use super::split::{Span, combine};
+use super::split::{Span, combine, dynamic_fetch};
 use crate::fp4::{fp4_byte_pair, fp4_byte_pair_selector};
 use crate::problem::{FLAG_OUT_BF16, PROBLEM_DESC_BYTES, ProblemDesc, Split, TOKEN_MAP_BYTES};
 use crate::tiling::CHUNK_K;
@@ -385,6 +385,8 @@ struct TilesTmaWt<A, const S: u32> {
 }
 
 impl<A: Act, const S: u32> TileFn for TilesTmaWt<A, S> {
+    const DYNAMIC: bool = A::BLOCKED;
+
     #[inline(always)]
     unsafe fn tile(&mut self, tile: Tile) {
         let index = (tile.desc as u64 - self.table) / PROBLEM_DESC_BYTES as u64;
@@ -595,6 +597,13 @@ unsafe fn gemm_tile_tma_wt<A: Act, const S: u32>(
     }
     if chunks > 0 {
         release(chunks - 1);
+    }
+    if A::BLOCKED {
+        unsafe {
+            // Dynamic units: the CTA's next unit, taken now so that the fetch's latency
+            // overlaps the epilogue (whose first barrier, in `combine`, publishes it).
+            dynamic_fetch(span.rec);
+        }
     }
     let (wrow, t) = quad_place(thread::tid_fresh());
     // The token ring's first two stages hold the staged tile: every chunk's wgmmas are done
