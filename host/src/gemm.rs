@@ -837,9 +837,9 @@ impl GroupedGemm {
     /// takes its first tile by its index and every later one from a counter in the plan's
     /// workspace (4 bytes, zeroed when the plan is made and left zero by every launch) as
     /// its previous tile's K loop ends, so CTAs that run faster (an SM to themselves, fewer
-    /// tokens) take more tiles, instead of every CTA taking every `grid`-th tile (H100 run
-    /// 172: G8 N7168 K2048, 728 tiles on 264 CTA slots, 2-3% faster). The sums are bitwise the
-    /// same either way. Launches with cut tiles keep the static order (their units past the
+    /// tokens) take more tiles, instead of every CTA taking every `grid`-th tile (H100
+    /// runs 172-173: G8 N7168 K2048, 728 tiles on 264 CTA slots, 2-3% faster). The sums are
+    /// bitwise the same either way. Launches with cut tiles keep the static order (their units past the
     /// first wave are one part a CTA). No effect on the portable path. Plans already made
     /// keep theirs.
     pub fn set_dynamic_units(&mut self, on: bool) {
@@ -1270,9 +1270,9 @@ impl GroupedGemm {
             .split_k
             .schedule(tiles, slots, self.sm_count, min_chunks);
         // Dynamic units only where they balance something: more whole tiles than CTA slots
-        // (H100 run 172: G8 N7168 K2048, 728 tiles on 264 slots, 2-3% faster). A cut launch
-        // has one part a CTA after its whole tile, and finer cuts cost more than they
-        // balance (run 172: +4% to +37%).
+        // (H100 runs 172-173: G8 N7168 K2048, 728 tiles on 264 slots, 2-3% faster). A cut
+        // launch has one part a CTA after its whole tile, and finer cuts cost more than
+        // they balance (run 172: +4% to +37%).
         let dynamic = dynamic && parts <= 1 && tiles > slots;
         if parts <= 1 && !dynamic {
             return Ok((Split::default(), None, tiles, false));
