@@ -622,7 +622,7 @@ pub struct GroupedGemm {
     /// Whether plans may use the blocked K order after the token pass (default true; see
     /// [`GroupedGemm::set_blocked_k`]).
     blocked_k: bool,
-    /// Whether blocked-order plans take their units dynamically (see
+    /// Whether `_wt` plans take their units dynamically (see
     /// [`GroupedGemm::set_dynamic_units`]).
     dynamic_units: bool,
     /// When plans of NVFP4 groups use that pass.
@@ -831,8 +831,9 @@ impl GroupedGemm {
         self.one_per_sm_deep
     }
 
-    /// Sets whether the blocked-order plans made from now on (see
-    /// [`GroupedGemm::set_blocked_k`]; host sizes) hand out their tiles dynamically when
+    /// Sets whether the plans made from now on that run a Hopper `_wt` kernel (16-bit tokens,
+    /// weights by TMA: NVFP4 groups after the token pass, and W4A16 groups; see
+    /// [`GroupedGemm::set_weights_by_tma`]; host sizes) hand out their tiles dynamically when
     /// they have more tiles than CTA slots and cut none along K (default `true`): each CTA
     /// takes its first tile by its index and every later one from a counter in the plan's
     /// workspace (4 bytes, zeroed when the plan is made and left zero by every launch) as
@@ -846,7 +847,7 @@ impl GroupedGemm {
         self.dynamic_units = on;
     }
 
-    /// Whether blocked-order plans take their units dynamically (see
+    /// Whether plans may take their units dynamically (see
     /// [`GroupedGemm::set_dynamic_units`]).
     pub fn dynamic_units(&self) -> bool {
         self.dynamic_units
@@ -1193,7 +1194,8 @@ impl GroupedGemm {
             && self.one_per_sm_deep
             && self.func_wt8.is_some()
             && tile_bound <= self.sm_count;
-        let dynamic = blocked_k && self.dynamic_units && mode == SizeMode::Host;
+        // Dynamic units: the `_wt` kernels (16-bit tokens, weights by TMA) take them.
+        let dynamic = weights_tma && self.dynamic_units && mode == SizeMode::Host;
         let (split, split_ws, units, dynamic) = if table.is_some() && mode == SizeMode::Host {
             self.split_for(
                 stream,

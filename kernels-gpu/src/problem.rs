@@ -150,8 +150,8 @@ pub const fn split_ws_bytes(cut: u32, parts: u32, threads: u32) -> u64 {
 /// the first (`blockIdx.x`) from a counter in the split workspace (at
 /// [`split_ws_bytes`]`(total_tiles - dp_tiles, parts, threads)`; `parts` 1 and `dp_tiles` =
 /// `total_tiles` when no tile is cut), zero before the launch and left zero by it, instead
-/// of striding by `gridDim.x`. Only the kernels that support it (the blocked-order `_wt`
-/// ones) read it; the others ignore it and stride.
+/// of striding by `gridDim.x`. Only the kernels that support it (the Hopper `_wt` ones)
+/// read it; the others ignore it and stride.
 pub const MODE_DYNAMIC: u32 = 1 << 8;
 
 /// The most problems one launch takes (the tile search is a binary search over this table).

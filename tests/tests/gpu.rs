@@ -866,13 +866,13 @@ fn one_per_sm_deep_kernel() {
     }
 }
 
-/// Dynamic units: on the Hopper path a blocked-order launch of more whole tiles than CTA
-/// slots takes the tiles past its first wave from a counter in the plan's workspace, which
-/// each launch must leave zero for the next. Three launches of one such plan (C poisoned
-/// before each), and three of the same group with the switch off, are bitwise equal (each
-/// tile's sums do not depend on which CTA computes it) and match the reference. Ragged M (0,
-/// 1, 7, 40, 76, ...), one N not a multiple of 128, 8 K chunks (below `SplitK::Auto`'s
-/// minimum: nothing is cut).
+/// Dynamic units: on the Hopper path a `_wt` launch (here after the token pass, in the
+/// blocked K order and in natural order) of more whole tiles than CTA slots takes the tiles
+/// past its first wave from a counter in the plan's workspace, which each launch must leave
+/// zero for the next. Three launches of one such plan (C poisoned before each), and three of
+/// the same group with the switch off, are bitwise equal (each tile's sums do not depend on
+/// which CTA computes it) and match the reference. Ragged M (0, 1, 7, 40, 76, ...), one N
+/// not a multiple of 128, 8 K chunks (below `SplitK::Auto`'s minimum: nothing is cut).
 #[test]
 #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
 fn dynamic_units_relaunched() {
@@ -888,11 +888,19 @@ fn dynamic_units_relaunched() {
     );
     let ps = group(19_000, &shape, Distribution::FullRange, Plain, Blocked);
     let slots = gpu.gemm.sm_count() * gpu.gemm.ctas_per_sm_for(nvfp4::Activation::F16);
+    for blocked in [true, false] {
+        gpu.gemm.set_blocked_k(blocked);
+        dynamic_units_for(&mut gpu, &ps, slots, hopper, blocked);
+    }
+}
+
+/// [`dynamic_units_relaunched`] for one setting of the blocked K order.
+fn dynamic_units_for(gpu: &mut Gpu, ps: &[HostProblem], slots: u32, hopper: bool, blocked: bool) {
     let mut first: Option<Vec<Vec<u16>>> = None;
     let mut ldcs = Vec::new();
     for on in [true, false] {
         gpu.gemm.set_dynamic_units(on);
-        let mut dps = gpu.upload_all(&ps, Layout::default());
+        let mut dps = gpu.upload_all(ps, Layout::default());
         let outs: Vec<(u64, usize, usize)> = dps
             .iter_mut()
             .map(|dp| {
@@ -909,14 +917,15 @@ fn dynamic_units_relaunched() {
             assert!(many, "{} tiles, {slots} slots", plan.total_tiles());
         }
         assert_eq!(plan.split_k_schedule().1, 1, "not cut");
+        assert_eq!(plan.blocked_k(), hopper && blocked, "blocked K order");
         assert_eq!(
             plan.dynamic_units(),
-            hopper && on && many && plan.blocked_k(),
-            "switch {on}, {:?} path",
+            hopper && on && many,
+            "switch {on}, blocked {blocked}, {:?} path",
             gpu.gemm.path()
         );
         println!(
-            "dynamic switch {on}: {} tiles on {slots} slots, dynamic units {}",
+            "dynamic switch {on}, blocked {blocked}: {} tiles on {slots} slots, dynamic units {}",
             plan.total_tiles(),
             plan.dynamic_units()
         );
@@ -943,7 +952,7 @@ fn dynamic_units_relaunched() {
                 None => first = Some(got),
                 Some(f) => assert!(
                     f == &got,
-                    "switch {on}, launch {launch}: not bitwise the first launch's"
+                    "switch {on}, blocked {blocked}, launch {launch}: not bitwise the first's"
                 ),
             }
         }
@@ -965,6 +974,7 @@ fn dynamic_units_relaunched() {
                 .collect()
         })
         .collect();
-    let s = check_group("dynamic units", &ps, &got, Tolerance::FullRange);
-    assert!(s.passed(), "dynamic units: {} bad elements", s.bad);
+    let label = format!("dynamic units, blocked {blocked}");
+    let s = check_group(&label, ps, &got, Tolerance::FullRange);
+    assert!(s.passed(), "{label}: {} bad elements", s.bad);
 }

@@ -524,6 +524,71 @@ fn weights_by_tma_choice_and_both_kernels() {
     }
 }
 
+/// Dynamic units on the W4A16 `_wt` kernels: on the Hopper path a group of more whole tiles
+/// than CTA slots takes its tiles past the first wave from a counter by default, and not with
+/// the switch off; every type pair matches the reference either way (`run_and_check`: two
+/// runs each, bitwise equal). Ragged M (0, 1, 7, 40, 76, ...), one N not a multiple of 128,
+/// K = 256 (too few chunks for `SplitK::Auto` to cut).
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn dynamic_units_all_types() {
+    let mut gpu = Gpu::new();
+    let hopper = gpu.gemm.path() == KernelPath::Hopper;
+    let shapes: Vec<(usize, usize, usize)> = [40, 200, 76, 128, 7, 1, 0, 300]
+        .into_iter()
+        .zip([4096, 4000, 4096, 4096, 4096, 4096, 4096, 4096])
+        .map(|(m, n)| (m, n, 256))
+        .collect();
+    let ps = weights(980, &shapes, Plain);
+    let types = GemmTypes {
+        activation: Activation::F16,
+        output: OutputType::F16,
+    };
+    let slots = gpu.gemm.sm_count() * gpu.gemm.ctas_per_sm_for(Activation::F16);
+    for on in [true, false] {
+        gpu.gemm.set_dynamic_units(on);
+        {
+            let mut rng = Rng::new(981);
+            let mut devs: Vec<Dev> = ps
+                .iter()
+                .map(|p| {
+                    let a = acts(&mut rng, p.m, p.k, Activation::F16);
+                    upload(&gpu.stream, p, &a, 0, 0)
+                })
+                .collect();
+            let problems: Vec<Problem<'_>> = ps
+                .iter()
+                .zip(devs.iter_mut())
+                .map(|(p, d)| device_problem(&gpu.stream, p, d))
+                .collect();
+            let plan = gpu.gemm.plan_typed(&gpu.stream, &problems, types).unwrap();
+            // 320 tiles on the Hopper path: more than two CTAs an SM up to 159 SMs.
+            let many = plan.total_tiles() > slots;
+            if hopper && gpu.gemm.sm_count() < 160 {
+                assert!(many, "{} tiles, {slots} slots", plan.total_tiles());
+            }
+            assert_eq!(plan.split_k_schedule().1, 1, "not cut");
+            assert_eq!(
+                plan.dynamic_units(),
+                hopper && on && many,
+                "switch {on}, {:?} path",
+                gpu.gemm.path()
+            );
+        }
+        for (i, (act, out)) in PAIRS.into_iter().enumerate() {
+            run_and_check(
+                &gpu,
+                &format!("dynamic units {on}"),
+                &ps,
+                990 + i as u64,
+                act,
+                out,
+                (0, 0),
+            );
+        }
+    }
+}
+
 #[test]
 #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
 fn gpu_mode_test_shapes() {

@@ -385,7 +385,7 @@ struct TilesTmaWt<A, const S: u32> {
 }
 
 impl<A: Act, const S: u32> TileFn for TilesTmaWt<A, S> {
-    const DYNAMIC: bool = A::BLOCKED;
+    const DYNAMIC: bool = true;
 
     #[inline(always)]
     unsafe fn tile(&mut self, tile: Tile) {
@@ -598,13 +598,9 @@ unsafe fn gemm_tile_tma_wt<A: Act, const S: u32>(
     if chunks > 0 {
         release(chunks - 1);
     }
-    if A::BLOCKED {
-        unsafe {
-            // Dynamic units: the CTA's next unit, taken now so that the fetch's latency
-            // overlaps the epilogue (whose first barrier, in `combine`, publishes it).
-            dynamic_fetch(span.rec);
-        }
-    }
+    // Dynamic units: the CTA's next unit, taken now so that the fetch's latency overlaps
+    // the epilogue (whose first barrier, in `combine`, publishes it).
+    unsafe { dynamic_fetch(span.rec) };
     let (wrow, t) = quad_place(thread::tid_fresh());
     // The token ring's first two stages hold the staged tile: every chunk's wgmmas are done
     // (`wait_all`) and no fill of this tile is left in flight.
