@@ -814,8 +814,11 @@ fn token_pass_blocked_k_order() {
 fn one_per_sm_deep_kernel() {
     let mut gpu = Gpu::new();
     let hopper = gpu.gemm.path() == nvfp4::KernelPath::Hopper;
+    // The blocked-order kernel needs its defaults, whatever the suite's switches say.
     gpu.gemm.set_token_dequant(TokenDequant::Always);
     gpu.gemm.set_split_k(SplitK::Auto);
+    gpu.gemm.set_weights_by_tma(true);
+    gpu.gemm.set_blocked_k(true);
     let few = ragged_eight("few-tiles", 320, 3072);
     let many = GroupShape::new("many-tiles", &[40, 200, 76, 128], &[4096; 4], &[512; 4]);
     for (g, shape) in [&few, &many].into_iter().enumerate() {
@@ -878,8 +881,11 @@ fn one_per_sm_deep_kernel() {
 fn dynamic_units_relaunched() {
     let mut gpu = Gpu::new();
     let hopper = gpu.gemm.path() == nvfp4::KernelPath::Hopper;
+    // The `_wt` kernels with their defaults, whatever the suite's switches say.
     gpu.gemm.set_token_dequant(TokenDequant::Always);
     gpu.gemm.set_split_k(SplitK::Auto);
+    gpu.gemm.set_weights_by_tma(true);
+    gpu.gemm.set_one_per_sm_deep(true);
     let shape = GroupShape::new(
         "dynamic",
         &[40, 200, 76, 128, 7, 1, 0, 300],

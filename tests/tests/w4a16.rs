@@ -16,7 +16,7 @@ use nvfp4::shapes::{gpu_mode_benchmarks, gpu_mode_tests};
 use nvfp4::validate::{ProblemSpec, Span, check_specs_typed};
 use nvfp4::{
     Activation, DeviceInput, DeviceOutput, Error, GemmTypes, HostProblem, KernelPath, OutputType,
-    Problem, ScaleLayout, bf16, f16,
+    Problem, ScaleLayout, SplitK, bf16, f16,
 };
 use nvfp4_tests::{Gpu, POISON, assert_err};
 use std::sync::Arc;
@@ -534,6 +534,9 @@ fn weights_by_tma_choice_and_both_kernels() {
 fn dynamic_units_all_types() {
     let mut gpu = Gpu::new();
     let hopper = gpu.gemm.path() == KernelPath::Hopper;
+    // The `_wt` kernels with their defaults, whatever the suite's switches say.
+    gpu.gemm.set_split_k(SplitK::Auto);
+    gpu.gemm.set_weights_by_tma(true);
     let shapes: Vec<(usize, usize, usize)> = [40, 200, 76, 128, 7, 1, 0, 300]
         .into_iter()
         .zip([4096, 4000, 4096, 4096, 4096, 4096, 4096, 4096])
