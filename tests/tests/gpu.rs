@@ -671,13 +671,7 @@ fn split_k_group(gpu: &mut Gpu, shape: &GroupShape, sfa: ScaleLayout, sfb: Scale
             ..Layout::default()
         };
         let mut dps = gpu.upload_all(&ps, layout);
-        let outs: Vec<(u64, usize, usize)> = dps
-            .iter_mut()
-            .map(|dp| {
-                let (len, ldc) = (dp.c.len(), dp.ldc);
-                (dp.problem().c.addr(), len, ldc)
-            })
-            .collect();
+        let outs = c_buffers(&mut dps);
         let group_problems = problems(&mut dps);
         let plan = gpu.gemm.plan(&gpu.stream, &group_problems).expect("plan");
         let (dp_tiles, parts) = plan.split_k_schedule();
@@ -696,24 +690,7 @@ fn split_k_group(gpu: &mut Gpu, shape: &GroupShape, sfa: ScaleLayout, sfb: Scale
         }
         let mut first: Vec<Vec<u16>> = Vec::new();
         for launch in 0..3 {
-            gpu.stream.synchronize().unwrap();
-            for &(addr, len, _) in &outs {
-                // SAFETY: addr .. + 2 * len is a C buffer of `dps`, alive and idle.
-                unsafe { nvfp4::cudarc::driver::result::memset_d8_sync(addr, 0xFF, 2 * len) }
-                    .unwrap();
-            }
-            gpu.gemm.launch(&gpu.stream, &plan).expect("launch");
-            gpu.stream.synchronize().unwrap();
-            let got: Vec<Vec<u16>> = outs
-                .iter()
-                .map(|&(addr, len, _)| {
-                    let mut out = vec![f16::ZERO; len];
-                    // SAFETY: as above; the launch has finished.
-                    unsafe { nvfp4::cudarc::driver::result::memcpy_dtoh_sync(&mut out, addr) }
-                        .unwrap();
-                    out.iter().map(|x| x.to_bits()).collect()
-                })
-                .collect();
+            let got = launch_poisoned(gpu, &plan, &outs);
             if launch == 0 {
                 first = got;
             } else {
@@ -725,24 +702,63 @@ fn split_k_group(gpu: &mut Gpu, shape: &GroupShape, sfa: ScaleLayout, sfb: Scale
         }
         drop(plan);
         drop(group_problems);
-        let got: Vec<Vec<f16>> = ps
-            .iter()
-            .zip(&first)
-            .zip(&outs)
-            .map(|((p, bits), &(_, _, ldc))| {
-                (0..p.m)
-                    .flat_map(|r| {
-                        bits[r * ldc..r * ldc + p.n]
-                            .iter()
-                            .map(|&b| f16::from_bits(b))
-                    })
-                    .collect()
-            })
-            .collect();
+        let ldcs: Vec<usize> = outs.iter().map(|o| o.2).collect();
+        let got = unstride(&ps, &first, &ldcs);
         let label = format!("{} split {mode:?} / {pass:?}", shape.name);
         let s = check_group(&label, &ps, &got, Tolerance::FullRange);
         assert!(s.passed(), "{label}: {} bad elements", s.bad);
     }
+}
+
+/// Each problem's C buffer as `(device address, elements, ldc)`, for [`launch_poisoned`].
+fn c_buffers(dps: &mut [DeviceProblem]) -> Vec<(u64, usize, usize)> {
+    dps.iter_mut()
+        .map(|dp| {
+            let (len, ldc) = (dp.c.len(), dp.ldc);
+            (dp.problem().c.addr(), len, ldc)
+        })
+        .collect()
+}
+
+/// Poisons the C buffers `outs` (`(address, elements, ldc)`), launches `plan`, waits, and
+/// returns each buffer's raw fp16 bits.
+fn launch_poisoned(
+    gpu: &Gpu,
+    plan: &nvfp4::GroupPlan<'_>,
+    outs: &[(u64, usize, usize)],
+) -> Vec<Vec<u16>> {
+    gpu.stream.synchronize().unwrap();
+    for &(addr, len, _) in outs {
+        // SAFETY: addr .. + 2 * len is a C buffer the plan borrows, alive and idle.
+        unsafe { nvfp4::cudarc::driver::result::memset_d8_sync(addr, 0xFF, 2 * len) }.unwrap();
+    }
+    gpu.gemm.launch(&gpu.stream, plan).expect("launch");
+    gpu.stream.synchronize().unwrap();
+    outs.iter()
+        .map(|&(addr, len, _)| {
+            let mut out = vec![f16::ZERO; len];
+            // SAFETY: as above; the launch has finished.
+            unsafe { nvfp4::cudarc::driver::result::memcpy_dtoh_sync(&mut out, addr) }.unwrap();
+            out.iter().map(|x| x.to_bits()).collect()
+        })
+        .collect()
+}
+
+/// Each problem's `m x n` C from its raw bits (`ldc` elements a row).
+fn unstride(ps: &[HostProblem], bits: &[Vec<u16>], ldcs: &[usize]) -> Vec<Vec<f16>> {
+    ps.iter()
+        .zip(bits)
+        .zip(ldcs)
+        .map(|((p, bits), &ldc)| {
+            (0..p.m)
+                .flat_map(|r| {
+                    bits[r * ldc..r * ldc + p.n]
+                        .iter()
+                        .map(|&b| f16::from_bits(b))
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// A ragged group of eight problems for the token-pass tests: M = 1, 7, 40, 76, 0, 129, 200 and
@@ -803,6 +819,18 @@ fn token_pass_blocked_k_order() {
     }
 }
 
+/// The token pass on every NVFP4 group and the library's defaults for the kernels after it
+/// (`SplitK::Auto`, weights by TMA, the blocked K order, the 8-stage kernel, dynamic units),
+/// whatever the suite's switches say: for the tests that assert which kernel a plan runs.
+fn blocked_order_defaults(gpu: &mut Gpu) {
+    gpu.gemm.set_token_dequant(TokenDequant::Always);
+    gpu.gemm.set_split_k(SplitK::Auto);
+    gpu.gemm.set_weights_by_tma(true);
+    gpu.gemm.set_blocked_k(true);
+    gpu.gemm.set_one_per_sm_deep(true);
+    gpu.gemm.set_dynamic_units(true);
+}
+
 /// The 8-stage blocked-order kernel (`_f16b_wt8`, one CTA an SM): on the Hopper path a
 /// blocked-order launch of at most one tile an SM runs it by default and is not cut along K
 /// by `SplitK::Auto`, one of more tiles than SMs does not, and the switch turns it off. Its
@@ -814,11 +842,7 @@ fn token_pass_blocked_k_order() {
 fn one_per_sm_deep_kernel() {
     let mut gpu = Gpu::new();
     let hopper = gpu.gemm.path() == nvfp4::KernelPath::Hopper;
-    // The blocked-order kernel needs its defaults, whatever the suite's switches say.
-    gpu.gemm.set_token_dequant(TokenDequant::Always);
-    gpu.gemm.set_split_k(SplitK::Auto);
-    gpu.gemm.set_weights_by_tma(true);
-    gpu.gemm.set_blocked_k(true);
+    blocked_order_defaults(&mut gpu);
     let few = ragged_eight("few-tiles", 320, 3072);
     let many = GroupShape::new("many-tiles", &[40, 200, 76, 128], &[4096; 4], &[512; 4]);
     for (g, shape) in [&few, &many].into_iter().enumerate() {
@@ -881,11 +905,7 @@ fn one_per_sm_deep_kernel() {
 fn dynamic_units_relaunched() {
     let mut gpu = Gpu::new();
     let hopper = gpu.gemm.path() == nvfp4::KernelPath::Hopper;
-    // The `_wt` kernels with their defaults, whatever the suite's switches say.
-    gpu.gemm.set_token_dequant(TokenDequant::Always);
-    gpu.gemm.set_split_k(SplitK::Auto);
-    gpu.gemm.set_weights_by_tma(true);
-    gpu.gemm.set_one_per_sm_deep(true);
+    blocked_order_defaults(&mut gpu);
     let shape = GroupShape::new(
         "dynamic",
         &[40, 200, 76, 128, 7, 1, 0, 300],
@@ -907,13 +927,7 @@ fn dynamic_units_for(gpu: &mut Gpu, ps: &[HostProblem], slots: u32, hopper: bool
     for on in [true, false] {
         gpu.gemm.set_dynamic_units(on);
         let mut dps = gpu.upload_all(ps, Layout::default());
-        let outs: Vec<(u64, usize, usize)> = dps
-            .iter_mut()
-            .map(|dp| {
-                let (len, ldc) = (dp.c.len(), dp.ldc);
-                (dp.problem().c.addr(), len, ldc)
-            })
-            .collect();
+        let outs = c_buffers(&mut dps);
         ldcs = outs.iter().map(|o| o.2).collect();
         let group_problems = problems(&mut dps);
         let plan = gpu.gemm.plan(&gpu.stream, &group_problems).expect("plan");
@@ -936,24 +950,7 @@ fn dynamic_units_for(gpu: &mut Gpu, ps: &[HostProblem], slots: u32, hopper: bool
             plan.dynamic_units()
         );
         for launch in 0..3 {
-            gpu.stream.synchronize().unwrap();
-            for &(addr, len, _) in &outs {
-                // SAFETY: addr .. + 2 * len is a C buffer of `dps`, alive and idle.
-                unsafe { nvfp4::cudarc::driver::result::memset_d8_sync(addr, 0xFF, 2 * len) }
-                    .unwrap();
-            }
-            gpu.gemm.launch(&gpu.stream, &plan).expect("launch");
-            gpu.stream.synchronize().unwrap();
-            let got: Vec<Vec<u16>> = outs
-                .iter()
-                .map(|&(addr, len, _)| {
-                    let mut out = vec![f16::ZERO; len];
-                    // SAFETY: as above; the launch has finished.
-                    unsafe { nvfp4::cudarc::driver::result::memcpy_dtoh_sync(&mut out, addr) }
-                        .unwrap();
-                    out.iter().map(|x| x.to_bits()).collect()
-                })
-                .collect();
+            let got = launch_poisoned(gpu, &plan, &outs);
             match &first {
                 None => first = Some(got),
                 Some(f) => assert!(
@@ -966,20 +963,7 @@ fn dynamic_units_for(gpu: &mut Gpu, ps: &[HostProblem], slots: u32, hopper: bool
         drop(group_problems);
     }
     let first = first.expect("launched");
-    let got: Vec<Vec<f16>> = ps
-        .iter()
-        .zip(&first)
-        .zip(&ldcs)
-        .map(|((p, bits), &ldc)| {
-            (0..p.m)
-                .flat_map(|r| {
-                    bits[r * ldc..r * ldc + p.n]
-                        .iter()
-                        .map(|&b| f16::from_bits(b))
-                })
-                .collect()
-        })
-        .collect();
+    let got = unstride(ps, &first, &ldcs);
     let label = format!("dynamic units, blocked {blocked}");
     let s = check_group(&label, ps, &got, Tolerance::FullRange);
     assert!(s.passed(), "{label}: {} bad elements", s.bad);
