@@ -1537,9 +1537,11 @@ impl GroupedGemm {
         // SAFETY: the arguments match the kernel's signature `(table: *const ProblemDesc,
         // num_problems: u32, total_tiles: u32, counts: *const u32, mode: u32, dp_tiles: u32,
         // parts: u32, ws: u64)`, followed by `maps: u64` for the kernels that take token maps
-        // (the split fields are the plan's: with `parts > 1` its workspace, sized by
-        // `split_for` for `total_tiles` tiles of this kernel's threads with the counters
-        // zero, which every launch leaves zero; the plan's launches are ordered by its outputs) (the plan was made for this path
+        // (the split fields are the plan's: with `parts > 1` or dynamic units its workspace,
+        // sized by `split_for` for `total_tiles` tiles of this kernel's threads with the
+        // counters and the unit counter zero, which every launch leaves zero, and the dynamic
+        // flag in `mode` only for a `_wt` kernel with host sizes; the plan's launches are
+        // ordered by its outputs) (the plan was made for this path
         // and activation, so `maps` holds one map per descriptor, each over rows of the
         // problem's `a` that validation checked are inside the buffer; for a `_wt` entry two
         // per descriptor, the second over the `n` rows of its `b`, which validation checked

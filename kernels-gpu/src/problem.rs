@@ -110,7 +110,8 @@ const _: () = assert!(core::mem::size_of::<TokenJob>() == 16);
 /// parameters): tiles `0 .. dp_tiles` are computed whole by one CTA each; every later tile
 /// is cut into `parts` K ranges computed by `parts` CTAs, whose fp32 sums meet in the
 /// workspace `ws` (the last to finish adds them in part order and stores the tile). `parts`
-/// 0 or 1 means no tile is cut (`dp_tiles` and `ws` are then unused). Only with host sizes
+/// 0 or 1 means no tile is cut (`dp_tiles` is then unused, and `ws` too unless the launch
+/// is [`MODE_DYNAMIC`]: its unit counter). Only with host sizes
 /// ([`SizeMode::Host`]). Part `q` of a tile of `c` K chunks (of 64) takes chunks `c * q /
 /// parts .. c * (q + 1) / parts`, which is empty for some parts when `c < parts` (they add
 /// zeros).
@@ -151,7 +152,8 @@ pub const fn split_ws_bytes(cut: u32, parts: u32, threads: u32) -> u64 {
 /// [`split_ws_bytes`]`(total_tiles - dp_tiles, parts, threads)`; `parts` 1 and `dp_tiles` =
 /// `total_tiles` when no tile is cut), zero before the launch and left zero by it, instead
 /// of striding by `gridDim.x`. Only the kernels that support it (the Hopper `_wt` ones)
-/// read it; the others ignore it and stride.
+/// read it, and the host sets it only for them and only with host sizes: the other kernels
+/// do not mask it out, and would take a flagged mode code for host sizes.
 pub const MODE_DYNAMIC: u32 = 1 << 8;
 
 /// The most problems one launch takes (the tile search is a binary search over this table).

@@ -96,8 +96,8 @@ COMMON OPTIONS:
                     (GroupedGemm::set_one_per_sm_deep).
     --dynamic-units W
                     on (default) or off: whether Hopper _wt launches of more tiles than
-                    CTA slots hand out their tiles past the first wave from a counter
-                    (GroupedGemm::set_dynamic_units).
+                    CTA slots, none cut along K, hand out their tiles past the first wave
+                    from a counter (GroupedGemm::set_dynamic_units).
     --cpu           Run the CPU reference path even when a GPU is present.
     -h, --help      This text.
 

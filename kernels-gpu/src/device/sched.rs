@@ -181,8 +181,10 @@ pub struct Tile {
 /// with a stack frame).
 pub trait TileFn {
     /// Whether the kernel honours [`crate::problem::MODE_DYNAMIC`]: its tile work calls
-    /// [`super::split::dynamic_fetch`] on the tile's record after its K loop (thread 0, before
-    /// a CTA barrier), and [`for_each_tile`] takes the CTA's next unit from it.
+    /// [`super::split::dynamic_fetch`] on the tile's record exactly once per call, on every
+    /// path (no early return before it), after its K loop and before a CTA barrier, and
+    /// [`for_each_tile`] takes the CTA's next unit from it. The counter's reset depends on
+    /// that count (see `dynamic_fetch`).
     const DYNAMIC: bool = false;
 
     /// Computes `tile` (see [`Tile`]). Every thread of the CTA calls it.
@@ -195,7 +197,9 @@ pub trait TileFn {
 /// The persistent loop of a kernel: this CTA takes work units `blockIdx.x`,
 /// `blockIdx.x + gridDim.x`, ... of the launch (one per tile, or with host sizes and
 /// `split` several per cut tile, see [`super::split`]) and calls `tile_fn.tile` with each
-/// unit's [`Tile`]. Tile `t` of a problem covers weight rows from `(t / tiles_m) *
+/// unit's [`Tile`]. With [`MODE_DYNAMIC`] in `mode` (host sizes, a `T` with
+/// [`TileFn::DYNAMIC`]) the units past `blockIdx.x` come from the launch's unit counter in
+/// `split.ws` instead. Tile `t` of a problem covers weight rows from `(t / tiles_m) *
 /// tile_n` and tokens from `(t % tiles_m) * tile_m` past the problem's first row.
 ///
 /// `mode` is a [`SizeMode`] code; with a device mode the counts are read from `counts`,
@@ -206,7 +210,8 @@ pub trait TileFn {
 /// Every CTA thread calls it with the same arguments; the host validated the table for
 /// `mode` (see [`SizeMode`]): in host mode `tile_start` non-decreasing from 0 and `tile` <
 /// `total_tiles`, and `split` as [`Split`] says (a workspace sized for `total_tiles` and
-/// `threads`, the units fitting `u32`); in device modes `num_problems <= MAX_DEVICE_GROUPS`
+/// `threads`, the units fitting `u32`; with [`MODE_DYNAMIC`] the zeroed unit counter after
+/// the slots); in device modes `num_problems <= MAX_DEVICE_GROUPS`
 /// and `counts` holds `num_problems` words.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]

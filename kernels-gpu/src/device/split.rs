@@ -214,10 +214,11 @@ pub unsafe fn dynamic_init(rec: u32, counter: u64, units: u32) {
 
 /// Dynamic units: thread 0 takes the next value of the launch's unit counter into the
 /// record (nothing when the launch has no counter). Every CTA that had a first unit fetches
-/// until the value names no unit, so a launch of `units` units fetches exactly `units`
-/// times (`units - grid` units past the first ones, plus one failed fetch per CTA that had
-/// work): the fetch that returns `units - 1` is the launch's last, and resets the counter to 0
-/// for the next launch.
+/// once per unit it computes, until the value names no unit, so a launch of `units` units
+/// on `grid` CTAs fetches exactly `units` times (`max(units - grid, 0)` fetches that name a
+/// unit, plus one that does not for each of the `min(grid, units)` CTAs that had work): the
+/// fetch that returns `units - 1` is the launch's last, and resets the counter to 0 for the
+/// next launch.
 ///
 /// # Safety
 /// After [`dynamic_init`] on the same record; the counter is the launch's, zero at its
