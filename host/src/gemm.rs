@@ -840,9 +840,9 @@ impl GroupedGemm {
     /// its previous tile's K loop ends, so CTAs that run faster (an SM to themselves, fewer
     /// tokens) take more tiles, instead of every CTA taking every `grid`-th tile (H100
     /// runs 172-173: G8 N7168 K2048, 728 tiles on 264 CTA slots, 2-3% faster). The sums are
-    /// bitwise the same either way. Launches with cut tiles keep the static order (their units past the
-    /// first wave are one part a CTA). No effect on the portable path. Plans already made
-    /// keep theirs.
+    /// bitwise the same either way. Launches with cut tiles keep the static order (their
+    /// units past the first wave are one part a CTA). No effect on the portable path. Plans
+    /// already made keep theirs.
     pub fn set_dynamic_units(&mut self, on: bool) {
         self.dynamic_units = on;
     }
@@ -1483,9 +1483,10 @@ impl GroupedGemm {
                 .arg(&paired);
             // SAFETY: the arguments match `nvfp4_dequant_tokens(table: *const ProblemDesc,
             // jobs: *const TokenJob, num_jobs: u32, paired: u32)`; the table is the plan's
-            // validated NVFP4 table, each job names one of its problems with tiles and a workspace of the plan
-            // holding `(m_offset + m) * k` fp16 values for it (rows that other jobs of the
-            // same operand may write are the same rows of the same tokens: identical values);
+            // validated NVFP4 table, each job names one of its problems with tiles and a
+            // workspace of the plan holding `(m_offset + m) * k` fp16 values for it (rows that
+            // other jobs of the same operand may write are the same rows of the same tokens:
+            // identical values);
             // with `paired` 2 every such problem's `k` is a multiple of 64 (`upload_plan`).
             unsafe { launch.launch(cfg) }?;
             table_ptr = pass.table_addr;
@@ -1541,8 +1542,8 @@ impl GroupedGemm {
         // sized by `split_for` for `total_tiles` tiles of this kernel's threads with the
         // counters and the unit counter zero, which every launch leaves zero, and the dynamic
         // flag in `mode` only for a `_wt` kernel with host sizes; the plan's launches are
-        // ordered by its outputs) (the plan was made for this path
-        // and activation, so `maps` holds one map per descriptor, each over rows of the
+        // ordered by its outputs) (the plan was made for this path and activation, so `maps`
+        // holds one map per descriptor, each over rows of the
         // problem's `a` that validation checked are inside the buffer; for a `_wt` entry two
         // per descriptor, the second over the `n` rows of its `b`, which validation checked
         // too, with `b` and `ldb` 16-byte aligned as `weights_by_tma` required); the table
