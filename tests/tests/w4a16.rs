@@ -325,8 +325,9 @@ fn device_problem<'a>(stream: &Arc<CudaStream>, p: &HostProblem, d: &'a mut Dev)
 }
 
 /// Runs `ps` (weights and shapes) with fresh activations of `act`, output `out`, padding
-/// as given; checks every element against the bound, the padding untouched, and a second
-/// run bit-identical. Returns the worst relative Frobenius error.
+/// as given; checks every element against the bound, the padding untouched, a second run
+/// bit-identical, and one plan launched twice more bit-identical too. Returns the worst
+/// relative Frobenius error.
 fn run_and_check(
     gpu: &Gpu,
     label: &str,
@@ -372,6 +373,40 @@ fn run_and_check(
         results.push(got);
     }
     assert_eq!(results[0], results[1], "{label}: two runs differ bitwise");
+    // One plan launched twice more: a launch that left state behind in the plan's workspace
+    // (the dynamic units' counter) would differ from the fresh plans' results.
+    {
+        use nvfp4::cudarc::driver::result::{memcpy_dtoh_sync, memset_d8_sync};
+        let problems: Vec<Problem<'_>> = ps
+            .iter()
+            .zip(devs.iter_mut())
+            .map(|(p, d)| device_problem(stream, p, d))
+            .collect();
+        let outs: Vec<(u64, usize)> = problems
+            .iter()
+            .map(|p| (p.c.addr(), p.c.len_bytes() / 2))
+            .collect();
+        let plan = gpu.gemm.plan_typed(stream, &problems, types).expect("plan");
+        for launch in 1..=2 {
+            stream.synchronize().unwrap();
+            for &(addr, len) in &outs {
+                // SAFETY: addr .. + 2 * len is a C buffer the plan borrows, alive and idle
+                // (the stream is synchronised before and after each launch).
+                unsafe { memset_d8_sync(addr, 0xFF, 2 * len) }.unwrap(); // POISON's bytes
+            }
+            gpu.gemm.launch(stream, &plan).expect("launch");
+            stream.synchronize().unwrap();
+            for (i, &(addr, len)) in outs.iter().enumerate() {
+                let mut c = vec![0u16; len];
+                // SAFETY: as above; the launch has finished.
+                unsafe { memcpy_dtoh_sync(&mut c, addr) }.unwrap();
+                assert!(
+                    c == results[0][i],
+                    "{label}/p{i}: launch {launch} of one plan differs bitwise from a fresh plan's"
+                );
+            }
+        }
+    }
     let mut worst_frob: f64 = 0.0;
     for (i, (p, a)) in ps.iter().zip(&a).enumerate() {
         let (want, abs) = reference(p, a);
@@ -527,7 +562,8 @@ fn weights_by_tma_choice_and_both_kernels() {
 /// Dynamic units on the W4A16 `_wt` kernels: on the Hopper path a group of more whole tiles
 /// than CTA slots takes its tiles past the first wave from a counter by default, and not with
 /// the switch off; every type pair matches the reference either way (`run_and_check`: two
-/// runs each, bitwise equal). Ragged M (0, 1, 7, 40, 76, ...), one N not a multiple of 128,
+/// fresh plans and one plan launched twice, all bitwise equal, so the counter's reset is
+/// covered on `_f16a_wt` and `_bf16a_wt`). Ragged M (0, 1, 7, 40, 76, ...), one N not a multiple of 128,
 /// K = 256 (too few chunks for `SplitK::Auto` to cut).
 #[test]
 #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
