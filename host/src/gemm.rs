@@ -833,16 +833,21 @@ impl GroupedGemm {
 
     /// Sets whether the plans made from now on that run a Hopper `_wt` kernel (16-bit tokens,
     /// weights by TMA: NVFP4 groups after the token pass, and W4A16 groups; see
-    /// [`GroupedGemm::set_weights_by_tma`]; host sizes) hand out their tiles dynamically when
-    /// they have more tiles than CTA slots and cut none along K (default `true`): each CTA
-    /// takes its first tile by its index and every later one from a counter in the plan's
-    /// workspace (4 bytes, zeroed when the plan is made and left zero by every launch) as
-    /// its previous tile's K loop ends, so CTAs that run faster (an SM to themselves, fewer
-    /// tokens) take more tiles, instead of every CTA taking every `grid`-th tile (H100
-    /// runs 172-173: G8 N7168 K2048, 728 tiles on 264 CTA slots, 2-3% faster). The sums are
-    /// bitwise the same either way. Launches with cut tiles keep the static order (their
-    /// units past the first wave are one part a CTA). No effect on the portable path. Plans
-    /// already made keep theirs.
+    /// [`GroupedGemm::set_weights_by_tma`]; host sizes) hand out their work units
+    /// dynamically when they have more units than CTA slots (default `true`): each CTA takes
+    /// its first unit by its index and every later one from a counter in the plan's
+    /// workspace (4 bytes, zeroed when the plan is made and left zero by every launch) as its
+    /// previous unit's K loop ends, so CTAs that run faster (an SM to themselves, fewer
+    /// tokens) take more units, instead of every CTA taking every `grid`-th one. A unit is a
+    /// whole tile or, in a launch that cuts tiles along K ([`GroupedGemm::set_split_k`]), one
+    /// part of a cut tile; such a launch hands out every cut tile's first part before any
+    /// second one, and its parts shrink (part `q` of `p` covers `p + 2 - q` shares of the K
+    /// range: 5 : 4 : 3 for three), so the CTAs that finish their whole tiles first take
+    /// the largest parts. H100 runs 172-174 and 180: G8 N7168 K2048 (728 whole tiles on 264
+    /// CTA slots) 2-3% faster, G8 N4096 K7168 (264 whole tiles, then 88 cut in three) about
+    /// 1.5%. Without cut tiles the sums are bitwise the same either way; with them the parts'
+    /// K ranges differ, so the fp32 sums may differ in rounding (both are within the
+    /// contract's bound). No effect on the portable path. Plans already made keep theirs.
     pub fn set_dynamic_units(&mut self, on: bool) {
         self.dynamic_units = on;
     }
@@ -1240,7 +1245,8 @@ impl GroupedGemm {
     /// the schedule of [`SplitK::schedule`] for this GPU's CTA slots (one an SM when
     /// `one_per_sm`: the 8-stage kernel's), its workspace (the counters zeroed on `stream`),
     /// the launch's work units, and whether they are dynamic ([`MODE_DYNAMIC`]: asked by
-    /// `dynamic`, given to launches of more whole tiles than CTA slots; the workspace then
+    /// `dynamic`, given to launches of more work units than CTA slots, whole tiles and cut
+    /// tiles' parts counted, the parts then in the guided order; the workspace then
     /// ends with the zeroed unit counter). No cut when the workspace would pass
     /// [`SplitK::MAX_WS_BYTES`].
     ///
@@ -1271,11 +1277,16 @@ impl GroupedGemm {
         let (dp, parts) = self
             .split_k
             .schedule(tiles, slots, self.sm_count, min_chunks);
-        // Dynamic units only where they balance something: more whole tiles than CTA slots
+        // Dynamic units only where they balance something: more units than CTA slots
         // (H100 runs 172-173: G8 N7168 K2048, 728 tiles on 264 slots, 2-3% faster). A cut
-        // launch has one part a CTA after its whole tile, and finer cuts cost more than
-        // they balance (run 172: +4% to +37%).
-        let dynamic = dynamic && parts <= 1 && tiles > slots;
+        // launch's parts then come in the guided order and sizes (largest first; finer
+        // equal cuts cost more than they balance, run 172: +4% to +37%).
+        let units = if parts <= 1 {
+            u64::from(tiles)
+        } else {
+            u64::from(dp) + u64::from(tiles - dp) * u64::from(parts)
+        };
+        let dynamic = dynamic && units > u64::from(slots);
         if parts <= 1 && !dynamic {
             return Ok((Split::default(), None, tiles, false));
         }

@@ -147,13 +147,33 @@ pub const fn split_ws_bytes(cut: u32, parts: u32, threads: u32) -> u64 {
     split_counter_bytes(cut) + cut as u64 * parts as u64 * split_partial_bytes(threads)
 }
 
+/// First K chunk of part `q` of a tile of `chunks` chunks cut into `parts` ranges in the
+/// guided order of dynamic launches ([`MODE_DYNAMIC`] with `parts > 1`; `q = parts` gives
+/// `chunks`): part `q` weighs `parts + 2 - q`, so the parts shrink from the first to the last
+/// (3 parts: 5 : 4 : 3 of the K range, 2 parts: 4 : 3), and the dynamic order hands out every
+/// cut tile's part 0 first, then every part 1, and so on: the CTAs that finish their whole
+/// tiles first take the largest parts, the last ones the smallest. A part may be empty when
+/// `chunks` is small (it then adds zeros).
+pub const fn guided_part_start(chunks: u32, q: u32, parts: u32) -> u32 {
+    (chunks as u64 * guided_weight(q, parts) / guided_weight(parts, parts)) as u32
+}
+
+/// The weight of parts `0 .. q` of `parts` in [`guided_part_start`]: `sum (parts + 2 - i)`.
+const fn guided_weight(q: u32, parts: u32) -> u64 {
+    let (q, p) = (q as u64, parts as u64);
+    q * (p + 2) - q * q.saturating_sub(1) / 2
+}
+
 /// Flag in the kernels' `mode` argument (host sizes only): the CTAs take their units past
 /// the first (`blockIdx.x`) from a counter in the split workspace (at
 /// [`split_ws_bytes`]`(total_tiles - dp_tiles, parts, threads)`; `parts` 1 and `dp_tiles` =
 /// `total_tiles` when no tile is cut), zero before the launch and left zero by it, instead
-/// of striding by `gridDim.x`. Only the kernels that support it (the Hopper `_wt` ones)
-/// read it, and the host sets it only for them and only with host sizes: the other kernels
-/// do not mask it out, and would take a flagged mode code for host sizes.
+/// of striding by `gridDim.x`. With cut tiles (`parts > 1`) the units past the whole tiles
+/// come in the guided order of [`guided_part_start`] instead: unit `dp_tiles + q * cut + s`
+/// is part `q` of cut tile `s`, `cut = total_tiles - dp_tiles`. Only the kernels that
+/// support it (the Hopper `_wt` ones) read it, and the host sets it only for them and only
+/// with host sizes: the other kernels do not mask it out, and would take a flagged mode code
+/// for host sizes.
 pub const MODE_DYNAMIC: u32 = 1 << 8;
 
 /// The most problems one launch takes (the tile search is a binary search over this table).

@@ -920,6 +920,71 @@ fn dynamic_units_relaunched() {
     }
 }
 
+/// Guided parts: on the Hopper path a `_wt` launch whose tiles are all cut along K (2, 3 and
+/// 16 parts of 8 chunks, so some parts of the 16 are empty) into more parts than CTA slots
+/// takes them dynamically, every tile's part 0 first, the parts shrinking. Three launches of
+/// one such plan (C poisoned before each; the tiles' and the units' counters must be left
+/// zero) are bitwise equal and match the reference, in the blocked K order and in natural
+/// order, and so does the same cut with the switch off (equal parts, the static order).
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn guided_parts_relaunched() {
+    let mut gpu = Gpu::new();
+    let hopper = gpu.gemm.path() == nvfp4::KernelPath::Hopper;
+    blocked_order_defaults(&mut gpu);
+    let shape = GroupShape::new(
+        "guided",
+        &[40, 200, 76, 128, 7, 1, 0, 300],
+        &[4096, 4000, 4096, 4096, 4096, 4096, 4096, 4096],
+        &[512; 8],
+    );
+    let ps = group(19_500, &shape, Distribution::FullRange, Plain, Blocked);
+    let slots = gpu.gemm.sm_count() * gpu.gemm.ctas_per_sm_for(nvfp4::Activation::F16);
+    for blocked in [true, false] {
+        gpu.gemm.set_blocked_k(blocked);
+        for parts in [2, 3, 16] {
+            gpu.gemm.set_split_k(SplitK::Parts(parts));
+            for on in [true, false] {
+                gpu.gemm.set_dynamic_units(on);
+                let mut dps = gpu.upload_all(&ps, Layout::default());
+                let outs = c_buffers(&mut dps);
+                let ldcs: Vec<usize> = outs.iter().map(|o| o.2).collect();
+                let group_problems = problems(&mut dps);
+                let plan = gpu.gemm.plan(&gpu.stream, &group_problems).expect("plan");
+                let units = u64::from(plan.total_tiles()) * u64::from(parts);
+                if hopper {
+                    assert_eq!(plan.split_k_schedule(), (0, parts), "every tile cut");
+                }
+                assert_eq!(
+                    plan.dynamic_units(),
+                    hopper && on && units > u64::from(slots),
+                    "switch {on}, {parts} parts, blocked {blocked}, {:?} path",
+                    gpu.gemm.path()
+                );
+                // 320 tiles on the Hopper path: more parts than slots up to 1280 slots.
+                if hopper && on && slots < 640 {
+                    assert!(plan.dynamic_units(), "{units} parts, {slots} slots");
+                }
+                let label = format!("guided: switch {on}, {parts} parts, blocked {blocked}");
+                println!("{label}: dynamic units {}", plan.dynamic_units());
+                let first = launch_poisoned(&gpu, &plan, &outs);
+                for launch in 1..3 {
+                    let got = launch_poisoned(&gpu, &plan, &outs);
+                    assert!(
+                        first == got,
+                        "{label}, launch {launch}: not bitwise the first's"
+                    );
+                }
+                drop(plan);
+                drop(group_problems);
+                let got = unstride(&ps, &first, &ldcs);
+                let s = check_group(&label, &ps, &got, Tolerance::FullRange);
+                assert!(s.passed(), "{label}: {} bad elements", s.bad);
+            }
+        }
+    }
+}
+
 /// [`dynamic_units_relaunched`] for one setting of the blocked K order.
 fn dynamic_units_for(gpu: &mut Gpu, ps: &[HostProblem], slots: u32, hopper: bool, blocked: bool) {
     let mut first: Option<Vec<Vec<u16>>> = None;

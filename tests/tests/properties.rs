@@ -1278,3 +1278,42 @@ fn gpu_random_groups_match_reference() {
         worst.get()
     );
 }
+
+/// The guided parts of dynamic cut launches (`guided_part_start`): for every part count
+/// (2 to `SplitK::MAX_PARTS`) and tile of 0 to 400 chunks, part 0 starts at 0, the last ends
+/// at the tile's end, no part has a negative length, and with at least 4 chunks a part the
+/// parts never grow from one to the next by more than the rounding's one chunk (the largest
+/// first is what the guided order relies on); 3 parts of 112 chunks (G8 N4096 K7168) split
+/// 5 : 4 : 3 at floor(112 * 5 / 12) = 46 and 112 * 9 / 12 = 84: 46 / 38 / 28 chunks.
+#[test]
+fn guided_parts_cover_the_tile_largest_first() {
+    use kernels_gpu::problem::guided_part_start as start;
+    for parts in 2..=nvfp4::SplitK::MAX_PARTS {
+        for chunks in 0..=400u32 {
+            assert_eq!(start(chunks, 0, parts), 0, "{parts} parts of {chunks}");
+            assert_eq!(
+                start(chunks, parts, parts),
+                chunks,
+                "{parts} parts of {chunks}"
+            );
+            let len = |q: u32| start(chunks, q + 1, parts) - start(chunks, q, parts);
+            for q in 0..parts {
+                assert!(
+                    start(chunks, q + 1, parts) >= start(chunks, q, parts),
+                    "{parts} parts of {chunks}: part {q} runs backwards"
+                );
+                if chunks >= 4 * parts && q + 1 < parts {
+                    assert!(
+                        len(q + 1) <= len(q) + 1,
+                        "{parts} parts of {chunks}: part {} longer than part {q}",
+                        q + 1
+                    );
+                }
+            }
+        }
+    }
+    let three: Vec<u32> = (0..3)
+        .map(|q| start(112, q + 1, 3) - start(112, q, 3))
+        .collect();
+    assert_eq!(three, [46, 38, 28]);
+}

@@ -95,9 +95,10 @@ COMMON OPTIONS:
                     tile an SM run its 8-stage form, _f16b_wt8, one CTA an SM
                     (GroupedGemm::set_one_per_sm_deep).
     --dynamic-units W
-                    on (default) or off: whether Hopper _wt launches of more tiles than
-                    CTA slots, none cut along K, hand out their tiles past the first wave
-                    from a counter (GroupedGemm::set_dynamic_units).
+                    on (default) or off: whether Hopper _wt launches of more work units
+                    (tiles, parts of tiles cut along K) than CTA slots hand out the units
+                    past the first wave from a counter, cut tiles' parts largest first
+                    (GroupedGemm::set_dynamic_units).
     --cpu           Run the CPU reference path even when a GPU is present.
     -h, --help      This text.
 

@@ -8,7 +8,7 @@
 //! has no tiles, so it costs one read of its count.
 
 use super::arch::{shared, thread, warp};
-use super::split::{Span, Unit, dynamic_init, dynamic_next};
+use super::split::{Span, Unit, dynamic_init, dynamic_next, record_place};
 use crate::problem::{
     MAX_DEVICE_GROUPS, MODE_DYNAMIC, ProblemDesc, SizeMode, Split, split_ws_bytes,
 };
@@ -274,7 +274,7 @@ pub unsafe fn for_each_tile<T: TileFn>(
     }
     let mut index = thread::ctaid();
     while index < units {
-        let unit = Unit::new(index, &split);
+        let unit = Unit::new(index, &split, total, dynamic);
         let tile = unit.tile;
         let (p, local, first_row, rows) = if mode == SizeMode::Host {
             let p = search(num_problems, tile, |q| unsafe {
@@ -302,12 +302,22 @@ pub unsafe fn for_each_tile<T: TileFn>(
         // they have been scanned before the first unit.
         let chunks = unsafe { (*desc).k }.div_ceil(CHUNK_K);
         let span = unsafe { unit.span(chunks, total, &split, threads, sched + SCRATCH) };
+        let (n0, m0, m_end) = (
+            (local / tiles_m) * tile_n,
+            first_row + (local % tiles_m) * tile_m,
+            first_row + rows,
+        );
+        if T::DYNAMIC {
+            // The tile's place for its epilogue ([`super::split::tile_place`]), so that no
+            // register holds it through the K loop.
+            unsafe { record_place(sched + SCRATCH, n0, m0, m_end) };
+        }
         unsafe {
             tile_fn.tile(Tile {
                 desc,
-                m_end: first_row + rows,
-                n0: (local / tiles_m) * tile_n,
-                m0: first_row + (local % tiles_m) * tile_m,
+                m_end,
+                n0,
+                m0,
                 span,
             })
         };

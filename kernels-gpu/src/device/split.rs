@@ -5,7 +5,10 @@
 //! whole; each later tile is cut into `parts` K ranges (units `dp_tiles + parts * (t -
 //! dp_tiles) + q`, consecutive, so the parts of a tile run at the same time on different
 //! CTAs). Part `q` of a tile with `chunks` K chunks takes chunks `chunks * q / parts ..
-//! chunks * (q + 1) / parts` (empty when `chunks < parts`: that part adds zeros).
+//! chunks * (q + 1) / parts` (empty when `chunks < parts`: that part adds zeros). Dynamic
+//! launches ([`crate::problem::MODE_DYNAMIC`]) order and size the parts the guided way
+//! instead ([`crate::problem::guided_part_start`]): every cut tile's (largest) part 0, then
+//! every part 1, and so on.
 //!
 //! Every part stores its fp32 accumulators to its own slot of the workspace, then counts
 //! itself in the tile's counter; the CTA that counts last adds the slots in part order
@@ -34,7 +37,8 @@ macro_rules! unroll_list {
     ($i:ident in [$($v:literal),*] $body:block) => { $( { let $i: usize = $v; $body } )* };
 }
 use crate::problem::{
-    Split, split_counter_bytes as counter_bytes, split_partial_bytes as partial_bytes,
+    Split, guided_part_start, split_counter_bytes as counter_bytes,
+    split_partial_bytes as partial_bytes,
 };
 
 /// One part of a cut tile, as [`combine`] needs it. The scheduler's thread 0 writes it to
@@ -65,8 +69,13 @@ const REC_DYN: u32 = 32;
 const REC_UNITS: u32 = 40;
 /// Dynamic units: the counter value the last fetch returned.
 const REC_NEXT: u32 = 44;
+/// The tile's first weight row, first token row and token rows' end (the `_wt` kernels'
+/// epilogue reads them back).
+const REC_N0: u32 = 48;
+const REC_M0: u32 = 52;
+const REC_M_END: u32 = 56;
 /// Bytes of the shared-memory record.
-pub const RECORD_BYTES: u32 = 48;
+pub const RECORD_BYTES: u32 = 60;
 
 impl Part {
     /// Writes the record at `rec` (one thread).
@@ -113,24 +122,33 @@ pub struct Unit {
     pub tile: u32,
     /// `Some((s, q))` for part `q` of the launch's cut tile `s` (tile `dp_tiles + s`).
     pub cut: Option<(u32, u32)>,
+    /// Whether the parts are in the guided order and sizes
+    /// ([`crate::problem::guided_part_start`]: dynamic launches).
+    pub guided: bool,
 }
 
 impl Unit {
-    /// Unit `unit` of a launch split as `split` (see the module doc).
+    /// Unit `unit` of a launch of `total` tiles split as `split` (see the module doc); with
+    /// `guided` (a dynamic launch) part `q` of cut tile `s` is unit `dp_tiles + q * cut + s`.
     #[inline(always)]
-    pub fn new(unit: u32, split: &Split) -> Self {
+    pub fn new(unit: u32, split: &Split, total: u32, guided: bool) -> Self {
         let dp = split.dp_tiles;
         if split.parts <= 1 || unit < dp {
             return Self {
                 tile: unit,
                 cut: None,
+                guided,
             };
         }
         let v = unit - dp;
-        let (s, q) = (v / split.parts, v % split.parts);
+        // Guided: unit < units, so total > dp and the cut count is at least 1.
+        let x = if guided { total - dp } else { split.parts };
+        let (d, r) = (v / x, v % x);
+        let (s, q) = if guided { (r, d) } else { (d, r) };
         Self {
             tile: dp + s,
             cut: Some((s, q)),
+            guided,
         }
     }
 
@@ -177,9 +195,20 @@ impl Unit {
                 let slot0 = split.ws
                     + counter_bytes(total - split.dp_tiles)
                     + (s as u64 * parts) * partial_bytes(threads);
+                let (c0, c1) = if self.guided {
+                    (
+                        guided_part_start(chunks, q, split.parts),
+                        guided_part_start(chunks, q + 1, split.parts),
+                    )
+                } else {
+                    (
+                        (n * q as u64 / parts) as u32,
+                        (n * (q as u64 + 1) / parts) as u32,
+                    )
+                };
                 (
-                    (n * q as u64 / parts) as u32,
-                    (n * (q as u64 + 1) / parts) as u32,
+                    c0,
+                    c1,
                     Part {
                         index: q,
                         parts: split.parts,
@@ -238,6 +267,34 @@ pub unsafe fn dynamic_fetch(rec: u32) {
             unsafe { shared::st_u32(rec + REC_NEXT, v) };
         }
     }
+}
+
+/// Thread 0: records the tile's first weight row `n0`, first token row `m0` and token rows'
+/// end `m_end` in the record at `rec`, for [`tile_place`] after the K loop.
+///
+/// # Safety
+/// `rec` is the CTA's part record; nobody reads the previous tile's words any more.
+#[inline(always)]
+pub unsafe fn record_place(rec: u32, n0: u32, m0: u32, m_end: u32) {
+    if thread::tid() == 0 {
+        unsafe {
+            shared::st_u32(rec + REC_N0, n0);
+            shared::st_u32(rec + REC_M0, m0);
+            shared::st_u32(rec + REC_M_END, m_end);
+        }
+    }
+}
+
+/// `(n0, m0, m_end)` as [`record_place`] left them (every thread, after a CTA barrier that
+/// follows the record: [`combine`]'s first).
+///
+/// # Safety
+/// As [`record_place`].
+#[cfg_attr(not(nvfp4_sm90a), allow(dead_code))]
+#[inline(always)]
+pub unsafe fn tile_place(rec: u32) -> (u32, u32, u32) {
+    let r = |off: u32| unsafe { shared::ld_u32(rec + off) };
+    (r(REC_N0), r(REC_M0), r(REC_M_END))
 }
 
 /// Dynamic units: the counter value of the CTA's last [`dynamic_fetch`] (every thread, after

@@ -58,7 +58,7 @@ use super::arch::{copy, dyn_smem_base, global, grid, half, shared, thread, tma, 
 use super::dequant::{Act, Bf16Act, F16Act, F16BlockedAct, Fp4Act, a_fragments_for, fp4x8_scaled};
 use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow};
 use super::sched::{Tile, TileFn, for_each_tile};
-use super::split::{Span, combine, dynamic_fetch};
+use super::split::{Span, combine, dynamic_fetch, tile_place};
 use crate::fp4::{fp4_byte_pair, fp4_byte_pair_selector};
 use crate::problem::{FLAG_OUT_BF16, PROBLEM_DESC_BYTES, ProblemDesc, Split, TOKEN_MAP_BYTES};
 use crate::tiling::CHUNK_K;
@@ -958,7 +958,12 @@ unsafe fn finish_tile<A: Act>(
     if unsafe { combine(&mut quads, |i| i / 4 < subtiles, &span, THREADS) } {
         let acc: [f32; 64] = unsafe { core::mem::transmute(quads) };
         match staging {
-            Some(stage) => unsafe { store_tile_staged::<A>(&acc, desc, n0, m0, m_rem, stage) },
+            // The `_wt` kernels: the tile's place from the part record (past `combine`'s
+            // barrier), not kept in registers through the K loop.
+            Some(stage) => unsafe {
+                let (n0, m0, m_end) = tile_place(span.rec);
+                store_tile_staged::<A>(&acc, desc, n0, m0, m_end - m0, stage)
+            },
             None => unsafe { store_tile::<A>(&acc, desc, n0, m0, m_rem, wrow, t, a16) },
         }
     }
