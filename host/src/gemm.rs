@@ -473,6 +473,33 @@ fn token_operands(descs: &[ProblemDesc]) -> Result<(Vec<usize>, Vec<Option<usize
 const MAX_PASS_JOBS: usize = 65_535;
 /// CTAs per job of the token pass at most (each strides over the rest).
 const MAX_PASS_CTAS_PER_JOB: u64 = 1024;
+/// On the Hopper path, the token pass's CTAs over all jobs at most this many an SM (each
+/// thread then strides over more blocks). The GEMM launched as the pass's programmatic
+/// dependent gets its SMs as the pass's CTAs retire. H100 runs 182-184 on G8 N4096 K7168,
+/// whose pass would have 3472 CTAs (26 an SM): 148.9-149.5 us with 6 an SM, 149.2-150.1
+/// with 4, 150.9 with 3, against 152.2-153.0 uncapped; 154.9 with 2 and 164.1 with 1 (too
+/// few loads in flight). Capping smaller passes lost: G2 N3072 K4096's 640 CTAs cut to 528
+/// took 42.8-43.5 us against 42.2-42.7, so the cap sits above the other benchmark shapes'
+/// passes (288 to 784 CTAs).
+const PASS_CTAS_PER_SM_HOPPER: u32 = 6;
+
+/// The token pass's CTAs per job (its grid's x) for `jobs` jobs whose largest has
+/// `max_items` 16-value blocks: one block a thread, at most [`MAX_PASS_CTAS_PER_JOB`], and on
+/// the Hopper path at most [`PASS_CTAS_PER_SM_HOPPER`] an SM over all jobs (at least one a
+/// job); each thread strides over the blocks its CTA's share leaves.
+fn pass_grid_x(max_items: u64, jobs: usize, path: KernelPath, sm_count: u32) -> u32 {
+    let grid_x = max_items
+        .div_ceil(u64::from(DEQUANT_TOKENS.threads))
+        .clamp(1, MAX_PASS_CTAS_PER_JOB) as u32;
+    match path {
+        KernelPath::Hopper => {
+            let cap = sm_count.saturating_mul(PASS_CTAS_PER_SM_HOPPER);
+            let jobs = u32::try_from(jobs.max(1)).unwrap_or(u32::MAX);
+            grid_x.min((cap / jobs).max(1))
+        }
+        KernelPath::Portable => grid_x,
+    }
+}
 
 /// A token job as a kernel argument type.
 #[repr(transparent)]
@@ -1370,9 +1397,7 @@ impl GroupedGemm {
         } else {
             None
         };
-        let grid_x = max_items
-            .div_ceil(u64::from(DEQUANT_TOKENS.threads))
-            .min(MAX_PASS_CTAS_PER_JOB) as u32;
+        let grid_x = pass_grid_x(max_items, jobs.len(), self.path, self.sm_count);
         let table16: Vec<DeviceDesc> = table16.into_iter().map(DeviceDesc).collect();
         let jobs = stream.clone_htod(&jobs)?;
         let table = stream.clone_htod(&table16)?;
@@ -1761,6 +1786,39 @@ fn send_sync() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pass_grid_caps_only_large_hopper_passes() {
+        let blocks = |m: u64, k: u64| m * k / 16;
+        // G8 N4096 K7168 on 132 SMs: the largest job (248 rows) would take 434 CTAs, 3472
+        // for the eight; capped at 6 an SM, 99 a job.
+        assert_eq!(
+            pass_grid_x(blocks(248, 7168), 8, KernelPath::Portable, 132),
+            434
+        );
+        assert_eq!(
+            pass_grid_x(blocks(248, 7168), 8, KernelPath::Hopper, 132),
+            99
+        );
+        // The other benchmark shapes' passes are under the cap: unchanged.
+        for (m, k, jobs, ctas) in [(196, 2048, 8, 98), (320, 4096, 2, 320), (384, 1536, 2, 144)] {
+            assert_eq!(
+                pass_grid_x(blocks(m, k), jobs, KernelPath::Hopper, 132),
+                ctas
+            );
+        }
+        // At least one CTA a job, at most MAX_PASS_CTAS_PER_JOB.
+        assert_eq!(pass_grid_x(1, 65_535, KernelPath::Hopper, 132), 1);
+        assert_eq!(
+            pass_grid_x(blocks(1 << 20, 8192), 1, KernelPath::Hopper, 132),
+            792
+        );
+        assert_eq!(
+            pass_grid_x(blocks(1 << 20, 8192), 1, KernelPath::Portable, 132),
+            1024
+        );
+        assert_eq!(pass_grid_x(0, 0, KernelPath::Portable, 132), 1);
+    }
 
     fn desc(a: u64, m_offset: u32, m: u32, n: u32, k: u32) -> ProblemDesc {
         ProblemDesc {
