@@ -893,30 +893,90 @@ fn one_per_sm_deep_kernel() {
     }
 }
 
+/// The group of [`dynamic_units_relaunched`] and [`guided_parts_relaunched`]: 320 tiles on
+/// the Hopper path (more than two CTAs an SM on GPUs of up to 159 SMs), ragged M (0, 1, 7,
+/// 40, 76, ...), one N not a multiple of 128, 8 K chunks (below `SplitK::Auto`'s minimum:
+/// nothing is cut unless asked).
+fn many_tiles_group(seed: u64) -> Vec<HostProblem> {
+    let shape = GroupShape::new(
+        "many-tiles",
+        &[40, 200, 76, 128, 7, 1, 0, 300],
+        &[4096, 4000, 4096, 4096, 4096, 4096, 4096, 4096],
+        &[512; 8],
+    );
+    group(seed, &shape, Distribution::FullRange, Plain, Blocked)
+}
+
+/// Plans `ps` with `gpu`'s settings, hands the plan to `check_plan`, launches it three times
+/// (C poisoned before each), asserts the three bitwise equal and the results within the
+/// reference's bound, and returns the first launch's raw bits.
+fn launch_thrice_checked(
+    gpu: &Gpu,
+    ps: &[HostProblem],
+    label: &str,
+    check_plan: impl FnOnce(&nvfp4::GroupPlan<'_>),
+) -> Vec<Vec<u16>> {
+    let mut dps = gpu.upload_all(ps, Layout::default());
+    let outs = c_buffers(&mut dps);
+    let ldcs: Vec<usize> = outs.iter().map(|o| o.2).collect();
+    let group_problems = problems(&mut dps);
+    let plan = gpu.gemm.plan(&gpu.stream, &group_problems).expect("plan");
+    check_plan(&plan);
+    let first = launch_poisoned(gpu, &plan, &outs);
+    for launch in 1..3 {
+        let got = launch_poisoned(gpu, &plan, &outs);
+        assert!(
+            first == got,
+            "{label}, launch {launch}: not bitwise the first's"
+        );
+    }
+    drop(plan);
+    drop(group_problems);
+    let got = unstride(ps, &first, &ldcs);
+    let s = check_group(label, ps, &got, Tolerance::FullRange);
+    assert!(s.passed(), "{label}: {} bad elements", s.bad);
+    first
+}
+
 /// Dynamic units: on the Hopper path a `_wt` launch (here after the token pass, in the
 /// blocked K order and in natural order) of more whole tiles than CTA slots takes the tiles
 /// past its first wave from a counter in the plan's workspace, which each launch must leave
 /// zero for the next. Three launches of one such plan (C poisoned before each), and three of
 /// the same group with the switch off, are bitwise equal (each tile's sums do not depend on
-/// which CTA computes it) and match the reference. Ragged M (0, 1, 7, 40, 76, ...), one N
-/// not a multiple of 128, 8 K chunks (below `SplitK::Auto`'s minimum: nothing is cut).
+/// which CTA computes it) and match the reference ([`many_tiles_group`], not cut).
 #[test]
 #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
 fn dynamic_units_relaunched() {
     let mut gpu = Gpu::new();
     let hopper = gpu.gemm.path() == nvfp4::KernelPath::Hopper;
     blocked_order_defaults(&mut gpu);
-    let shape = GroupShape::new(
-        "dynamic",
-        &[40, 200, 76, 128, 7, 1, 0, 300],
-        &[4096, 4000, 4096, 4096, 4096, 4096, 4096, 4096],
-        &[512; 8],
-    );
-    let ps = group(19_000, &shape, Distribution::FullRange, Plain, Blocked);
+    let ps = many_tiles_group(19_000);
     let slots = gpu.gemm.sm_count() * gpu.gemm.ctas_per_sm_for(nvfp4::Activation::F16);
     for blocked in [true, false] {
         gpu.gemm.set_blocked_k(blocked);
-        dynamic_units_for(&mut gpu, &ps, slots, hopper, blocked);
+        let mut bits = Vec::new();
+        for on in [true, false] {
+            gpu.gemm.set_dynamic_units(on);
+            let label = format!("dynamic units: switch {on}, blocked {blocked}");
+            bits.push(launch_thrice_checked(&gpu, &ps, &label, |plan| {
+                let many = plan.total_tiles() > slots;
+                if hopper && gpu.gemm.sm_count() < 160 {
+                    assert!(many, "{} tiles, {slots} slots", plan.total_tiles());
+                }
+                assert_eq!(plan.split_k_schedule().1, 1, "not cut");
+                assert_eq!(plan.blocked_k(), hopper && blocked, "blocked K order");
+                assert_eq!(plan.dynamic_units(), hopper && on && many, "{label}");
+                println!(
+                    "{label}: {} tiles on {slots} slots, dynamic units {}",
+                    plan.total_tiles(),
+                    plan.dynamic_units()
+                );
+            }));
+        }
+        assert!(
+            bits[0] == bits[1],
+            "blocked {blocked}: switch on and off differ"
+        );
     }
 }
 
@@ -932,13 +992,7 @@ fn guided_parts_relaunched() {
     let mut gpu = Gpu::new();
     let hopper = gpu.gemm.path() == nvfp4::KernelPath::Hopper;
     blocked_order_defaults(&mut gpu);
-    let shape = GroupShape::new(
-        "guided",
-        &[40, 200, 76, 128, 7, 1, 0, 300],
-        &[4096, 4000, 4096, 4096, 4096, 4096, 4096, 4096],
-        &[512; 8],
-    );
-    let ps = group(19_500, &shape, Distribution::FullRange, Plain, Blocked);
+    let ps = many_tiles_group(19_500);
     let slots = gpu.gemm.sm_count() * gpu.gemm.ctas_per_sm_for(nvfp4::Activation::F16);
     for blocked in [true, false] {
         gpu.gemm.set_blocked_k(blocked);
@@ -947,90 +1001,21 @@ fn guided_parts_relaunched() {
             gpu.gemm.set_split_k(SplitK::Parts(parts));
             for on in [true, false] {
                 gpu.gemm.set_dynamic_units(on);
-                let mut dps = gpu.upload_all(&ps, Layout::default());
-                let outs = c_buffers(&mut dps);
-                let ldcs: Vec<usize> = outs.iter().map(|o| o.2).collect();
-                let group_problems = problems(&mut dps);
-                let plan = gpu.gemm.plan(&gpu.stream, &group_problems).expect("plan");
-                let units = u64::from(plan.total_tiles()) * u64::from(parts);
-                if hopper {
-                    assert_eq!(plan.split_k_schedule(), (0, parts), "every tile cut");
-                }
-                assert_eq!(
-                    plan.dynamic_units(),
-                    hopper && on && units > u64::from(slots),
-                    "switch {on}, {parts} parts, blocked {blocked}, {:?} path",
-                    gpu.gemm.path()
-                );
-                // 320 tiles on the Hopper path: more parts than slots up to 1280 slots.
-                if hopper && on && slots < 640 {
-                    assert!(plan.dynamic_units(), "{units} parts, {slots} slots");
-                }
                 let label = format!("guided: switch {on}, {parts} parts, blocked {blocked}");
-                println!("{label}: dynamic units {}", plan.dynamic_units());
-                let first = launch_poisoned(&gpu, &plan, &outs);
-                for launch in 1..3 {
-                    let got = launch_poisoned(&gpu, &plan, &outs);
-                    assert!(
-                        first == got,
-                        "{label}, launch {launch}: not bitwise the first's"
-                    );
-                }
-                drop(plan);
-                drop(group_problems);
-                let got = unstride(&ps, &first, &ldcs);
-                let s = check_group(&label, &ps, &got, Tolerance::FullRange);
-                assert!(s.passed(), "{label}: {} bad elements", s.bad);
+                launch_thrice_checked(&gpu, &ps, &label, |plan| {
+                    let units = u64::from(plan.total_tiles()) * u64::from(parts);
+                    if hopper {
+                        assert_eq!(plan.split_k_schedule(), (0, parts), "every tile cut");
+                    }
+                    let dynamic = hopper && on && units > u64::from(slots);
+                    assert_eq!(plan.dynamic_units(), dynamic, "{label}");
+                    // 320 tiles on the Hopper path: more parts than slots up to 640 slots.
+                    if hopper && on && slots < 640 {
+                        assert!(plan.dynamic_units(), "{units} parts, {slots} slots");
+                    }
+                    println!("{label}: dynamic units {}", plan.dynamic_units());
+                });
             }
         }
     }
-}
-
-/// [`dynamic_units_relaunched`] for one setting of the blocked K order.
-fn dynamic_units_for(gpu: &mut Gpu, ps: &[HostProblem], slots: u32, hopper: bool, blocked: bool) {
-    let mut first: Option<Vec<Vec<u16>>> = None;
-    let mut ldcs = Vec::new();
-    for on in [true, false] {
-        gpu.gemm.set_dynamic_units(on);
-        let mut dps = gpu.upload_all(ps, Layout::default());
-        let outs = c_buffers(&mut dps);
-        ldcs = outs.iter().map(|o| o.2).collect();
-        let group_problems = problems(&mut dps);
-        let plan = gpu.gemm.plan(&gpu.stream, &group_problems).expect("plan");
-        // 320 tiles on the Hopper path: more than two CTAs an SM on GPUs of up to 159 SMs.
-        let many = plan.total_tiles() > slots;
-        if hopper && gpu.gemm.sm_count() < 160 {
-            assert!(many, "{} tiles, {slots} slots", plan.total_tiles());
-        }
-        assert_eq!(plan.split_k_schedule().1, 1, "not cut");
-        assert_eq!(plan.blocked_k(), hopper && blocked, "blocked K order");
-        assert_eq!(
-            plan.dynamic_units(),
-            hopper && on && many,
-            "switch {on}, blocked {blocked}, {:?} path",
-            gpu.gemm.path()
-        );
-        println!(
-            "dynamic switch {on}, blocked {blocked}: {} tiles on {slots} slots, dynamic units {}",
-            plan.total_tiles(),
-            plan.dynamic_units()
-        );
-        for launch in 0..3 {
-            let got = launch_poisoned(gpu, &plan, &outs);
-            match &first {
-                None => first = Some(got),
-                Some(f) => assert!(
-                    f == &got,
-                    "switch {on}, blocked {blocked}, launch {launch}: not bitwise the first's"
-                ),
-            }
-        }
-        drop(plan);
-        drop(group_problems);
-    }
-    let first = first.expect("launched");
-    let got = unstride(ps, &first, &ldcs);
-    let label = format!("dynamic units, blocked {blocked}");
-    let s = check_group(&label, ps, &got, Tolerance::FullRange);
-    assert!(s.passed(), "{label}: {} bad elements", s.bad);
 }
