@@ -84,8 +84,12 @@ pub enum SplitK {
     /// Cut where it paid on the benchmark shapes (PERF.md run 61). A launch of `T` tiles on
     /// `S` CTA slots (`sm_count * ctas_per_sm`) with at least one full wave computes the
     /// first `T - T % S` tiles whole and cuts each of the other `T % S` into the number of
-    /// K ranges (2 to 4, each at least [`SplitK::AUTO_MIN_CHUNKS`] chunks of 64) that best
-    /// fills the last wave, if that saves at least a quarter of it. A launch of at most one
+    /// K ranges (2 to 4, each at least [`SplitK::AUTO_MIN_CHUNKS`] chunks of 64 were they
+    /// equal) that best fills the last wave, if that saves at least a quarter of it. A cut
+    /// launch of the Hopper `_wt` kernels with more units than CTA slots and dynamic units
+    /// on (the default; see [`GroupedGemm::set_dynamic_units`]) hands its parts out largest
+    /// first, and they are not equal: part `q` of `p` covers `p + 2 - q` shares of K, so the
+    /// last of 3 parts holds a quarter of K rather than a third. A launch of at most one
     /// tile per SM (with two CTA slots per SM) cuts every tile in two if each half keeps at least
     /// [`SplitK::AUTO_MIN_CHUNKS_ONE_PER_SM`] chunks (the second CTA slot of each SM is
     /// otherwise idle). A launch of more tiles than SMs but less than a wave computes one
@@ -1313,7 +1317,15 @@ impl GroupedGemm {
         } else {
             u64::from(dp) + u64::from(tiles - dp) * u64::from(parts)
         };
-        let dynamic = dynamic && units > u64::from(slots);
+        // Against the slots of the kernel that runs: the 8-stage one (one CTA an SM) only
+        // while the units fit one an SM, else the 4-stage one with its CTAs an SM.
+        let run_slots = if one_per_sm && units > u64::from(self.sm_count) {
+            self.sm_count
+                .saturating_mul(self.ctas_per_sm_for(activation))
+        } else {
+            slots
+        };
+        let dynamic = dynamic && units > u64::from(run_slots);
         if parts <= 1 && !dynamic {
             return Ok((Split::default(), None, tiles, false));
         }

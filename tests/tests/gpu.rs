@@ -1007,12 +1007,10 @@ fn guided_parts_relaunched() {
                     if hopper {
                         assert_eq!(plan.split_k_schedule(), (0, parts), "every tile cut");
                     }
+                    // 320 tiles on the Hopper path: more parts than slots (so dynamic with
+                    // the switch on) on GPUs of up to 639 CTA slots.
                     let dynamic = hopper && on && units > u64::from(slots);
                     assert_eq!(plan.dynamic_units(), dynamic, "{label}");
-                    // 320 tiles on the Hopper path: more parts than slots up to 640 slots.
-                    if hopper && on && slots < 640 {
-                        assert!(plan.dynamic_units(), "{units} parts, {slots} slots");
-                    }
                     println!("{label}: dynamic units {}", plan.dynamic_units());
                 });
             }

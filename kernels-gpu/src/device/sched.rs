@@ -184,7 +184,10 @@ pub trait TileFn {
     /// [`super::split::dynamic_fetch`] on the tile's record exactly once per call, on every
     /// path (no early return before it), after its K loop and before a CTA barrier, and
     /// [`for_each_tile`] takes the CTA's next unit from it. The counter's reset depends on
-    /// that count (see `dynamic_fetch`).
+    /// that count (see `dynamic_fetch`). Only for these kernels does [`for_each_tile`] also
+    /// write the tile's place into the record ([`super::split::record_place`]), which the
+    /// `_wt` kernels' staged epilogue reads back ([`super::split::tile_place`]): a kernel
+    /// that reads it must be `DYNAMIC`.
     const DYNAMIC: bool = false;
 
     /// Computes `tile` (see [`Tile`]). Every thread of the CTA calls it.

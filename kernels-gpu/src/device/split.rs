@@ -43,9 +43,10 @@ use crate::problem::{
 
 /// One part of a cut tile, as [`combine`] needs it. The scheduler's thread 0 writes it to
 /// a shared-memory record ([`Part::store`]) before the tile call and [`combine`] reads it
-/// back after the K loop, so none of it occupies registers during the loop. Record (32
-/// bytes, 8-byte aligned): the last-count flag, `parts` (0: a whole tile), `index`, a pad
-/// word, `slot0`, `counter`.
+/// back after the K loop, so none of it occupies registers during the loop. The record
+/// ([`RECORD_BYTES`], 8-byte aligned) holds in its first 32 bytes the last-count flag,
+/// `parts` (0: a whole tile), `index`, a pad word, `slot0` and `counter`; then the dynamic
+/// units' words and the tile's place ([`record_place`]).
 #[derive(Clone, Copy)]
 struct Part {
     /// This part's index (0 .. parts).
