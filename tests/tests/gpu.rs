@@ -893,6 +893,40 @@ fn one_per_sm_deep_kernel() {
     }
 }
 
+/// Whole tiles and guided parts in one launch, as `SplitK::Auto` plans G8 N4096 K7168 (the
+/// largest benchmark group: 352 tiles, on 132 SMs 264 whole and the last 88 cut in three):
+/// three launches of one plan (C poisoned before each; the cut tiles' counters and the unit
+/// counter must be left zero) are bitwise equal and match the reference. On the Hopper path
+/// a plan that cuts its tail into more units than CTA slots must take them dynamically.
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn whole_tiles_and_guided_parts_relaunched() {
+    let mut gpu = Gpu::new();
+    let hopper = gpu.gemm.path() == nvfp4::KernelPath::Hopper;
+    blocked_order_defaults(&mut gpu);
+    let slots = gpu.gemm.sm_count() * gpu.gemm.ctas_per_sm_for(nvfp4::Activation::F16);
+    let shape = &gpu_mode_benchmarks()[0];
+    let ps = group(19_700, shape, Distribution::FullRange, Plain, Plain);
+    let label = format!("{}: whole tiles and guided parts", shape.name);
+    launch_thrice_checked(&gpu, &ps, &label, |plan| {
+        let (dp, parts) = plan.split_k_schedule();
+        let units = u64::from(dp) + u64::from(plan.total_tiles() - dp) * u64::from(parts);
+        println!(
+            "{label}: {} tiles, {dp} whole, the rest in {parts}; {units} units on {slots} \
+             slots; dynamic units {}",
+            plan.total_tiles(),
+            plan.dynamic_units()
+        );
+        if hopper && parts > 1 {
+            assert_eq!(plan.dynamic_units(), units > u64::from(slots), "{label}");
+        }
+        // On 132-SM Hopper GPUs (the H100 and H200 this was measured on) the tail is cut.
+        if hopper && gpu.gemm.sm_count() == 132 {
+            assert!(dp > 0 && parts > 1, "{label}: ({dp}, {parts})");
+        }
+    });
+}
+
 /// The group of [`dynamic_units_relaunched`] and [`guided_parts_relaunched`]: 320 tiles on
 /// the Hopper path (more than two CTAs an SM on GPUs of up to 159 SMs), ragged M (0, 1, 7,
 /// 40, 76, ...), one N not a multiple of 128, 8 K chunks (below `SplitK::Auto`'s minimum:
