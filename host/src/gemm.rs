@@ -875,8 +875,8 @@ impl GroupedGemm {
     /// second one, and its parts shrink (part `q` of `p` covers `p + 2 - q` shares of the K
     /// range: 5 : 4 : 3 for three), so the CTAs that finish their whole tiles first take
     /// the largest parts. H100 runs 172-174 and 180: G8 N7168 K2048 (728 whole tiles on 264
-    /// CTA slots) 2-3% faster, G8 N4096 K7168 (264 whole tiles, then 88 cut in three) about
-    /// 1.5%. Without cut tiles the sums are bitwise the same either way; with them the parts'
+    /// CTA slots) 2-3% faster, G8 N4096 K7168 (264 whole tiles, then 88 cut in three)
+    /// 0.9-1.7%. Without cut tiles the sums are bitwise the same either way; with them the parts'
     /// K ranges differ, so the fp32 sums may differ in rounding (both are within the
     /// contract's bound). No effect on the portable path. Plans already made keep theirs.
     pub fn set_dynamic_units(&mut self, on: bool) {

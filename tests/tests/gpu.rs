@@ -12,7 +12,9 @@ use nvfp4::shapes::{GroupShape, gpu_mode_benchmarks, gpu_mode_tests, ragged};
 use nvfp4::{
     DeviceInput, DeviceOutput, Error, HostProblem, Problem, ScaleLayout, SplitK, TokenDequant, f16,
 };
-use nvfp4_tests::{DeviceProblem, Gpu, Layout, POISON, check, check_group, problems, upload_on};
+use nvfp4_tests::{
+    DeviceProblem, Gpu, Layout, POISON, check, check_group, launch_poisoned, problems, upload_on,
+};
 
 use ScaleLayout::{Blocked, Plain};
 use kernels_gpu::layout::scale_offset;
@@ -720,30 +722,6 @@ fn c_buffers(dps: &mut [DeviceProblem]) -> Vec<(u64, usize, usize)> {
         .collect()
 }
 
-/// Poisons the C buffers `outs` (`(address, elements, ldc)`), launches `plan`, waits, and
-/// returns each buffer's raw fp16 bits.
-fn launch_poisoned(
-    gpu: &Gpu,
-    plan: &nvfp4::GroupPlan<'_>,
-    outs: &[(u64, usize, usize)],
-) -> Vec<Vec<u16>> {
-    gpu.stream.synchronize().unwrap();
-    for &(addr, len, _) in outs {
-        // SAFETY: addr .. + 2 * len is a C buffer the plan borrows, alive and idle.
-        unsafe { nvfp4::cudarc::driver::result::memset_d8_sync(addr, 0xFF, 2 * len) }.unwrap();
-    }
-    gpu.gemm.launch(&gpu.stream, plan).expect("launch");
-    gpu.stream.synchronize().unwrap();
-    outs.iter()
-        .map(|&(addr, len, _)| {
-            let mut out = vec![f16::ZERO; len];
-            // SAFETY: as above; the launch has finished.
-            unsafe { nvfp4::cudarc::driver::result::memcpy_dtoh_sync(&mut out, addr) }.unwrap();
-            out.iter().map(|x| x.to_bits()).collect()
-        })
-        .collect()
-}
-
 /// Each problem's `m x n` C from its raw bits (`ldc` elements a row).
 fn unstride(ps: &[HostProblem], bits: &[Vec<u16>], ldcs: &[usize]) -> Vec<Vec<f16>> {
     ps.iter()
@@ -819,16 +797,21 @@ fn token_pass_blocked_k_order() {
     }
 }
 
-/// The token pass on every NVFP4 group and the library's defaults for the kernels after it
-/// (`SplitK::Auto`, weights by TMA, the blocked K order, the 8-stage kernel, dynamic units),
-/// whatever the suite's switches say: for the tests that assert which kernel a plan runs.
-fn blocked_order_defaults(gpu: &mut Gpu) {
+/// A GPU with the token pass on every NVFP4 group and the library's defaults for the kernels
+/// after it (`SplitK::Auto`, weights by TMA, the blocked K order, the 8-stage kernel, dynamic
+/// units), whatever the suite's switches say: for the tests that assert which kernel a plan
+/// runs. Also whether it takes the Hopper path, and the CTA slots of its 16-bit kernels.
+fn blocked_order_gpu() -> (Gpu, bool, u32) {
+    let mut gpu = Gpu::new();
+    let hopper = gpu.gemm.path() == nvfp4::KernelPath::Hopper;
     gpu.gemm.set_token_dequant(TokenDequant::Always);
     gpu.gemm.set_split_k(SplitK::Auto);
     gpu.gemm.set_weights_by_tma(true);
     gpu.gemm.set_blocked_k(true);
     gpu.gemm.set_one_per_sm_deep(true);
     gpu.gemm.set_dynamic_units(true);
+    let slots = gpu.gemm.sm_count() * gpu.gemm.ctas_per_sm_for(nvfp4::Activation::F16);
+    (gpu, hopper, slots)
 }
 
 /// The 8-stage blocked-order kernel (`_f16b_wt8`, one CTA an SM): on the Hopper path a
@@ -840,9 +823,7 @@ fn blocked_order_defaults(gpu: &mut Gpu) {
 #[test]
 #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
 fn one_per_sm_deep_kernel() {
-    let mut gpu = Gpu::new();
-    let hopper = gpu.gemm.path() == nvfp4::KernelPath::Hopper;
-    blocked_order_defaults(&mut gpu);
+    let (mut gpu, hopper, _) = blocked_order_gpu();
     let few = ragged_eight("few-tiles", 320, 3072);
     let many = GroupShape::new("many-tiles", &[40, 200, 76, 128], &[4096; 4], &[512; 4]);
     for (g, shape) in [&few, &many].into_iter().enumerate() {
@@ -901,10 +882,7 @@ fn one_per_sm_deep_kernel() {
 #[test]
 #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
 fn whole_tiles_and_guided_parts_relaunched() {
-    let mut gpu = Gpu::new();
-    let hopper = gpu.gemm.path() == nvfp4::KernelPath::Hopper;
-    blocked_order_defaults(&mut gpu);
-    let slots = gpu.gemm.sm_count() * gpu.gemm.ctas_per_sm_for(nvfp4::Activation::F16);
+    let (gpu, hopper, slots) = blocked_order_gpu();
     let shape = &gpu_mode_benchmarks()[0];
     let ps = group(19_700, shape, Distribution::FullRange, Plain, Plain);
     let label = format!("{}: whole tiles and guided parts", shape.name);
@@ -981,11 +959,8 @@ fn launch_thrice_checked(
 #[test]
 #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
 fn dynamic_units_relaunched() {
-    let mut gpu = Gpu::new();
-    let hopper = gpu.gemm.path() == nvfp4::KernelPath::Hopper;
-    blocked_order_defaults(&mut gpu);
+    let (mut gpu, hopper, slots) = blocked_order_gpu();
     let ps = many_tiles_group(19_000);
-    let slots = gpu.gemm.sm_count() * gpu.gemm.ctas_per_sm_for(nvfp4::Activation::F16);
     for blocked in [true, false] {
         gpu.gemm.set_blocked_k(blocked);
         let mut bits = Vec::new();
@@ -1023,11 +998,8 @@ fn dynamic_units_relaunched() {
 #[test]
 #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
 fn guided_parts_relaunched() {
-    let mut gpu = Gpu::new();
-    let hopper = gpu.gemm.path() == nvfp4::KernelPath::Hopper;
-    blocked_order_defaults(&mut gpu);
+    let (mut gpu, hopper, slots) = blocked_order_gpu();
     let ps = many_tiles_group(19_500);
-    let slots = gpu.gemm.sm_count() * gpu.gemm.ctas_per_sm_for(nvfp4::Activation::F16);
     for blocked in [true, false] {
         gpu.gemm.set_blocked_k(blocked);
         // (16 parts would pass `SplitK::MAX_WS_BYTES` here: 320 x 16 x 64 KiB of sums.)

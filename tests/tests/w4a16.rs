@@ -18,7 +18,7 @@ use nvfp4::{
     Activation, DeviceInput, DeviceOutput, Error, GemmTypes, HostProblem, KernelPath, OutputType,
     Problem, ScaleLayout, SplitK, bf16, f16,
 };
-use nvfp4_tests::{Gpu, POISON, assert_err};
+use nvfp4_tests::{Gpu, POISON, assert_err, launch_poisoned};
 use std::sync::Arc;
 
 use ScaleLayout::{Blocked, Plain};
@@ -376,32 +376,21 @@ fn run_and_check(
     // One plan launched twice more: a launch that left state behind in the plan's workspace
     // (the dynamic units' counter) would differ from the fresh plans' results.
     {
-        use nvfp4::cudarc::driver::result::{memcpy_dtoh_sync, memset_d8_sync};
         let problems: Vec<Problem<'_>> = ps
             .iter()
             .zip(devs.iter_mut())
             .map(|(p, d)| device_problem(stream, p, d))
             .collect();
-        let outs: Vec<(u64, usize)> = problems
+        let outs: Vec<(u64, usize, usize)> = problems
             .iter()
-            .map(|p| (p.c.addr(), p.c.len_bytes() / 2))
+            .map(|p| (p.c.addr(), p.c.len_bytes() / 2, p.ldc.unwrap_or(p.n)))
             .collect();
         let plan = gpu.gemm.plan_typed(stream, &problems, types).expect("plan");
         for launch in 1..=2 {
-            stream.synchronize().unwrap();
-            for &(addr, len) in &outs {
-                // SAFETY: addr .. + 2 * len is a C buffer the plan borrows, alive and idle
-                // (the stream is synchronised before and after each launch).
-                unsafe { memset_d8_sync(addr, 0xFF, 2 * len) }.unwrap(); // POISON's bytes
-            }
-            gpu.gemm.launch(stream, &plan).expect("launch");
-            stream.synchronize().unwrap();
-            for (i, &(addr, len)) in outs.iter().enumerate() {
-                let mut c = vec![0u16; len];
-                // SAFETY: as above; the launch has finished.
-                unsafe { memcpy_dtoh_sync(&mut c, addr) }.unwrap();
+            let got = launch_poisoned(gpu, &plan, &outs);
+            for (i, c) in got.iter().enumerate() {
                 assert!(
-                    c == results[0][i],
+                    *c == results[0][i],
                     "{label}/p{i}: launch {launch} of one plan differs bitwise from a fresh plan's"
                 );
             }
