@@ -478,14 +478,17 @@ const MAX_PASS_JOBS: usize = 65_535;
 /// CTAs per job of the token pass at most (each strides over the rest).
 const MAX_PASS_CTAS_PER_JOB: u64 = 1024;
 /// On the Hopper path, the token pass's CTAs over all jobs at most this many an SM (each
-/// thread then strides over more blocks). The GEMM launched as the pass's programmatic
-/// dependent gets its SMs as the pass's CTAs retire. H100 runs 182-184 on G8 N4096 K7168,
-/// whose pass would have 3472 CTAs (26 an SM): 148.9-149.5 us with 6 an SM, 149.2-150.1
-/// with 4, 150.9 with 3, against 152.2-153.0 uncapped; 154.9 with 2 and 164.1 with 1 (too
-/// few loads in flight). Capping smaller passes lost: G2 N3072 K4096's 640 CTAs cut to 528
-/// took 42.8-43.5 us against 42.2-42.7, so the cap sits above the other benchmark shapes'
-/// passes (288 to 784 CTAs).
-const PASS_CTAS_PER_SM_HOPPER: u32 = 6;
+/// thread then strides over more blocks, loading four at a time). The GEMM launched as the
+/// pass's programmatic dependent gets its SMs as the pass's CTAs retire. H100 runs 182-184
+/// on G8 N4096 K7168, whose pass would have 3472 CTAs (26 an SM), with one load a thread in
+/// flight: 148.9-149.5 us with 6 an SM, 149.2-150.1 with 4, 150.9 with 3, against
+/// 152.2-153.0 uncapped; 154.9 with 2 and 164.1 with 1 (too few loads in flight); capping
+/// G2 N3072 K4096's 640 CTAs at 528 lost there (42.8-43.5 us against 42.2-42.7). With four
+/// loads a thread in flight (run 187), 4 an SM: G8 N4096 K7168 148.5 us (twice) against
+/// 148.6-150.5 for 6 an SM with one load, G8 N7168 K2048 (784 CTAs, now 528) 108.4 against
+/// 108.8-109.6, G2 N3072 K4096 (640, now 528) 42.3-42.5 against 42.2-42.7. 4 an SM is also
+/// what fits: the pass takes 60 registers a thread.
+const PASS_CTAS_PER_SM_HOPPER: u32 = 4;
 
 /// The token pass's CTAs per job (its grid's x) for `jobs` jobs whose largest has
 /// `max_items` 16-value blocks: one block a thread, at most [`MAX_PASS_CTAS_PER_JOB`], and on
@@ -1800,20 +1803,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pass_grid_caps_only_large_hopper_passes() {
+    fn pass_grid_caps_large_hopper_passes() {
         let blocks = |m: u64, k: u64| m * k / 16;
         // G8 N4096 K7168 on 132 SMs: the largest job (248 rows) would take 434 CTAs, 3472
-        // for the eight; capped at 6 an SM, 99 a job.
+        // for the eight; capped at 4 an SM, 66 a job.
         assert_eq!(
             pass_grid_x(blocks(248, 7168), 8, KernelPath::Portable, 132),
             434
         );
         assert_eq!(
             pass_grid_x(blocks(248, 7168), 8, KernelPath::Hopper, 132),
-            99
+            66
         );
-        // The other benchmark shapes' passes are under the cap: unchanged.
-        for (m, k, jobs, ctas) in [(196, 2048, 8, 98), (320, 4096, 2, 320), (384, 1536, 2, 144)] {
+        // G8 N7168 K2048 (98 a job) and G2 N3072 K4096 (320 a job) capped too; G2 N4096
+        // K1536 (144 a job, 288 CTAs) is under the cap.
+        for (m, k, jobs, ctas) in [(196, 2048, 8, 66), (320, 4096, 2, 264), (384, 1536, 2, 144)] {
             assert_eq!(
                 pass_grid_x(blocks(m, k), jobs, KernelPath::Hopper, 132),
                 ctas
@@ -1823,7 +1827,7 @@ mod tests {
         assert_eq!(pass_grid_x(1, 65_535, KernelPath::Hopper, 132), 1);
         assert_eq!(
             pass_grid_x(blocks(1 << 20, 8192), 1, KernelPath::Hopper, 132),
-            792
+            528
         );
         assert_eq!(
             pass_grid_x(blocks(1 << 20, 8192), 1, KernelPath::Portable, 132),

@@ -9,8 +9,9 @@
 //! # Work distribution
 //! `blockIdx.y` = job (one problem's token rows), `blockIdx.x` strides over the job's 16-value
 //! blocks, numbered row-major: consecutive threads read consecutive 8-byte FP4 units and
-//! 1-byte scales (plain layout) and write consecutive 32-byte fp16 units. No shared memory,
-//! no barriers.
+//! 1-byte scales (plain layout) and write consecutive 32-byte fp16 units. A thread with
+//! several blocks (a grid capped below one block a thread) loads four before converting
+//! them. No shared memory, no barriers.
 
 use super::arch::{copy, global, grid, half, thread, warp};
 use super::dequant::{fp4x8_scaled, scale_f16x2};
@@ -101,52 +102,101 @@ pub unsafe extern "ptx-kernel" fn nvfp4_dequant_tokens(
     let layout = ScaleLayout::from_code(d.sfa_layout).unwrap_or(ScaleLayout::Plain);
     let stride = thread::nctaid() as u64 * DEQUANT_THREADS as u64;
     let mut i = thread::ctaid() as u64 * DEQUANT_THREADS as u64 + thread::tid() as u64;
+    let place = |i: u64| {
+        (
+            d.m_offset as u64 + i / cols as u64,
+            (i % cols as u64) as u32,
+        )
+    };
+    // The thread's blocks `i`, `i + stride`, ... in groups of `PASS_LOADS_AHEAD`: every load
+    // of a group is issued before the first conversion, so a thread with several blocks (a
+    // grid capped below one block a thread) waits for memory once a group, not once a block.
     while i < items {
-        let row = d.m_offset as u64 + i / cols as u64;
-        let col = (i % cols as u64) as u32;
-        let x = unsafe { global::ld_nc_v2(d.a + row * d.lda + col as u64 * 8) };
-        let sf = unsafe { copy::ld_global_u8(d.sfa + scale_offset(layout, row, col as u64, d.k)) };
-        let s = scale_f16x2(sf);
-        // Word i of `half_words` pairs values i and i + 4 (times 2^-14): to true values, then
-        // (unless paired) back to consecutive pairs.
-        let half_words = |x: u32| {
-            let w = fp4x8_scaled(x, s);
-            let w = [
-                half::mul2(w[0], F16X2_2_14),
-                half::mul2(w[1], F16X2_2_14),
-                half::mul2(w[2], F16X2_2_14),
-                half::mul2(w[3], F16X2_2_14),
-            ];
-            if paired != 0 {
-                w
-            } else {
-                [
-                    half::prmt(w[0], w[1], 0x5410),
-                    half::prmt(w[2], w[3], 0x5410),
-                    half::prmt(w[0], w[1], 0x7632),
-                    half::prmt(w[2], w[3], 0x7632),
-                ]
+        let mut x = [[0u32; 2]; PASS_LOADS_AHEAD];
+        let mut sf = [0u32; PASS_LOADS_AHEAD];
+        unroll!(j in [0, 1, 2, 3] {
+            let ij = i + j as u64 * stride;
+            if ij < items {
+                let (row, col) = place(ij);
+                x[j] = unsafe { global::ld_nc_v2(d.a + row * d.lda + col as u64 * 8) };
+                sf[j] = unsafe {
+                    copy::ld_global_u8(d.sfa + scale_offset(layout, row, col as u64, d.k))
+                };
             }
-        };
-        let (lo, hi) = (half_words(x[0]), half_words(x[1]));
-        if paired == 2 {
-            // Scale block t = col % 4 of chunk col / 4 (the quad's lanes hold the chunk's four
-            // blocks). 16-byte unit u = 4h + i of the chunk holds word i of FP4 word h of each
-            // block, block t' at word t' (`blocked_word_offset`); the quad transposes its
-            // words so that lane t stores units 2t and 2t + 1 whole.
-            let chunk = job.out + (row * d.k as u64 + (col as u64 & !3) * 16) * 2;
-            let units = unsafe { quad_transpose(col % 4, lo, hi) };
-            unsafe {
-                global::st_v4(chunk + 32 * (col % 4) as u64, units[0]);
-                global::st_v4(chunk + 32 * (col % 4) as u64 + 16, units[1]);
+        });
+        unroll!(j in [0, 1, 2, 3] {
+            let ij = i + j as u64 * stride;
+            if ij < items {
+                let (row, col) = place(ij);
+                unsafe { store_block(d, job.out, row, col, x[j], sf[j], paired) };
             }
+        });
+        i += PASS_LOADS_AHEAD as u64 * stride;
+    }
+}
+
+/// Blocks a thread of the token pass loads before converting them (see
+/// [`nvfp4_dequant_tokens`]).
+const PASS_LOADS_AHEAD: usize = 4;
+
+/// Converts block `col` of row `row` (`m_offset` included) of problem `d`'s NVFP4 tokens, its
+/// FP4 bytes `x` and scale byte `sf`, into the fp16 rows at `out` as [`nvfp4_dequant_tokens`]
+/// writes them with `paired`.
+///
+/// # Safety
+/// `out` holds the problem's fp16 rows and nothing else accesses the block's during the
+/// call; with `paired` 2, `k` is a multiple of 64 and the four lanes of the thread's quad
+/// convert the four blocks of one chunk of the same row together (block `col % 4` on lane
+/// `col % 4` of the quad).
+#[inline(always)]
+unsafe fn store_block(
+    d: &ProblemDesc,
+    out: u64,
+    row: u64,
+    col: u32,
+    x: [u32; 2],
+    sf: u32,
+    paired: u32,
+) {
+    let s = scale_f16x2(sf);
+    // Word i of `half_words` pairs values i and i + 4 (times 2^-14): to true values, then
+    // (unless paired) back to consecutive pairs.
+    let half_words = |x: u32| {
+        let w = fp4x8_scaled(x, s);
+        let w = [
+            half::mul2(w[0], F16X2_2_14),
+            half::mul2(w[1], F16X2_2_14),
+            half::mul2(w[2], F16X2_2_14),
+            half::mul2(w[3], F16X2_2_14),
+        ];
+        if paired != 0 {
+            w
         } else {
-            let dst = job.out + (row * d.k as u64 + col as u64 * 16) * 2;
-            unsafe {
-                global::st_v4(dst, lo);
-                global::st_v4(dst + 16, hi);
-            }
+            [
+                half::prmt(w[0], w[1], 0x5410),
+                half::prmt(w[2], w[3], 0x5410),
+                half::prmt(w[0], w[1], 0x7632),
+                half::prmt(w[2], w[3], 0x7632),
+            ]
         }
-        i += stride;
+    };
+    let (lo, hi) = (half_words(x[0]), half_words(x[1]));
+    if paired == 2 {
+        // Scale block t = col % 4 of chunk col / 4 (the quad's lanes hold the chunk's four
+        // blocks). 16-byte unit u = 4h + i of the chunk holds word i of FP4 word h of each
+        // block, block t' at word t' (`blocked_word_offset`); the quad transposes its words
+        // so that lane t stores units 2t and 2t + 1 whole.
+        let chunk = out + (row * d.k as u64 + (col as u64 & !3) * 16) * 2;
+        let units = unsafe { quad_transpose(col % 4, lo, hi) };
+        unsafe {
+            global::st_v4(chunk + 32 * (col % 4) as u64, units[0]);
+            global::st_v4(chunk + 32 * (col % 4) as u64 + 16, units[1]);
+        }
+    } else {
+        let dst = out + (row * d.k as u64 + col as u64 * 16) * 2;
+        unsafe {
+            global::st_v4(dst, lo);
+            global::st_v4(dst + 16, hi);
+        }
     }
 }
