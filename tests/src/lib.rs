@@ -83,9 +83,10 @@ impl Gpu {
         // run the 8-stage kernel (the default) or the 4-stage one, so the suite can check
         // both.
         gemm.set_one_per_sm_deep(env_on("NVFP4_ONE_PER_SM_DEEP"));
-        // NVFP4_DYNAMIC_UNITS=on|off: `_wt` launches of more tiles than CTA slots, none cut
-        // along K, take their later tiles from a counter (the default) or every grid-th, so
-        // the suite can check both.
+        // NVFP4_DYNAMIC_UNITS=on|off: `_wt` launches of more work units (whole tiles, parts
+        // of tiles cut along K) than CTA slots take their later units from a counter, cut
+        // tiles' parts largest first (the default), or every grid-th, so the suite can check
+        // both.
         gemm.set_dynamic_units(env_on("NVFP4_DYNAMIC_UNITS"));
         let (major, minor) = gemm.compute_capability();
         eprintln!(
