@@ -17,7 +17,8 @@ use kernels_gpu::kernels::{
     DEQUANT_TOKENS, GROUPED_GEMM_MMA, GROUPED_GEMM_MMA_BF16A, GROUPED_GEMM_MMA_F16A,
     GROUPED_GEMM_MMA_F16P, GROUPED_GEMM_WGMMA, GROUPED_GEMM_WGMMA_BF16A,
     GROUPED_GEMM_WGMMA_BF16A_WT, GROUPED_GEMM_WGMMA_F16A, GROUPED_GEMM_WGMMA_F16A_WT,
-    GROUPED_GEMM_WGMMA_F16B_WT, GROUPED_GEMM_WGMMA_F16B_WT8, KernelInfo,
+    GROUPED_GEMM_WGMMA_F16B_WT, GROUPED_GEMM_WGMMA_F16B_WT8, GROUPED_GEMM_WGMMA_F16B_WT8SG,
+    GROUPED_GEMM_WGMMA_F16B_WTSG, KernelInfo,
 };
 pub use kernels_gpu::problem::Activation;
 use kernels_gpu::problem::{
@@ -393,6 +394,9 @@ pub struct GroupPlan<'a> {
     /// Whether that GEMM is the 8-stage one-CTA-an-SM entry `_f16b_wt8` (a launch of at
     /// most one work unit an SM; see [`GroupedGemm::set_one_per_sm_deep`]).
     deep: bool,
+    /// Whether that GEMM copies its weight scales four chunks at a time (`_f16b_wtsg`,
+    /// `_f16b_wt8sg`; see [`GroupedGemm::set_scale_groups`]).
+    scale_groups: bool,
     /// Whether the launch's CTAs take their units past the first from a counter in the
     /// split workspace ([`MODE_DYNAMIC`]; see [`GroupedGemm::set_dynamic_units`]).
     dynamic: bool,
@@ -562,6 +566,13 @@ impl GroupPlan<'_> {
         self.deep
     }
 
+    /// Whether the launch's blocked-order GEMM copies each weight row's scales 16 bytes (four
+    /// chunks) at a time (`nvfp4_grouped_gemm_wgmma_f16b_wtsg` or `_f16b_wt8sg`; see
+    /// [`GroupedGemm::set_scale_groups`]).
+    pub fn scale_groups(&self) -> bool {
+        self.scale_groups
+    }
+
     /// Problems in the group (including empty ones).
     pub fn num_problems(&self) -> usize {
         self.packed.descs.len()
@@ -653,6 +664,12 @@ pub struct GroupedGemm {
     /// Whether plans may use `func_wt8` (default true; see
     /// [`GroupedGemm::set_one_per_sm_deep`]).
     one_per_sm_deep: bool,
+    /// The blocked-order entries that copy the weight scales four chunks at a time (Hopper
+    /// path): `_f16b_wtsg` where as many of its CTAs fit an SM as of `_f16b_wt`, and
+    /// `_f16b_wt8sg` where one fits.
+    funcs_sg: Option<(CudaFunction, Option<CudaFunction>)>,
+    /// Whether plans may use `funcs_sg` (default true; see [`GroupedGemm::set_scale_groups`]).
+    scale_groups: bool,
     /// Whether plans may use the blocked K order after the token pass (default true; see
     /// [`GroupedGemm::set_blocked_k`]).
     blocked_k: bool,
@@ -757,6 +774,25 @@ impl GroupedGemm {
                 .filter(|f| ptx_module::ctas_per_sm(f, &GROUPED_GEMM_WGMMA_F16B_WT8, 0) >= 1),
             KernelPath::Portable => None,
         };
+        // Optional, as the 8-stage kernel: where their 4 or 8 KiB more shared memory cost a
+        // CTA slot (or the attribute is refused), plans keep the other entries.
+        let funcs_sg = match path {
+            KernelPath::Hopper => load_kernel(&GROUPED_GEMM_WGMMA_F16B_WTSG)
+                .ok()
+                .filter(|f| {
+                    ptx_module::ctas_per_sm(f, &GROUPED_GEMM_WGMMA_F16B_WTSG, 0)
+                        >= ctas_per_sm[Activation::F16 as usize]
+                })
+                .map(|wtsg| {
+                    let wt8sg = load_kernel(&GROUPED_GEMM_WGMMA_F16B_WT8SG)
+                        .ok()
+                        .filter(|f| {
+                            ptx_module::ctas_per_sm(f, &GROUPED_GEMM_WGMMA_F16B_WT8SG, 0) >= 1
+                        });
+                    (wtsg, wt8sg)
+                }),
+            KernelPath::Portable => None,
+        };
         Ok(Self {
             ctx,
             module,
@@ -772,6 +808,8 @@ impl GroupedGemm {
             weights_tma: true,
             func_wt8,
             one_per_sm_deep: true,
+            funcs_sg,
+            scale_groups: true,
             blocked_k: true,
             dynamic_units: true,
             token_dequant: TokenDequant::default(),
@@ -865,6 +903,26 @@ impl GroupedGemm {
         self.one_per_sm_deep
     }
 
+    /// Sets whether the plans made from now on that run the blocked-order kernel (see
+    /// [`GroupedGemm::set_blocked_k`]) copy each weight row's scales 16 bytes (four 64-value
+    /// chunks) at a time (default `true`): `nvfp4_grouped_gemm_wgmma_f16b_wtsg`
+    /// (`_f16b_wt8sg` in the 8-stage form), which a plan runs when every problem with work
+    /// has its `sfb` in [`ScaleLayout::Plain`] at a 16-byte aligned address and `k` a
+    /// multiple of 256 (a row's scales of four chunks are then 16 aligned bytes; its rows
+    /// are `k / 16` bytes apart, so each row's copy is an L2 request of its own). Otherwise,
+    /// or with `false`, each row's 4 scale bytes are copied every chunk (blocked scales put
+    /// a chunk's 128 rows in one 512-byte block, which needs nothing more). The sums are the
+    /// same either way. No effect on the portable path. Plans already made keep theirs.
+    pub fn set_scale_groups(&mut self, on: bool) {
+        self.scale_groups = on;
+    }
+
+    /// Whether plans may copy the weight scales four chunks at a time (see
+    /// [`GroupedGemm::set_scale_groups`]).
+    pub fn scale_groups(&self) -> bool {
+        self.scale_groups
+    }
+
     /// Sets whether the plans made from now on that run a Hopper `_wt` kernel (16-bit tokens,
     /// weights by TMA: NVFP4 groups after the token pass, and W4A16 groups; see
     /// [`GroupedGemm::set_weights_by_tma`]; host sizes) hand out their work units
@@ -914,7 +972,10 @@ impl GroupedGemm {
     /// its `_wt` entry (weights by TMA) when every problem's weight rows are 16-byte aligned,
     /// in the blocked K order (`_f16b_wt`) when also every `k` is a multiple of 64 (see
     /// [`GroupedGemm::set_blocked_k`]), in its 8-stage form (`_f16b_wt8`) for launches of at
-    /// most one tile an SM (see [`GroupedGemm::set_one_per_sm_deep`]).
+    /// most one tile an SM (see [`GroupedGemm::set_one_per_sm_deep`]), either copying its
+    /// weight scales four chunks at a time (`_f16b_wtsg`, `_f16b_wt8sg`) where every
+    /// problem's are plain, 16-byte aligned and `k` a multiple of 256 (see
+    /// [`GroupedGemm::set_scale_groups`]).
     pub fn kernel_name(&self) -> String {
         let nvfp4 = self.path.kernel().name;
         let pass = match self.funcs_wt {
@@ -928,7 +989,15 @@ impl GroupedGemm {
                         GROUPED_GEMM_WGMMA_F16B_WT8.name
                     ),
                     _ => String::new(),
-                },
+                } + match (&self.funcs_sg, self.scale_groups) {
+                    (Some(_), true) => format!(
+                        " (its `sg` form, {}, where every weight scale tensor is plain, \
+                         16-byte aligned and k a multiple of 256)",
+                        GROUPED_GEMM_WGMMA_F16B_WTSG.name
+                    ),
+                    _ => String::new(),
+                }
+                .as_str(),
                 GROUPED_GEMM_WGMMA_F16A_WT.name,
                 self.pass_kernel().name
             ),
@@ -1248,6 +1317,22 @@ impl GroupedGemm {
             (Split::default(), None, tile_bound, false)
         };
         let deep = deep_fits && units <= self.sm_count;
+        // The blocked-order kernel copies its weight scales four chunks at a time when every
+        // problem it multiplies has them plain, 16-byte aligned (the copy's alignment;
+        // validation asks 4 bytes of any scales) and `k` a multiple of 256 (so each row's
+        // group of four chunks is 16 aligned bytes).
+        let scale_groups = blocked_k
+            && self.scale_groups
+            && self
+                .funcs_sg
+                .as_ref()
+                .is_some_and(|(_, wt8)| !deep || wt8.is_some())
+            && packed.descs.iter().all(|d| {
+                !token_maps::has_tiles(d)
+                    || (d.sfb_layout == ScaleLayout::Plain as u32
+                        && d.sfb.is_multiple_of(16)
+                        && d.k.is_multiple_of(256))
+            });
         let table_addr = table.as_ref().map_or(0, |t| t.device_ptr(stream).0);
         let maps_addr = maps.as_ref().map_or(0, |m| m.device_ptr(stream).0);
         Ok(GroupPlan {
@@ -1267,6 +1352,7 @@ impl GroupedGemm {
             weights_tma,
             blocked_k,
             deep,
+            scale_groups,
             dynamic,
             split,
             split_ws,
@@ -1547,10 +1633,18 @@ impl GroupedGemm {
         // The `_wt` entry when the plan's weights are read by TMA (16-bit launches on the
         // Hopper path): same tiles, threads and parameters, one more barrier per stage.
         let wt = match (&self.funcs_wt, plan.weights_tma, activation) {
-            (Some(wt), true, Activation::F16) if plan.blocked_k => match &self.func_wt8 {
-                Some(wt8) if plan.deep => Some((wt8, &GROUPED_GEMM_WGMMA_F16B_WT8)),
-                _ => Some((&wt[2], &GROUPED_GEMM_WGMMA_F16B_WT)),
-            },
+            (Some(wt), true, Activation::F16) if plan.blocked_k => {
+                match (&self.func_wt8, &self.funcs_sg) {
+                    (_, Some((_, Some(wt8sg)))) if plan.deep && plan.scale_groups => {
+                        Some((wt8sg, &GROUPED_GEMM_WGMMA_F16B_WT8SG))
+                    }
+                    (Some(wt8), _) if plan.deep => Some((wt8, &GROUPED_GEMM_WGMMA_F16B_WT8)),
+                    (_, Some((wtsg, _))) if plan.scale_groups => {
+                        Some((wtsg, &GROUPED_GEMM_WGMMA_F16B_WTSG))
+                    }
+                    _ => Some((&wt[2], &GROUPED_GEMM_WGMMA_F16B_WT)),
+                }
+            }
             (Some(wt), true, Activation::F16) => Some((&wt[0], &GROUPED_GEMM_WGMMA_F16A_WT)),
             (Some(wt), true, Activation::Bf16) => Some((&wt[1], &GROUPED_GEMM_WGMMA_BF16A_WT)),
             _ => None,

@@ -116,6 +116,8 @@ pub const KERNELS: &[KernelInfo] = &[
     GROUPED_GEMM_WGMMA_BF16A_WT,
     GROUPED_GEMM_WGMMA_F16B_WT,
     GROUPED_GEMM_WGMMA_F16B_WT8,
+    GROUPED_GEMM_WGMMA_F16B_WTSG,
+    GROUPED_GEMM_WGMMA_F16B_WT8SG,
     DEQUANT_TOKENS,
     QUANTIZE,
 ];
@@ -185,4 +187,22 @@ pub const GROUPED_GEMM_WGMMA_F16B_WT8: KernelInfo = KernelInfo {
     min_ctas_per_sm: 1,
     dynamic_smem_bytes: crate::tiling::wgmma::SMEM_BYTES_A16_WT8,
     ..GROUPED_GEMM_WGMMA_F16B_WT
+};
+
+/// [`GROUPED_GEMM_WGMMA_F16B_WT`] for launches whose every problem with tiles has plain
+/// weight scales, 16-byte aligned, and `k` a multiple of 256: each weight row's scales are
+/// copied 16 bytes (four chunks) at a time into slots after the scheduler's words. Same tiles
+/// and threads; 4 KiB more shared memory (two CTAs still fit an SM).
+pub const GROUPED_GEMM_WGMMA_F16B_WTSG: KernelInfo = KernelInfo {
+    name: "nvfp4_grouped_gemm_wgmma_f16b_wtsg",
+    dynamic_smem_bytes: crate::tiling::wgmma::SMEM_BYTES_A16_WTSG,
+    ..GROUPED_GEMM_WGMMA_F16B_WT
+};
+
+/// [`GROUPED_GEMM_WGMMA_F16B_WT8`] with the weight scales as in
+/// [`GROUPED_GEMM_WGMMA_F16B_WTSG`] (8 KiB more shared memory).
+pub const GROUPED_GEMM_WGMMA_F16B_WT8SG: KernelInfo = KernelInfo {
+    name: "nvfp4_grouped_gemm_wgmma_f16b_wt8sg",
+    dynamic_smem_bytes: crate::tiling::wgmma::SMEM_BYTES_A16_WT8SG,
+    ..GROUPED_GEMM_WGMMA_F16B_WT8
 };

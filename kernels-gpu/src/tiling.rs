@@ -92,6 +92,18 @@ pub mod wgmma {
         + 2 * STAGES_WT8 * 8
         + super::SCHED_SMEM_BYTES;
 
+    /// Bytes of one weight-scale slot of the `_sg` entries: 16 bytes (the scales of four
+    /// 64-value chunks) of each of `TILE_N` rows.
+    pub const SCALE_SLOT_BYTES: u32 = TILE_N * 16;
+
+    /// Dynamic shared memory of `nvfp4_grouped_gemm_wgmma_f16b_wtsg`: [`SMEM_BYTES_A16_WT`]
+    /// plus `STAGES / 2` weight-scale slots (after the scheduler's words).
+    pub const SMEM_BYTES_A16_WTSG: u32 = SMEM_BYTES_A16_WT + STAGES / 2 * SCALE_SLOT_BYTES;
+
+    /// Dynamic shared memory of `nvfp4_grouped_gemm_wgmma_f16b_wt8sg`: [`SMEM_BYTES_A16_WT8`]
+    /// plus `STAGES_WT8 / 2` weight-scale slots.
+    pub const SMEM_BYTES_A16_WT8SG: u32 = SMEM_BYTES_A16_WT8 + STAGES_WT8 / 2 * SCALE_SLOT_BYTES;
+
     /// Tiles of one problem for this kernel.
     #[inline(always)]
     pub const fn tiles_for(m: u32, n: u32) -> u64 {

@@ -83,6 +83,10 @@ impl Gpu {
         // run the 8-stage kernel (the default) or the 4-stage one, so the suite can check
         // both.
         gemm.set_one_per_sm_deep(env_on("NVFP4_ONE_PER_SM_DEEP"));
+        // NVFP4_SCALE_GROUPS=on|off: blocked-order launches whose weight scales are all
+        // plain, 16-byte aligned and `k` a multiple of 256 copy them four chunks at a time
+        // (the default) or every chunk, so the suite can check both.
+        gemm.set_scale_groups(env_on("NVFP4_SCALE_GROUPS"));
         // NVFP4_DYNAMIC_UNITS=on|off: `_wt` launches of more work units (whole tiles, parts
         // of tiles cut along K) than CTA slots take their later units from a counter, cut
         // tiles' parts largest first (the default), or every grid-th, so the suite can check
@@ -90,7 +94,7 @@ impl Gpu {
         gemm.set_dynamic_units(env_on("NVFP4_DYNAMIC_UNITS"));
         let (major, minor) = gemm.compute_capability();
         eprintln!(
-            "device: {} (sm_{major}{minor}), {} SMs x {} CTAs (W4A16: {}), PTX {}, kernel {}, token pass {:?}, split-K {:?}, weights by TMA {}, blocked K {}, one-per-SM deep {}, dynamic units {}",
+            "device: {} (sm_{major}{minor}), {} SMs x {} CTAs (W4A16: {}), PTX {}, kernel {}, token pass {:?}, split-K {:?}, weights by TMA {}, blocked K {}, one-per-SM deep {}, scale groups {}, dynamic units {}",
             ctx.name().unwrap_or_else(|_| "?".into()),
             gemm.sm_count(),
             gemm.ctas_per_sm(),
@@ -102,6 +106,7 @@ impl Gpu {
             gemm.weights_by_tma(),
             gemm.blocked_k(),
             gemm.one_per_sm_deep(),
+            gemm.scale_groups(),
             gemm.dynamic_units()
         );
         Self { ctx, stream, gemm }

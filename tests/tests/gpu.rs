@@ -874,6 +874,90 @@ fn one_per_sm_deep_kernel() {
     }
 }
 
+/// The blocked-order kernels' weight scales copied four chunks at a time (`_f16b_wtsg`,
+/// `_f16b_wt8sg`: 16 bytes a row into a ring of `STAGES / 2` slots): on the Hopper path a plan
+/// takes them when the switch is on and every problem's `sfb` is plain with `k` a multiple of
+/// 256, never with blocked weight scales or another `k`. Their sums are bitwise those of the
+/// per-chunk copies and match the reference: on a ragged group (M = 0, 1, 7, 40, 76; N not a
+/// multiple of 128) in the 8-stage form, on a group of more tiles than SMs (N 4000 and 2000
+/// among them) in the 4-stage form, on that group with every tile cut in three (parts whose
+/// first chunk is inside a group of four: 16 and 8 chunks in three), and on the ragged group
+/// of `ragged_eight` (some `k` = 64, 128, 192, 640: not taken).
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn weight_scales_in_groups_of_four_chunks() {
+    let (mut gpu, hopper, _) = blocked_order_gpu();
+    let few = GroupShape::new(
+        "few-tiles",
+        &[1, 7, 40, 76, 0, 129, 200, 320],
+        &[130, 127, 129, 300, 64, 72, 96, 3072],
+        &[256, 768, 256, 2048, 256, 512, 1024, 4096],
+    );
+    let many = GroupShape::new(
+        "many-tiles",
+        &[40, 200, 76, 128],
+        &[4096, 4000, 4096, 2000],
+        &[512, 1024, 512, 2048],
+    );
+    let other_k = ragged_eight("k64", 256, 256);
+    let cases = [
+        (&few, SplitK::Auto, true),
+        (&many, SplitK::Auto, true),
+        (&many, SplitK::Parts(3), true),
+        (&other_k, SplitK::Auto, false),
+    ];
+    for (g, (shape, split, k256)) in cases.into_iter().enumerate() {
+        gpu.gemm.set_split_k(split);
+        for sfb in [Plain, Blocked] {
+            let ps = group(
+                19_000 + g as u64,
+                shape,
+                Distribution::FullRange,
+                Blocked,
+                sfb,
+            );
+            let mut outs: Vec<Vec<Vec<f16>>> = Vec::new();
+            for on in [true, false] {
+                gpu.gemm.set_scale_groups(on);
+                let mut dps = gpu.upload_all(&ps, Layout::default());
+                let group_problems = problems(&mut dps);
+                let plan = gpu.gemm.plan(&gpu.stream, &group_problems).expect("plan");
+                let label = format!("{}/{split:?}/sfb {sfb:?}/groups switch {on}", shape.name);
+                assert_eq!(plan.blocked_k(), hopper, "{label}");
+                assert_eq!(
+                    plan.scale_groups(),
+                    hopper && on && sfb == Plain && k256,
+                    "{label}"
+                );
+                // 84 and 144 tiles on the Hopper path: one group on each side of the SM
+                // count on GPUs of up to 143 SMs.
+                if hopper && gpu.gemm.sm_count() < 144 && g < 2 {
+                    assert_eq!(plan.one_per_sm_deep(), g == 0, "{label}");
+                }
+                if g == 2 {
+                    assert_eq!(plan.split_k_schedule().1, 3, "{label}");
+                }
+                gpu.gemm.launch(&gpu.stream, &plan).expect("launch");
+                gpu.stream.synchronize().expect("synchronize");
+                drop(plan);
+                drop(group_problems);
+                outs.push(download_checked(&gpu, &ps, &dps, &label));
+            }
+            let bits = |o: &Vec<Vec<f16>>| -> Vec<Vec<u16>> {
+                o.iter()
+                    .map(|v| v.iter().map(|x| x.to_bits()).collect())
+                    .collect()
+            };
+            assert_eq!(
+                bits(&outs[0]),
+                bits(&outs[1]),
+                "{} {split:?} {sfb:?}",
+                shape.name
+            );
+        }
+    }
+}
+
 /// Whole tiles and guided parts in one launch, as `SplitK::Auto` plans G8 N4096 K7168 (the
 /// largest benchmark group: 352 tiles, on 132 SMs 264 whole and the last 88 cut in three):
 /// three launches of one plan (C poisoned before each; the cut tiles' counters and the unit

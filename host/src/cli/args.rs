@@ -94,6 +94,11 @@ COMMON OPTIONS:
                     on (default) or off: whether launches of that kernel with at most one
                     tile an SM run its 8-stage form, _f16b_wt8, one CTA an SM
                     (GroupedGemm::set_one_per_sm_deep).
+    --scale-groups W
+                    on (default) or off: whether that kernel copies each weight row's
+                    scales 16 bytes (four chunks) at a time (_f16b_wtsg, _f16b_wt8sg) when
+                    every problem's weight scales are plain, 16-byte aligned and k a
+                    multiple of 256 (GroupedGemm::set_scale_groups; see --scales).
     --dynamic-units W
                     on (default) or off: whether Hopper _wt launches of more work units
                     (tiles, parts of tiles cut along K) than CTA slots hand out the units
@@ -174,6 +179,8 @@ pub struct Tuning {
     pub weights_tma: bool,
     pub blocked_k: bool,
     pub one_per_sm_deep: bool,
+    /// `--scale-groups` ([`nvfp4::GroupedGemm::set_scale_groups`]).
+    pub scale_groups: bool,
     pub dynamic_units: bool,
 }
 
@@ -185,6 +192,7 @@ impl Default for Tuning {
             weights_tma: true,
             blocked_k: true,
             one_per_sm_deep: true,
+            scale_groups: true,
             dynamic_units: true,
         }
     }
@@ -308,6 +316,9 @@ fn common(name: &str, cur: &mut Cursor<'_>, opts: &mut CommonOpts) -> Result<boo
         }
         "--one-per-sm-deep" => {
             opts.tuning.one_per_sm_deep = on_off(name, cur.value(name)?)?;
+        }
+        "--scale-groups" => {
+            opts.tuning.scale_groups = on_off(name, cur.value(name)?)?;
         }
         "--dynamic-units" => {
             opts.tuning.dynamic_units = on_off(name, cur.value(name)?)?;
@@ -543,7 +554,8 @@ mod tests {
         let b = bench(
             "bench --shapes G8_N4096_K7168 --shapes=m=1,2;n=128;k=64 --iters=50 --json out.json \
              --seed 0x10 --portable --cpu --scales BLOCKED --token-pass never --split-k 3 \
-             --weights-tma off --blocked-k off --one-per-sm-deep off --dynamic-units off",
+             --weights-tma off --blocked-k off --one-per-sm-deep off --scale-groups off \
+             --dynamic-units off",
         );
         assert_eq!(b.shapes.len(), 2);
         assert_eq!(b.shapes[1].problems, vec![(1, 128, 64), (2, 128, 64)]);
@@ -561,6 +573,7 @@ mod tests {
                     weights_tma: false,
                     blocked_k: false,
                     one_per_sm_deep: false,
+                    scale_groups: false,
                     dynamic_units: false,
                 },
             }
@@ -581,6 +594,7 @@ mod tests {
             "bench --split-k two",
             "bench --weights-tma maybe",
             "bench --blocked-k 1",
+            "bench --scale-groups yes",
         ] {
             assert!(parse_str(bad).is_err(), "{bad}");
         }

@@ -209,6 +209,7 @@ pub fn run_gpu(ctx: Arc<CudaContext>, opts: &BenchOpts, progress: &Progress) -> 
                     ("weights_by_tma", Json::Bool(gemm.weights_by_tma())),
                     ("blocked_k", Json::Bool(gemm.blocked_k())),
                     ("one_per_sm_deep", Json::Bool(gemm.one_per_sm_deep())),
+                    ("scale_groups", Json::Bool(gemm.scale_groups())),
                     ("dynamic_units", Json::Bool(gemm.dynamic_units())),
                     (
                         "token_pass",

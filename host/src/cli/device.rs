@@ -68,6 +68,7 @@ pub fn load_gemm(
     gemm.set_weights_by_tma(tuning.weights_tma);
     gemm.set_blocked_k(tuning.blocked_k);
     gemm.set_one_per_sm_deep(tuning.one_per_sm_deep);
+    gemm.set_scale_groups(tuning.scale_groups);
     gemm.set_dynamic_units(tuning.dynamic_units);
     let (major, minor) = gemm.compute_capability();
     println!(

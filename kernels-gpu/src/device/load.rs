@@ -183,6 +183,24 @@ impl ScaleRow {
 }
 
 impl ScaleRow {
+    /// Copies the row's 16 scale bytes of the group of four chunks that holds chunk `chunk`
+    /// (chunks `4 (chunk / 4) ..`) to `dst` (16-byte aligned); zeros for a row that does not
+    /// exist. Only for the plain layout with `K` a multiple of 256 and the scales 16-byte
+    /// aligned: the group is then 16 aligned bytes inside the row.
+    #[cfg(nvfp4_sm90a)]
+    #[inline(always)]
+    pub unsafe fn issue_group(&self, chunk: u32, dst: u32) {
+        // A copy that reads nothing reads it from the scales' start.
+        let (src, bytes) = if self.cols > 0 {
+            (self.src + (chunk / 4) as u64 * 16, 16)
+        } else {
+            (self.src, 0)
+        };
+        unsafe { copy::async_16(dst, src, bytes) };
+    }
+}
+
+impl ScaleRow {
     /// [`ScaleRow::issue`], then one arrival on the mbarrier `bar` once the 4 bytes are in
     /// shared memory: when the copy is asynchronous, after it completes
     /// (`cp.async.mbarrier.arrive.noinc`); otherwise (unaligned rows, copied by plain loads

@@ -63,8 +63,9 @@ use crate::fp4::{fp4_byte_pair, fp4_byte_pair_selector};
 use crate::problem::{FLAG_OUT_BF16, PROBLEM_DESC_BYTES, ProblemDesc, Split, TOKEN_MAP_BYTES};
 use crate::tiling::CHUNK_K;
 use crate::tiling::wgmma::{
-    SMEM_BYTES_A16, SMEM_BYTES_A16_WT, SMEM_BYTES_A16_WT8, STAGES, STAGES_WT8, THREADS, TILE_M,
-    TILE_N, TOK16_STAGE_BYTES, W_STAGE_BYTES,
+    SCALE_SLOT_BYTES, SMEM_BYTES_A16, SMEM_BYTES_A16_WT, SMEM_BYTES_A16_WT8, SMEM_BYTES_A16_WT8SG,
+    SMEM_BYTES_A16_WTSG, STAGES, STAGES_WT8, THREADS, TILE_M, TILE_N, TOK16_STAGE_BYTES,
+    W_STAGE_BYTES,
 };
 use core::marker::PhantomData;
 
@@ -137,7 +138,7 @@ gemm_entry! {
     /// # Safety
     /// As [`nvfp4_grouped_gemm_wgmma_f16a`], with the host encoding each problem's weight map
     /// over its `b` (16-byte aligned, `ldb` a multiple of 16).
-    nvfp4_grouped_gemm_wgmma_f16a_wt => run_a16_wt::<F16Act, STAGES>, maps
+    nvfp4_grouped_gemm_wgmma_f16a_wt => run_a16_wt::<F16Act, STAGES, false>, maps
 }
 
 gemm_entry! {
@@ -151,7 +152,7 @@ gemm_entry! {
     ///
     /// # Safety
     /// As [`nvfp4_grouped_gemm_wgmma_f16a_wt`], with every problem's `k` a multiple of 64.
-    nvfp4_grouped_gemm_wgmma_f16b_wt => run_a16_wt::<F16BlockedAct, STAGES>, maps; waits_itself
+    nvfp4_grouped_gemm_wgmma_f16b_wt => run_a16_wt::<F16BlockedAct, STAGES, false>, maps; waits_itself
 }
 
 gemm_entry! {
@@ -163,7 +164,33 @@ gemm_entry! {
     ///
     /// # Safety
     /// As [`nvfp4_grouped_gemm_wgmma_f16b_wt`].
-    nvfp4_grouped_gemm_wgmma_f16b_wt8 => run_a16_wt::<F16BlockedAct, STAGES_WT8>, maps; waits_itself
+    nvfp4_grouped_gemm_wgmma_f16b_wt8 => run_a16_wt::<F16BlockedAct, STAGES_WT8, false>, maps; waits_itself
+}
+
+gemm_entry! {
+    /// [`nvfp4_grouped_gemm_wgmma_f16b_wt`] for launches whose every problem with tiles has
+    /// its weight scales in the plain layout at a 16-byte aligned address with `k` a multiple
+    /// of 256: a row's scales of four chunks are then 16 aligned bytes, which the filling
+    /// thread of the row copies once every four chunks (`cp.async` of 16 bytes, into one of
+    /// `STAGES / 2` slots of 16 bytes a row after the scheduler's words) instead of 4 bytes
+    /// every chunk: a quarter of the scale copies, and of the L2 requests a warp's copy makes
+    /// (one per row: the rows are `k / 16` bytes apart). Same parameters; launch with
+    /// `SMEM_BYTES_A16_WTSG` of dynamic shared memory.
+    ///
+    /// # Safety
+    /// As [`nvfp4_grouped_gemm_wgmma_f16b_wt`], with every problem's `sfb` plain, 16-byte
+    /// aligned, and its `k` a multiple of 256.
+    nvfp4_grouped_gemm_wgmma_f16b_wtsg => run_a16_wt::<F16BlockedAct, STAGES, true>, maps; waits_itself
+}
+
+gemm_entry! {
+    /// [`nvfp4_grouped_gemm_wgmma_f16b_wt8`] with the weight scales as in
+    /// [`nvfp4_grouped_gemm_wgmma_f16b_wtsg`]. Same parameters; launch with
+    /// `SMEM_BYTES_A16_WT8SG` of dynamic shared memory.
+    ///
+    /// # Safety
+    /// As [`nvfp4_grouped_gemm_wgmma_f16b_wtsg`].
+    nvfp4_grouped_gemm_wgmma_f16b_wt8sg => run_a16_wt::<F16BlockedAct, STAGES_WT8, true>, maps; waits_itself
 }
 
 gemm_entry! {
@@ -171,7 +198,7 @@ gemm_entry! {
     ///
     /// # Safety
     /// As [`nvfp4_grouped_gemm_wgmma_f16a_wt`].
-    nvfp4_grouped_gemm_wgmma_bf16a_wt => run_a16_wt::<Bf16Act, STAGES>, maps
+    nvfp4_grouped_gemm_wgmma_bf16a_wt => run_a16_wt::<Bf16Act, STAGES, false>, maps
 }
 
 gemm_entry! {
@@ -294,6 +321,17 @@ const fn wt_full(s: u32) -> u32 {
 const fn wt_empty(s: u32) -> u32 {
     wt_full(s) + s * 8
 }
+/// The `_sg` entries' weight-scale slots (`s / 2` of `SCALE_SLOT_BYTES`), after the
+/// scheduler's words.
+const fn wt_slots(s: u32) -> u32 {
+    wt_sched(s) + crate::tiling::SCHED_SMEM_BYTES
+}
+/// Where the `_sg` entries (`S` stages) keep absolute chunk `c`'s group of four scales:
+/// slot `(c / 4) % (S / 2)`, 16 bytes a row.
+#[inline(always)]
+fn sg_slot_of<const S: u32>(smem: u32, c: u32) -> u32 {
+    smem + wt_slots(S) + ((c / 4) % (S / 2)) * SCALE_SLOT_BYTES
+}
 const fn wt_sched(s: u32) -> u32 {
     wt_empty(s) + s * 8
 }
@@ -305,6 +343,15 @@ const _: () = assert!(
         && STAGES.is_power_of_two()
         && STAGES_WT8.is_power_of_two()
         && STAGES_WT8 <= 16
+);
+// Slot `(c / 4) % (S / 2)` holds chunk `c`'s group of four: it is refilled with chunk
+// `c + 2 S`'s group at the earliest, whose fill waits until chunk `c + S` is released, after
+// every chunk of `c`'s group (`4 (S / 2) >= S + 3` with `S >= 4`).
+const _: () = assert!(
+    wt_slots(STAGES) % 16 == 0
+        && wt_slots(STAGES) + STAGES / 2 * SCALE_SLOT_BYTES == SMEM_BYTES_A16_WTSG
+        && wt_slots(STAGES_WT8) + STAGES_WT8 / 2 * SCALE_SLOT_BYTES == SMEM_BYTES_A16_WT8SG
+        && STAGES >= 4
 );
 /// Bytes the TMA brings into a stage of the `_wt` kernels: the token tile and the weights' FP4.
 const WT_TX_BYTES: u32 = TOK16_STAGE_BYTES + TILE_N * ROW_BYTES;
@@ -320,7 +367,7 @@ const FILL_TOKENS: u32 = 2;
 /// thread (once the thread's wgmmas that read the stage are done). Every thread arrives once
 /// on every empty barrier at the start, so the first fill of every stage finds it released.
 #[inline(always)]
-unsafe fn run_a16_wt<A: Act, const S: u32>(
+unsafe fn run_a16_wt<A: Act, const S: u32, const SG: bool>(
     table: *const ProblemDesc,
     num_problems: u32,
     total_tiles: u32,
@@ -356,7 +403,7 @@ unsafe fn run_a16_wt<A: Act, const S: u32>(
             TILE_N,
             TILE_M,
             split,
-            &mut TilesTmaWt::<A, S> {
+            &mut TilesTmaWt::<A, S, SG> {
                 smem,
                 table: table as u64,
                 maps,
@@ -372,7 +419,7 @@ unsafe fn run_a16_wt<A: Act, const S: u32>(
 /// The `_wt` kernels' tile work: the barriers' parities (bit `s`: the phase the next wait on
 /// stage `s` needs), `full` for every thread, `empty` for the stages the thread's warpgroup
 /// fills (`s % 2` = warpgroup).
-struct TilesTmaWt<A, const S: u32> {
+struct TilesTmaWt<A, const S: u32, const SG: bool> {
     smem: u32,
     table: u64,
     maps: u64,
@@ -384,7 +431,7 @@ struct TilesTmaWt<A, const S: u32> {
     kind: PhantomData<A>,
 }
 
-impl<A: Act, const S: u32> TileFn for TilesTmaWt<A, S> {
+impl<A: Act, const S: u32, const SG: bool> TileFn for TilesTmaWt<A, S, SG> {
     const DYNAMIC: bool = true;
 
     #[inline(always)]
@@ -392,7 +439,7 @@ impl<A: Act, const S: u32> TileFn for TilesTmaWt<A, S> {
         let index = (tile.desc as u64 - self.table) / PROBLEM_DESC_BYTES as u64;
         let map = self.maps + index * 2 * TOKEN_MAP_BYTES;
         unsafe {
-            gemm_tile_tma_wt::<A, S>(
+            gemm_tile_tma_wt::<A, S, SG>(
                 self.smem,
                 map,
                 &mut self.full,
@@ -424,7 +471,7 @@ impl<A: Act, const S: u32> TileFn for TilesTmaWt<A, S> {
 /// then overlaps the pass (H100 run 156: G2 N3072 K4096 about 1 us faster). The other
 /// entries wait first thing and fill each stage whole.
 #[inline(always)]
-unsafe fn gemm_tile_tma_wt<A: Act, const S: u32>(
+unsafe fn gemm_tile_tma_wt<A: Act, const S: u32, const SG: bool>(
     smem: u32,
     map: u64,
     full: &mut u32,
@@ -492,7 +539,17 @@ unsafe fn gemm_tile_tma_wt<A: Act, const S: u32>(
                     }
                 }
                 if what & FILL_WEIGHTS != 0 {
-                    scales.issue_then_arrive(chunk, w + A16_W_SF + tid * ROW_SCALES, bar);
+                    if SG {
+                        // The row's 16 bytes of the chunk's group of four at its first chunk
+                        // (or the span's first), then an arrival once this thread's copies
+                        // have landed (with no copy of its own, at once).
+                        if chunk % 4 == 0 || chunk == c0 {
+                            scales.issue_group(chunk, sg_slot_of::<S>(smem, chunk) + tid * 16);
+                        }
+                        tma::cp_async_mbar_arrive(bar);
+                    } else {
+                        scales.issue_then_arrive(chunk, w + A16_W_SF + tid * ROW_SCALES, bar);
+                    }
                 }
             }
         }
@@ -542,7 +599,14 @@ unsafe fn gemm_tile_tma_wt<A: Act, const S: u32>(
         let w = smem + wt_w(S) + (chunk % S) * W_STAGE_BYTES;
         let (wrow, t) = quad_place(thread::tid_fresh());
         if A::BLOCKED {
-            unsafe { weight_fragments_blocked::<A>(w, wrow, t) }
+            // With `SG`: row `wrow`'s scales of the chunk in its group's slot.
+            let sg = if SG {
+                let c = c0 + chunk;
+                sg_slot_of::<S>(smem, c) + wrow * 16 + (c % 4) * ROW_SCALES
+            } else {
+                0
+            };
+            unsafe { weight_fragments_blocked::<A, SG>(w, wrow, t, sg) }
         } else {
             unsafe { weight_fragments::<A>(w, wrow, fp4_byte_pair_selector(t)) }
         }
@@ -910,20 +974,30 @@ unsafe fn weight_fragments<A: Act>(w: u32, wrow: u32, sel: u32) -> [[u32; 4]; 4]
 
 /// This thread's A fragments of one chunk in the blocked K order ([`crate::fp4::blocked_k`]),
 /// from the weight stage at `w`: rows `wrow` and `wrow + 8`, scale block `t` (its quad
-/// place) of each: one 8-byte load and one scale a row. Word `i` of FP4 word `h` of the block
+/// place) of each: one 8-byte load and one scale a row (the rows' 4 scale bytes of the chunk
+/// in the stage, or with `SG` at `sg` and `sg + 128` in its group's slot). Word `i` of FP4 word `h` of the block
 /// (values `8 h + i`, `8 h + i + 4`) is the register pair `i % 2` of k-step `2 h + i / 2`.
 #[inline(always)]
-unsafe fn weight_fragments_blocked<A: Act>(w: u32, wrow: u32, t: u32) -> [[u32; 4]; 4] {
+unsafe fn weight_fragments_blocked<A: Act, const SG: bool>(
+    w: u32,
+    wrow: u32,
+    t: u32,
+    sg: u32,
+) -> [[u32; 4]; 4] {
     let (lo, hi) = (
         w + wrow * ROW_BYTES + t * 8,
         w + (wrow + 8) * ROW_BYTES + t * 8,
     );
     let (l, r) = unsafe { (shared::ld_v2(lo), shared::ld_v2(hi)) };
     let s = unsafe {
-        A::scale2(
-            shared::ld_u8(w + A16_W_SF + wrow * ROW_SCALES + t),
-            shared::ld_u8(w + A16_W_SF + (wrow + 8) * ROW_SCALES + t),
-        )
+        if SG {
+            A::scale2(shared::ld_u8(sg + t), shared::ld_u8(sg + 8 * 16 + t))
+        } else {
+            A::scale2(
+                shared::ld_u8(w + A16_W_SF + wrow * ROW_SCALES + t),
+                shared::ld_u8(w + A16_W_SF + (wrow + 8) * ROW_SCALES + t),
+            )
+        }
     };
     let mut a = [[0u32; 4]; 4];
     unroll!(h in [0, 1] {
