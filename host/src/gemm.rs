@@ -482,7 +482,7 @@ const MAX_PASS_JOBS: usize = 65_535;
 /// CTAs per job of the token pass at most (each strides over the rest).
 const MAX_PASS_CTAS_PER_JOB: u64 = 1024;
 /// On the Hopper path, the token pass's CTAs over all jobs at most this many an SM (each
-/// thread then strides over more blocks, loading four at a time). The GEMM launched as the
+/// thread then strides over more blocks, loading three at a time). The GEMM launched as the
 /// pass's programmatic dependent gets its SMs as the pass's CTAs retire. H100 runs 182-184
 /// on G8 N4096 K7168, whose pass would have 3472 CTAs (26 an SM), with one load a thread in
 /// flight: 148.9-149.5 us with 6 an SM, 149.2-150.1 with 4, 150.9 with 3, against
@@ -490,8 +490,9 @@ const MAX_PASS_CTAS_PER_JOB: u64 = 1024;
 /// G2 N3072 K4096's 640 CTAs at 528 lost there (42.8-43.5 us against 42.2-42.7). With four
 /// loads a thread in flight (run 187), 4 an SM: G8 N4096 K7168 148.5 us (twice) against
 /// 148.6-150.5 for 6 an SM with one load, G8 N7168 K2048 (784 CTAs, now 528) 108.4 against
-/// 108.8-109.6, G2 N3072 K4096 (640, now 528) 42.3-42.5 against 42.2-42.7. 4 an SM is also
-/// what fits: the pass takes 60 registers a thread.
+/// 108.8-109.6, G2 N3072 K4096 (640, now 528) 42.3-42.5 against 42.2-42.7. Three loads in
+/// flight (run 196) gained 2% more on G8 N4096 K7168. 4 an SM is also what fits: the pass
+/// takes 52 registers a thread (four loads: 60).
 const PASS_CTAS_PER_SM_HOPPER: u32 = 4;
 
 /// The token pass's CTAs per job (its grid's x) for `jobs` jobs whose largest has
