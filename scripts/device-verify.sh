@@ -70,6 +70,12 @@ if [[ $what == all || $what == tests ]]; then
     [ -x "$t" ] || continue
     NVFP4_ONE_PER_SM_DEEP=off NVFP4_TOKEN_DEQUANT=always run "test-$(basename "$t")-token-pass-deep-off" "$t" --ignored --test-threads=1 "${multi[@]}"
   done
+  # And with the plain weight scales copied every chunk (the `_sg` forms off), token pass on
+  # every NVFP4 group.
+  for t in $bin/tests/test-gpu $bin/tests/test-moe; do
+    [ -x "$t" ] || continue
+    NVFP4_SCALE_GROUPS=off NVFP4_TOKEN_DEQUANT=always run "test-$(basename "$t")-token-pass-groups-off" "$t" --ignored --test-threads=1 "${multi[@]}"
+  done
   for t in $bin/tests/test-gpu $bin/tests/test-properties; do
     [ -x "$t" ] || continue
     NVFP4_PATH=portable NVFP4_TOKEN_DEQUANT=always run "test-$(basename "$t")-token-pass-portable" "$t" --ignored --test-threads=1
