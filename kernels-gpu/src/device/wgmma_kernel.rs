@@ -344,9 +344,10 @@ const _: () = assert!(
         && STAGES_WT8.is_power_of_two()
         && STAGES_WT8 <= 16
 );
-// Slot `(c / 4) % (S / 2)` holds chunk `c`'s group of four: it is refilled with chunk
-// `c + 2 S`'s group at the earliest, whose fill waits until chunk `c + S` is released, after
-// every chunk of `c`'s group (`4 (S / 2) >= S + 3` with `S >= 4`).
+// Slot `(c / 4) % (S / 2)` holds the group of four chunks from `c = 4 g`: within a tile it is
+// refilled with chunk `c + 2 S`'s group at the earliest, whose fill waits until chunk `c + S`
+// is released, after every chunk of the group (`S >= 4`); a tile's first fill (which may
+// start a group anywhere) comes after the previous tile's epilogue barrier.
 const _: () = assert!(
     wt_slots(STAGES) % 16 == 0
         && wt_slots(STAGES) + STAGES / 2 * SCALE_SLOT_BYTES == SMEM_BYTES_A16_WTSG
@@ -975,8 +976,9 @@ unsafe fn weight_fragments<A: Act>(w: u32, wrow: u32, sel: u32) -> [[u32; 4]; 4]
 /// This thread's A fragments of one chunk in the blocked K order ([`crate::fp4::blocked_k`]),
 /// from the weight stage at `w`: rows `wrow` and `wrow + 8`, scale block `t` (its quad
 /// place) of each: one 8-byte load and one scale a row (the rows' 4 scale bytes of the chunk
-/// in the stage, or with `SG` at `sg` and `sg + 128` in its group's slot). Word `i` of FP4 word `h` of the block
-/// (values `8 h + i`, `8 h + i + 4`) is the register pair `i % 2` of k-step `2 h + i / 2`.
+/// in the stage, or with `SG` at `sg` and `sg + 128` in its group's slot). Word `i` of FP4
+/// word `h` of the block (values `8 h + i`, `8 h + i + 4`) is the register pair `i % 2` of
+/// k-step `2 h + i / 2`.
 #[inline(always)]
 unsafe fn weight_fragments_blocked<A: Act, const SG: bool>(
     w: u32,
