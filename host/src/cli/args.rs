@@ -74,6 +74,8 @@ BENCH OPTIONS:
     --iters N       Timed iterations per shape (default 20; at least 20 unless --quick).
     --quick         Fewer iterations (default 5) for a smoke run.
     --scales L      Scale layout of both operands: plain (default) or blocked.
+    --scales-a L, --scales-b L
+                    The same for the tokens' (A) or the weights' (B) scales alone.
     --json FILE     Also write every number (device, kernel, fp16 rate, per-shape timings
                     and errors, geomeans) to FILE as JSON.
 
@@ -139,7 +141,8 @@ pub struct BenchOpts {
     pub shapes: Vec<GroupShape>,
     pub iters: usize,
     pub quick: bool,
-    pub scales: ScaleLayout,
+    /// Scale layouts of the tokens (`sfa`) and the weights (`sfb`).
+    pub scales: [ScaleLayout; 2],
     pub json: Option<PathBuf>,
     pub common: CommonOpts,
 }
@@ -381,7 +384,7 @@ fn parse_bench(args: &[String]) -> Result<BenchOpts, UsageError> {
     let mut cur = Cursor::new(args);
     let mut common_opts = CommonOpts::default();
     let (mut shapes, mut iters, mut quick, mut json) = (Vec::new(), None, false, None);
-    let mut scales = ScaleLayout::Plain;
+    let mut scales = [ScaleLayout::Plain; 2];
     while let Some(name) = cur.next()? {
         if common(name, &mut cur, &mut common_opts)? {
             continue;
@@ -399,11 +402,16 @@ fn parse_bench(args: &[String]) -> Result<BenchOpts, UsageError> {
                 cur.flag(name)?;
                 quick = true;
             }
-            "--scales" => {
-                scales = match cur.value(name)?.to_ascii_lowercase().as_str() {
+            "--scales" | "--scales-a" | "--scales-b" => {
+                let layout = match cur.value(name)?.to_ascii_lowercase().as_str() {
                     "plain" => ScaleLayout::Plain,
                     "blocked" => ScaleLayout::Blocked,
-                    v => return err(format!("`--scales`: `{v}` is neither plain nor blocked")),
+                    v => return err(format!("`{name}`: `{v}` is neither plain nor blocked")),
+                };
+                match name {
+                    "--scales-a" => scales[0] = layout,
+                    "--scales-b" => scales[1] = layout,
+                    _ => scales = [layout; 2],
                 }
             }
             "--json" => {
@@ -544,7 +552,7 @@ mod tests {
         assert_eq!(b.shapes, nvfp4::shapes::gpu_mode_benchmarks());
         assert_eq!(b.iters, DEFAULT_ITERS);
         assert!(!b.quick && b.json.is_none());
-        assert_eq!(b.scales, ScaleLayout::Plain);
+        assert_eq!(b.scales, [ScaleLayout::Plain; 2]);
         assert_eq!(b.common, CommonOpts::default());
         assert_eq!(bench("bench --quick").iters, QUICK_ITERS);
     }
@@ -578,7 +586,15 @@ mod tests {
                 },
             }
         );
-        assert_eq!(b.scales, ScaleLayout::Blocked);
+        assert_eq!(b.scales, [ScaleLayout::Blocked; 2]);
+        assert_eq!(
+            bench("bench --scales blocked --scales-a plain").scales,
+            [ScaleLayout::Plain, ScaleLayout::Blocked]
+        );
+        assert_eq!(
+            bench("bench --scales-b blocked").scales,
+            [ScaleLayout::Plain, ScaleLayout::Blocked]
+        );
         assert_eq!(bench("bench --quick --iters 3").iters, 3);
         let c = bench("bench --token-pass always --split-k off")
             .common

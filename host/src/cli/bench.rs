@@ -35,6 +35,15 @@ fn layout_name(l: ScaleLayout) -> &'static str {
     }
 }
 
+/// The bench's scale layouts: one name when both operands share it, else `a/b`.
+fn layouts_name([a, b]: [ScaleLayout; 2]) -> String {
+    if a == b {
+        layout_name(a).to_string()
+    } else {
+        format!("{}/{}", layout_name(a), layout_name(b))
+    }
+}
+
 /// The reference outputs of a group: exact f64 values and the sums of |terms| the
 /// full-range tolerance needs.
 struct Expected {
@@ -100,7 +109,7 @@ pub fn run_gpu(ctx: Arc<CudaContext>, opts: &BenchOpts, progress: &Progress) -> 
     println!(
         "inputs: full-range FP4 codes and E4M3 scales 2^-6..2, {} scales, seed {:#x} (+ shape index); \
          {} timed iterations after {WARMUP} warm-up, L2 flushed ({} MiB memset) before each",
-        layout_name(opts.scales),
+        layouts_name(opts.scales),
         opts.common.seed,
         opts.iters,
         gpu::FLUSH_BYTES >> 20
@@ -236,7 +245,7 @@ pub fn run_gpu(ctx: Arc<CudaContext>, opts: &BenchOpts, progress: &Progress) -> 
                     ("warmup", Json::int(WARMUP as u64)),
                     ("quick", Json::Bool(opts.quick)),
                     ("seed", Json::int(opts.common.seed)),
-                    ("scales", Json::str(layout_name(opts.scales))),
+                    ("scales", Json::str(layouts_name(opts.scales))),
                     ("distribution", Json::str("full_range")),
                     ("l2_flush_bytes", Json::int(gpu::FLUSH_BYTES as u64)),
                     (
@@ -300,8 +309,8 @@ fn bench_shape_gpu(
         seed,
         shape,
         Distribution::FullRange,
-        opts.scales,
-        opts.scales,
+        opts.scales[0],
+        opts.scales[1],
     );
     progress.step(format!("{label}: reference..."));
     let exp = expected(&host);
@@ -551,7 +560,7 @@ pub fn reduce(shape: &GroupShape, d: usize) -> GroupShape {
 
 /// Specs for a group at made-up, disjoint, 256-aligned addresses: validation and packing
 /// only look at the numbers, so this measures them without a GPU.
-fn fake_specs(shape: &GroupShape, layout: ScaleLayout) -> Vec<ProblemSpec> {
+fn fake_specs(shape: &GroupShape, [la, lb]: [ScaleLayout; 2]) -> Vec<ProblemSpec> {
     let mut next: u64 = 1 << 20;
     let mut span = |len: u64| {
         let s = Span::new(next, len as usize);
@@ -563,19 +572,19 @@ fn fake_specs(shape: &GroupShape, layout: ScaleLayout) -> Vec<ProblemSpec> {
         .iter()
         .map(|&(m, n, k)| {
             let (m64, n64) = (m as u64, n as u64);
-            let scale = |rows| kernels_gpu::layout::scale_len(layout, rows, k as u32);
+            let scale = |layout, rows| kernels_gpu::layout::scale_len(layout, rows, k as u32);
             ProblemSpec {
                 m,
                 n,
                 k,
                 a: span(m64 * k as u64 / 2),
                 lda: None,
-                sfa: span(scale(m64)),
-                sfa_layout: layout,
+                sfa: span(scale(la, m64)),
+                sfa_layout: la,
                 b: span(n64 * k as u64 / 2),
                 ldb: None,
-                sfb: span(scale(n64)),
-                sfb_layout: layout,
+                sfb: span(scale(lb, n64)),
+                sfb_layout: lb,
                 c: span(m64 * n64 * 2),
                 ldc: None,
                 alpha: 1.0,
@@ -625,8 +634,8 @@ pub fn run_cpu(opts: &BenchOpts, why: &str, progress: &Progress) -> AnyResult<bo
             seed,
             &shape,
             Distribution::FullRange,
-            opts.scales,
-            opts.scales,
+            opts.scales[0],
+            opts.scales[1],
         );
         progress.step(format!("{label}: reference x{reps}..."));
         let mut ms = Vec::new();
@@ -690,7 +699,7 @@ pub fn run_cpu(opts: &BenchOpts, why: &str, progress: &Progress) -> AnyResult<bo
             ("cpu_divisor", Json::int(CPU_DIVISOR as u64)),
             ("threads", Json::int(rayon::current_num_threads() as u64)),
             ("seed", Json::int(opts.common.seed)),
-            ("scales", Json::str(layout_name(opts.scales))),
+            ("scales", Json::str(layouts_name(opts.scales))),
             ("repetitions", Json::int(reps as u64)),
             ("shapes", Json::Arr(rows_json)),
             ("passed", Json::Bool(all_finite)),
@@ -722,8 +731,12 @@ mod tests {
             .iter()
             .chain(&nvfp4::shapes::ragged())
         {
-            for layout in [ScaleLayout::Plain, ScaleLayout::Blocked] {
-                let t = nvfp4::table::pack(&fake_specs(shape, layout)).unwrap();
+            for (la, lb) in [
+                (ScaleLayout::Plain, ScaleLayout::Plain),
+                (ScaleLayout::Blocked, ScaleLayout::Blocked),
+                (ScaleLayout::Plain, ScaleLayout::Blocked),
+            ] {
+                let t = nvfp4::table::pack(&fake_specs(shape, [la, lb])).unwrap();
                 assert_eq!(t.descs.len(), shape.problems.len());
             }
         }
