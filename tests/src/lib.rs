@@ -264,22 +264,22 @@ fn upload_bytes(stream: &Arc<CudaStream>, bytes: &[u8]) -> CudaSlice<u8> {
     stream.clone_htod(bytes).expect("upload")
 }
 
-/// Poisons the C buffers `outs` (`(address, elements, ldc)`; every byte 0xFF, i.e.
-/// [`POISON`]), launches `plan`, waits, and returns each buffer's raw 16-bit values.
+/// Poisons the C buffers `outs` (`(address, elements)`; every byte 0xFF, i.e. [`POISON`]),
+/// launches `plan`, waits, and returns each buffer's raw 16-bit values.
 pub fn launch_poisoned(
     gpu: &Gpu,
     plan: &nvfp4::GroupPlan<'_>,
-    outs: &[(u64, usize, usize)],
+    outs: &[(u64, usize)],
 ) -> Vec<Vec<u16>> {
     gpu.stream.synchronize().unwrap();
-    for &(addr, len, _) in outs {
+    for &(addr, len) in outs {
         // SAFETY: addr .. + 2 * len is a C buffer the plan borrows, alive and idle.
         unsafe { nvfp4::cudarc::driver::result::memset_d8_sync(addr, 0xFF, 2 * len) }.unwrap();
     }
     gpu.gemm.launch(&gpu.stream, plan).expect("launch");
     gpu.stream.synchronize().unwrap();
     outs.iter()
-        .map(|&(addr, len, _)| {
+        .map(|&(addr, len)| {
             let mut out = vec![f16::ZERO; len];
             // SAFETY: as above; the launch has finished.
             unsafe { nvfp4::cudarc::driver::result::memcpy_dtoh_sync(&mut out, addr) }.unwrap();

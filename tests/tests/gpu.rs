@@ -673,7 +673,7 @@ fn split_k_group(gpu: &mut Gpu, shape: &GroupShape, sfa: ScaleLayout, sfb: Scale
             ..Layout::default()
         };
         let mut dps = gpu.upload_all(&ps, layout);
-        let outs = c_buffers(&mut dps);
+        let (outs, ldcs) = c_buffers(&mut dps);
         let group_problems = problems(&mut dps);
         let plan = gpu.gemm.plan(&gpu.stream, &group_problems).expect("plan");
         let (dp_tiles, parts) = plan.split_k_schedule();
@@ -704,7 +704,6 @@ fn split_k_group(gpu: &mut Gpu, shape: &GroupShape, sfa: ScaleLayout, sfb: Scale
         }
         drop(plan);
         drop(group_problems);
-        let ldcs: Vec<usize> = outs.iter().map(|o| o.2).collect();
         let got = unstride(&ps, &first, &ldcs);
         let label = format!("{} split {mode:?} / {pass:?}", shape.name);
         let s = check_group(&label, &ps, &got, Tolerance::FullRange);
@@ -712,14 +711,15 @@ fn split_k_group(gpu: &mut Gpu, shape: &GroupShape, sfa: ScaleLayout, sfb: Scale
     }
 }
 
-/// Each problem's C buffer as `(device address, elements, ldc)`, for [`launch_poisoned`].
-fn c_buffers(dps: &mut [DeviceProblem]) -> Vec<(u64, usize, usize)> {
+/// Each problem's C buffer as `(device address, elements)`, for [`launch_poisoned`], and its
+/// `ldc`.
+fn c_buffers(dps: &mut [DeviceProblem]) -> (Vec<(u64, usize)>, Vec<usize>) {
     dps.iter_mut()
         .map(|dp| {
             let (len, ldc) = (dp.c.len(), dp.ldc);
-            (dp.problem().c.addr(), len, ldc)
+            ((dp.problem().c.addr(), len), ldc)
         })
-        .collect()
+        .unzip()
 }
 
 /// Each problem's `m x n` C from its raw bits (`ldc` elements a row).
@@ -818,7 +818,7 @@ fn blocked_order_gpu() -> (Gpu, bool, u32) {
 /// blocked-order launch of at most one tile an SM runs it by default and is not cut along K
 /// by `SplitK::Auto`, one of more tiles than SMs does not, and the switch turns it off. Its
 /// sums are bitwise those of the 4-stage kernel (same per-thread order; neither launch here
-/// is cut), and both match the reference, on a ragged group (M = 0, 1, 7, 40, 76; N not a
+/// is cut), three launches of each plan are bitwise equal, and both match the reference, on a ragged group (M = 0, 1, 7, 40, 76; N not a
 /// multiple of 128) and on one of 4 x 4096 weight rows.
 #[test]
 #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
@@ -834,43 +834,32 @@ fn one_per_sm_deep_kernel() {
             Plain,
             Blocked,
         );
-        let mut outs: Vec<Vec<Vec<f16>>> = Vec::new();
+        let mut outs: Vec<Vec<Vec<u16>>> = Vec::new();
         for on in [true, false] {
             gpu.gemm.set_one_per_sm_deep(on);
-            let mut dps = gpu.upload_all(&ps, Layout::default());
-            let group_problems = problems(&mut dps);
-            let plan = gpu.gemm.plan(&gpu.stream, &group_problems).expect("plan");
-            let fits = plan.total_tiles() <= gpu.gemm.sm_count();
-            // 84 and 160 tiles of the Hopper path: one group on each side on GPUs of up to
-            // 159 SMs (the portable path's 64-token tiles make more).
-            if hopper && gpu.gemm.sm_count() < 160 {
-                assert_eq!(fits, g == 0, "{}: {} tiles", shape.name, plan.total_tiles());
-            }
-            assert_eq!(
-                plan.one_per_sm_deep(),
-                hopper && on && fits,
-                "{}: switch {on}, {:?} path",
-                shape.name,
-                gpu.gemm.path()
-            );
-            if plan.one_per_sm_deep() {
-                assert_eq!(plan.split_k_schedule().1, 1, "{}: not cut", shape.name);
-            }
-            gpu.gemm.launch(&gpu.stream, &plan).expect("launch");
-            gpu.stream.synchronize().expect("synchronize");
-            drop(plan);
-            drop(group_problems);
+            let (sm_count, path) = (gpu.gemm.sm_count(), gpu.gemm.path());
             let label = format!("{}/deep switch {on}", shape.name);
-            outs.push(download_checked(&gpu, &ps, &dps, &label));
+            outs.push(launch_thrice_checked(&gpu, &ps, &label, |plan| {
+                let fits = plan.total_tiles() <= sm_count;
+                // 84 and 160 tiles of the Hopper path: one group on each side on GPUs of up
+                // to 159 SMs (the portable path's 64-token tiles make more).
+                if hopper && sm_count < 160 {
+                    assert_eq!(fits, g == 0, "{}: {} tiles", shape.name, plan.total_tiles());
+                }
+                assert_eq!(
+                    plan.one_per_sm_deep(),
+                    hopper && on && fits,
+                    "{}: switch {on}, {path:?} path",
+                    shape.name,
+                );
+                if plan.one_per_sm_deep() {
+                    assert_eq!(plan.split_k_schedule().1, 1, "{}: not cut", shape.name);
+                }
+            }));
         }
         // Same sums whichever kernel ran (neither launch is cut: the groups' 64-value K and
         // the many-tile group's 8 chunks are below `SplitK::Auto`'s minimums).
-        let bits = |o: &Vec<Vec<f16>>| -> Vec<Vec<u16>> {
-            o.iter()
-                .map(|v| v.iter().map(|x| x.to_bits()).collect())
-                .collect()
-        };
-        assert_eq!(bits(&outs[0]), bits(&outs[1]), "{}", shape.name);
+        assert_eq!(outs[0], outs[1], "{}", shape.name);
     }
 }
 
@@ -878,7 +867,7 @@ fn one_per_sm_deep_kernel() {
 /// `_f16b_wt8sg`: 16 bytes a row into a ring of `STAGES / 2` slots): on the Hopper path a plan
 /// takes them when the switch is on and every problem's `sfb` is plain with `k` a multiple of
 /// 256, never with blocked weight scales or another `k`. Their sums are bitwise those of the
-/// per-chunk copies and match the reference: on a ragged group (M = 0, 1, 7, 40, 76; N not a
+/// per-chunk copies (three launches of each plan bitwise equal) and match the reference: on a ragged group (M = 0, 1, 7, 40, 76; N not a
 /// multiple of 128) in the 8-stage form, on a group of more tiles than SMs (N 4000 and 2000
 /// among them) in the 4-stage form, on that group with every tile cut in three (parts whose
 /// first chunk is inside a group of four: 16 and 8 chunks in three), and on the ragged group
@@ -916,44 +905,29 @@ fn weight_scales_in_groups_of_four_chunks() {
                 Blocked,
                 sfb,
             );
-            let mut outs: Vec<Vec<Vec<f16>>> = Vec::new();
+            let mut outs: Vec<Vec<Vec<u16>>> = Vec::new();
             for on in [true, false] {
                 gpu.gemm.set_scale_groups(on);
-                let mut dps = gpu.upload_all(&ps, Layout::default());
-                let group_problems = problems(&mut dps);
-                let plan = gpu.gemm.plan(&gpu.stream, &group_problems).expect("plan");
+                let sm_count = gpu.gemm.sm_count();
                 let label = format!("{}/{split:?}/sfb {sfb:?}/groups switch {on}", shape.name);
-                assert_eq!(plan.blocked_k(), hopper, "{label}");
-                assert_eq!(
-                    plan.scale_groups(),
-                    hopper && on && sfb == Plain && k256,
-                    "{label}"
-                );
-                // 84 and 144 tiles on the Hopper path: one group on each side of the SM
-                // count on GPUs of up to 143 SMs.
-                if hopper && gpu.gemm.sm_count() < 144 && g < 2 {
-                    assert_eq!(plan.one_per_sm_deep(), g == 0, "{label}");
-                }
-                if g == 2 {
-                    assert_eq!(plan.split_k_schedule().1, 3, "{label}");
-                }
-                gpu.gemm.launch(&gpu.stream, &plan).expect("launch");
-                gpu.stream.synchronize().expect("synchronize");
-                drop(plan);
-                drop(group_problems);
-                outs.push(download_checked(&gpu, &ps, &dps, &label));
+                outs.push(launch_thrice_checked(&gpu, &ps, &label, |plan| {
+                    assert_eq!(plan.blocked_k(), hopper, "{label}");
+                    assert_eq!(
+                        plan.scale_groups(),
+                        hopper && on && sfb == Plain && k256,
+                        "{label}"
+                    );
+                    // 84 and 144 tiles on the Hopper path: one group on each side of the SM
+                    // count on GPUs of up to 143 SMs.
+                    if hopper && sm_count < 144 && g < 2 {
+                        assert_eq!(plan.one_per_sm_deep(), g == 0, "{label}");
+                    }
+                    if g == 2 {
+                        assert_eq!(plan.split_k_schedule().1, 3, "{label}");
+                    }
+                }));
             }
-            let bits = |o: &Vec<Vec<f16>>| -> Vec<Vec<u16>> {
-                o.iter()
-                    .map(|v| v.iter().map(|x| x.to_bits()).collect())
-                    .collect()
-            };
-            assert_eq!(
-                bits(&outs[0]),
-                bits(&outs[1]),
-                "{} {split:?} {sfb:?}",
-                shape.name
-            );
+            assert_eq!(outs[0], outs[1], "{} {split:?} {sfb:?}", shape.name);
         }
     }
 }
@@ -1013,8 +987,7 @@ fn launch_thrice_checked(
     check_plan: impl FnOnce(&nvfp4::GroupPlan<'_>),
 ) -> Vec<Vec<u16>> {
     let mut dps = gpu.upload_all(ps, Layout::default());
-    let outs = c_buffers(&mut dps);
-    let ldcs: Vec<usize> = outs.iter().map(|o| o.2).collect();
+    let (outs, ldcs) = c_buffers(&mut dps);
     let group_problems = problems(&mut dps);
     let plan = gpu.gemm.plan(&gpu.stream, &group_problems).expect("plan");
     check_plan(&plan);

@@ -381,9 +381,9 @@ fn run_and_check(
             .zip(devs.iter_mut())
             .map(|(p, d)| device_problem(stream, p, d))
             .collect();
-        let outs: Vec<(u64, usize, usize)> = problems
+        let outs: Vec<(u64, usize)> = problems
             .iter()
-            .map(|p| (p.c.addr(), p.c.len_bytes() / 2, p.ldc.unwrap_or(p.n)))
+            .map(|p| (p.c.addr(), p.c.len_bytes() / 2))
             .collect();
         let plan = gpu.gemm.plan_typed(stream, &problems, types).expect("plan");
         for launch in 1..=2 {

@@ -10,8 +10,8 @@
 //! `blockIdx.y` = job (one problem's token rows), `blockIdx.x` strides over the job's 16-value
 //! blocks, numbered row-major: consecutive threads read consecutive 8-byte FP4 units and
 //! 1-byte scales (plain layout) and write consecutive 32-byte fp16 units. A thread with
-//! several blocks (a grid capped below one block a thread) loads four before converting
-//! them. No shared memory, no barriers.
+//! several blocks (a grid capped below one block a thread) loads `PASS_LOADS_AHEAD` of them
+//! before converting them. No shared memory, no barriers.
 
 use super::arch::{copy, global, grid, half, thread, warp};
 use super::dequant::{fp4x8_scaled, scale_f16x2};
@@ -141,6 +141,8 @@ pub unsafe extern "ptx-kernel" fn nvfp4_dequant_tokens(
 /// H100 run 196: G8 N4096 K7168 145.2-146.6 us against 148.4-149.0 with four, the other
 /// benchmark shapes unchanged.
 const PASS_LOADS_AHEAD: usize = 3;
+// The two `unroll!` lists in `nvfp4_dequant_tokens` name 0 .. PASS_LOADS_AHEAD.
+const _: () = assert!(PASS_LOADS_AHEAD == 3);
 
 /// Converts block `col` of row `row` (`m_offset` included) of problem `d`'s NVFP4 tokens, its
 /// FP4 bytes `x` and scale byte `sf`, into the fp16 rows at `out` as [`nvfp4_dequant_tokens`]
