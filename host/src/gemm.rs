@@ -17,8 +17,9 @@ use kernels_gpu::kernels::{
     DEQUANT_TOKENS, GROUPED_GEMM_MMA, GROUPED_GEMM_MMA_BF16A, GROUPED_GEMM_MMA_F16A,
     GROUPED_GEMM_MMA_F16P, GROUPED_GEMM_WGMMA, GROUPED_GEMM_WGMMA_BF16A,
     GROUPED_GEMM_WGMMA_BF16A_WT, GROUPED_GEMM_WGMMA_F16A, GROUPED_GEMM_WGMMA_F16A_WT,
-    GROUPED_GEMM_WGMMA_F16B_WT, GROUPED_GEMM_WGMMA_F16B_WT8, GROUPED_GEMM_WGMMA_F16B_WT8SG,
-    GROUPED_GEMM_WGMMA_F16B_WTSG, KernelInfo,
+    GROUPED_GEMM_WGMMA_F16B_WT, GROUPED_GEMM_WGMMA_F16B_WT2, GROUPED_GEMM_WGMMA_F16B_WT8,
+    GROUPED_GEMM_WGMMA_F16B_WT8SG, GROUPED_GEMM_WGMMA_F16B_WTSG, GROUPED_GEMM_WGMMA_F16B_WTSG2,
+    KernelInfo,
 };
 pub use kernels_gpu::problem::Activation;
 use kernels_gpu::problem::{
@@ -72,6 +73,42 @@ impl TokenDequant {
         match self {
             Self::Auto => macs >= Self::auto_min_macs(path),
             Self::Always => true,
+            Self::Never => false,
+        }
+    }
+}
+
+/// Whether blocked-order launches on the Hopper path (after the token pass, weights by TMA,
+/// host sizes) run the pair kernel (`_f16b_wt2`, `_f16b_wtsg2`): clusters of two CTAs on
+/// 256-row tiles, each chunk's token tile brought into both CTAs by one multicast copy, so
+/// the tokens cross L2 half as often (see [`GroupedGemm::set_pair_tiles`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PairTiles {
+    /// The pair kernel for launches of at least [`PairTiles::AUTO_MIN_WAVES`] waves of
+    /// clusters (256-row tiles per SM), the 128-row kernels below. H100 run 201: G8 N7168
+    /// K2048 (364 pair tiles, 2.8 waves) 4% faster; G8 N4096 K7168 (176, 1.3 waves) 5%
+    /// slower, and the G = 2 shapes (one wave) 15% slower in the 8-stage pair form (not
+    /// kept).
+    #[default]
+    Auto,
+    /// The pair kernel for every blocked-order launch of more 128-row tiles than SMs (the
+    /// 8-stage kernel's launches stay).
+    Always,
+    /// Never the pair kernel.
+    Never,
+}
+
+impl PairTiles {
+    /// [`PairTiles::Auto`]'s threshold: pair tiles (256 weight rows x 128 tokens) per SM.
+    /// Between 1.3 (slower) and 2.8 (faster) nothing else was measured.
+    pub const AUTO_MIN_WAVES: u32 = 2;
+
+    /// Whether a blocked-order launch of `tiles` 128-row tiles and `pair_tiles` 256-row
+    /// tiles on `sm_count` SMs runs the pair kernel.
+    pub fn wants_pairs(self, tiles: u32, pair_tiles: u32, sm_count: u32) -> bool {
+        match self {
+            Self::Auto => pair_tiles >= Self::AUTO_MIN_WAVES.saturating_mul(sm_count),
+            Self::Always => tiles > sm_count,
             Self::Never => false,
         }
     }
@@ -400,6 +437,10 @@ pub struct GroupPlan<'a> {
     /// Whether the launch's CTAs take their units past the first from a counter in the
     /// split workspace ([`MODE_DYNAMIC`]; see [`GroupedGemm::set_dynamic_units`]).
     dynamic: bool,
+    /// Whether the launch runs the pair kernel `_f16b_wt2` (see
+    /// [`GroupedGemm::set_pair_tiles`]): `tile_bound` and the pass's table then count
+    /// 256-row tiles.
+    pair: bool,
     /// Which tiles the launch cuts along K, and the workspace where their parts meet
     /// (`split.ws` its address; `None` when no tile is cut and the units are not dynamic).
     split: Split,
@@ -477,6 +518,22 @@ fn token_operands(descs: &[ProblemDesc]) -> Result<(Vec<usize>, Vec<Option<usize
     Ok((sizes, operand_of))
 }
 
+/// The 256-row tiles of the pair kernel over `descs` (at most the 128-row tiles, which the
+/// plan's tile bound has checked fit a `u32`).
+fn pair_tile_count(descs: &[ProblemDesc]) -> u32 {
+    let tiles: u64 = descs
+        .iter()
+        .filter(|d| d.m > 0 && d.n > 0)
+        .map(|d| GROUPED_GEMM_WGMMA_F16B_WT2.tiles_for(d.m, d.n))
+        .sum();
+    u32::try_from(tiles).unwrap_or(u32::MAX)
+}
+
+/// The pair kernels, indexed by the plan's `scale_groups`: scales a chunk at a time, or
+/// four chunks at a time.
+const PAIR_KERNELS: [&KernelInfo; 2] =
+    [&GROUPED_GEMM_WGMMA_F16B_WT2, &GROUPED_GEMM_WGMMA_F16B_WTSG2];
+
 /// The most jobs the token pass takes (its grid's y); larger groups run the NVFP4 kernel.
 const MAX_PASS_JOBS: usize = 65_535;
 /// CTAs per job of the token pass at most (each strides over the rest).
@@ -536,6 +593,11 @@ impl GroupPlan<'_> {
     /// (see [`GroupedGemm::set_dynamic_units`]) rather than every `grid`-th one.
     pub fn dynamic_units(&self) -> bool {
         self.dynamic
+    }
+
+    /// Whether the launch runs the pair kernel (see [`GroupedGemm::set_pair_tiles`]).
+    pub fn pair_tiles(&self) -> bool {
+        self.pair
     }
 
     /// How the launch cuts its tiles along K: `(dp_tiles, parts)`, the first `dp_tiles`
@@ -677,6 +739,11 @@ pub struct GroupedGemm {
     /// Whether `_wt` plans take their units dynamically (see
     /// [`GroupedGemm::set_dynamic_units`]).
     dynamic_units: bool,
+    /// The pair kernel `_f16b_wt2` (Hopper path, where its clusters launch): see
+    /// [`GroupedGemm::set_pair_tiles`].
+    func_pair: [Option<CudaFunction>; 2],
+    /// When blocked-order plans run the pair kernel (see [`GroupedGemm::set_pair_tiles`]).
+    pair_tiles: PairTiles,
     /// When plans of NVFP4 groups use that pass.
     token_dequant: TokenDequant,
     /// Whether plans cut tiles along K.
@@ -794,6 +861,12 @@ impl GroupedGemm {
                 }),
             KernelPath::Portable => None,
         };
+        // Optional, as the 8-stage kernel: the pair kernels (`PAIR_KERNELS`), where their
+        // clusters launch; plans without them keep the other entries.
+        let func_pair = match path {
+            KernelPath::Hopper => PAIR_KERNELS.map(|k| load_kernel(k).ok()),
+            KernelPath::Portable => [None, None],
+        };
         Ok(Self {
             ctx,
             module,
@@ -813,6 +886,8 @@ impl GroupedGemm {
             scale_groups: true,
             blocked_k: true,
             dynamic_units: true,
+            func_pair,
+            pair_tiles: PairTiles::Auto,
             token_dequant: TokenDequant::default(),
             split_k: SplitK::default(),
         })
@@ -945,6 +1020,25 @@ impl GroupedGemm {
         self.dynamic_units = on;
     }
 
+    /// Sets when the plans made from now on that would run the blocked-order 4-stage
+    /// kernel (`_f16b_wt` or `_f16b_wtsg`: after the token pass, more tiles than SMs; Hopper
+    /// path, host sizes) run the pair kernel (`_f16b_wt2` or `_f16b_wtsg2`) instead (default
+    /// [`PairTiles::Auto`]): clusters of two CTAs, each cluster taking 256-row tiles (each
+    /// CTA 128 rows of them) and the TMA bringing each chunk's token tile into both CTAs at
+    /// once (multicast), so the tokens cross L2 half as often. Its units are static (never
+    /// dynamic); tiles past the last full wave are cut along K as [`SplitK`] says, for the
+    /// clusters. The sums are bitwise those of the 128-row kernel on the same K cut. Where
+    /// the pair kernels did not load, plans keep the other entries. Plans already made keep
+    /// theirs.
+    pub fn set_pair_tiles(&mut self, when: PairTiles) {
+        self.pair_tiles = when;
+    }
+
+    /// When blocked-order plans run the pair kernel (see [`GroupedGemm::set_pair_tiles`]).
+    pub fn pair_tiles(&self) -> PairTiles {
+        self.pair_tiles
+    }
+
     /// Whether plans may take their units dynamically (see
     /// [`GroupedGemm::set_dynamic_units`]).
     pub fn dynamic_units(&self) -> bool {
@@ -998,7 +1092,21 @@ impl GroupedGemm {
                     ),
                     _ => String::new(),
                 }
-                .as_str(),
+                .as_str()
+                    + match (self.func_pair.iter().all(Option::is_some), self.pair_tiles) {
+                        (true, PairTiles::Auto | PairTiles::Always) => format!(
+                            " (the pair kernels {} / {} {})",
+                            GROUPED_GEMM_WGMMA_F16B_WT2.name,
+                            GROUPED_GEMM_WGMMA_F16B_WTSG2.name,
+                            if self.pair_tiles == PairTiles::Auto {
+                                "from two waves of 256-row tiles"
+                            } else {
+                                "for more tiles than SMs"
+                            }
+                        ),
+                        _ => String::new(),
+                    }
+                    .as_str(),
                 GROUPED_GEMM_WGMMA_F16A_WT.name,
                 self.pass_kernel().name
             ),
@@ -1270,8 +1378,10 @@ impl GroupedGemm {
                     .descs
                     .iter()
                     .all(|d| !token_maps::has_tiles(d) || d.k % CHUNK_K == 0);
+            let pair = self.pair(blocked_k, &packed.descs, tile_bound);
             let (pass, maps) = if with_pass {
-                let (pass, maps) = self.upload_token_pass(stream, &packed.descs, weights_tma)?;
+                let (pass, maps) =
+                    self.upload_token_pass(stream, &packed.descs, weights_tma, pair)?;
                 (Some(pass), maps)
             } else if self.path.kernel_for(activation).token_maps {
                 let maps = token_maps::encode_for(&packed.descs, weights_tma)?;
@@ -1299,20 +1409,29 @@ impl GroupedGemm {
         // 46.0-46.6 us against 48.8-49.3 with the 4-stage kernel and its tiles cut in halves
         // into both CTA slots; G2 N4096 K1536 28.2-28.6 against 28.5-28.9). Its CTA slots are
         // the SMs, so `SplitK::Auto` does not cut such a launch.
-        let deep_fits = blocked_k
+        // The pair kernel: its launch counts 256-row tiles.
+        let pair = pass.is_some() && self.pair(blocked_k, &packed.descs, tile_bound);
+        let tile_bound = if pair {
+            pair_tile_count(&packed.descs)
+        } else {
+            tile_bound
+        };
+        let deep_fits = !pair
+            && blocked_k
             && self.one_per_sm_deep
             && self.func_wt8.is_some()
             && tile_bound <= self.sm_count;
         // Dynamic units: the `_wt` kernels (16-bit tokens, weights by TMA) take them.
-        let dynamic = weights_tma && self.dynamic_units && mode == SizeMode::Host;
+        let dynamic = !pair && weights_tma && self.dynamic_units && mode == SizeMode::Host;
         let (split, split_ws, units, dynamic) = if table.is_some() && mode == SizeMode::Host {
             self.split_for(
                 stream,
                 &packed.descs,
                 tile_bound,
                 launched,
-                deep_fits,
+                deep_fits || pair,
                 dynamic,
+                pair,
             )?
         } else {
             (Split::default(), None, tile_bound, false)
@@ -1355,11 +1474,23 @@ impl GroupedGemm {
             deep,
             scale_groups,
             dynamic,
+            pair,
             split,
             split_ws,
             units,
             context: self.ctx.clone(),
         })
+    }
+
+    /// Whether a plan of `tiles` 128-row tiles of `descs` in the blocked K order
+    /// (`blocked_k`: after the token pass, weights by TMA) runs the pair kernel: loaded, and
+    /// [`PairTiles::wants_pairs`].
+    fn pair(&self, blocked_k: bool, descs: &[ProblemDesc], tiles: u32) -> bool {
+        blocked_k
+            && self.func_pair.iter().all(Option::is_some)
+            && self
+                .pair_tiles
+                .wants_pairs(tiles, pair_tile_count(descs), self.sm_count)
     }
 
     /// The K cut of a launch of `tiles` tiles (host sizes) on the kernel for `activation`:
@@ -1373,6 +1504,7 @@ impl GroupedGemm {
     ///
     /// # Errors
     /// [`Error::Driver`] if the allocation or the zeroing fails.
+    #[allow(clippy::too_many_arguments)]
     fn split_for(
         &self,
         stream: &Arc<CudaStream>,
@@ -1381,6 +1513,7 @@ impl GroupedGemm {
         activation: Activation,
         one_per_sm: bool,
         dynamic: bool,
+        pair: bool,
     ) -> Result<(Split, Option<CudaSlice<u8>>, u32, bool)> {
         let kernel = self.path.kernel_for(activation);
         let ctas = if one_per_sm {
@@ -1423,8 +1556,13 @@ impl GroupedGemm {
         let cut = tiles - dp;
         let counters = split_counter_bytes(cut);
         let slots_end = split_ws_bytes(cut, parts, kernel.threads);
-        // With dynamic units the launch's unit counter follows the slots.
-        let bytes = slots_end + if dynamic { 4 } else { 0 };
+        // With dynamic units the launch's unit counter follows the slots; the pair kernel
+        // has one workspace per rank.
+        let bytes = if pair {
+            2 * slots_end
+        } else {
+            slots_end + if dynamic { 4 } else { 0 }
+        };
         if bytes > SplitK::MAX_WS_BYTES {
             return Ok((Split::default(), None, tiles, false));
         }
@@ -1433,6 +1571,10 @@ impl GroupedGemm {
         let mut ws = unsafe { stream.alloc::<u8>(bytes as usize) }?;
         if counters > 0 {
             stream.memset_zeros(&mut ws.slice_mut(..counters as usize))?;
+            if pair {
+                let second = slots_end as usize;
+                stream.memset_zeros(&mut ws.slice_mut(second..second + counters as usize))?;
+            }
         }
         if dynamic {
             stream.memset_zeros(&mut ws.slice_mut(slots_end as usize..bytes as usize))?;
@@ -1458,6 +1600,7 @@ impl GroupedGemm {
         stream: &Arc<CudaStream>,
         descs: &[ProblemDesc],
         weights_tma: bool,
+        pair: bool,
     ) -> Result<(TokenPass, Option<CudaSlice<TokenMap>>)> {
         let maps = self.path.kernel_for(Activation::F16).token_maps;
         if maps {
@@ -1494,7 +1637,20 @@ impl GroupedGemm {
             }
             table16.push(d16);
         }
-        let maps = if maps {
+        if pair {
+            // The pair kernel's 256-row tiles.
+            let mut start = 0u32;
+            for d in &mut table16 {
+                d.tile_start = start;
+                if d.m != 0 && d.n != 0 {
+                    start += GROUPED_GEMM_WGMMA_F16B_WT2.tiles_for(d.m, d.n) as u32;
+                }
+            }
+        }
+        let maps = if maps && pair {
+            let rows = GROUPED_GEMM_WGMMA_F16B_WT2.tile_m / 2;
+            Some(stream.clone_htod(&token_maps::encode_with_weights(&table16, rows)?)?)
+        } else if maps {
             Some(stream.clone_htod(&token_maps::encode_for(&table16, weights_tma)?)?)
         } else {
             None
@@ -1634,6 +1790,10 @@ impl GroupedGemm {
         // The `_wt` entry when the plan's weights are read by TMA (16-bit launches on the
         // Hopper path): same tiles, threads and parameters, one more barrier per stage.
         let wt = match (&self.funcs_wt, plan.weights_tma, activation) {
+            (Some(_), true, Activation::F16) if plan.blocked_k && plan.pair => {
+                let i = usize::from(plan.scale_groups);
+                self.func_pair[i].as_ref().map(|f| (f, PAIR_KERNELS[i]))
+            }
             (Some(wt), true, Activation::F16) if plan.blocked_k => {
                 match (&self.func_wt8, &self.funcs_sg) {
                     (_, Some((_, Some(wt8sg)))) if plan.deep && plan.scale_groups => {
@@ -1658,6 +1818,15 @@ impl GroupedGemm {
             grid_dim: (self.plan_grid_size(plan), 1, 1),
             block_dim: (kernel.threads, 1, 1),
             shared_mem_bytes: kernel.dynamic_smem_bytes,
+        };
+        // The pair kernel: two CTAs (a cluster) a unit, at most one cluster an SM.
+        let cfg = if plan.pair {
+            LaunchConfig {
+                grid_dim: (2 * plan.units.clamp(1, self.sm_count), 1, 1),
+                ..cfg
+            }
+        } else {
+            cfg
         };
         // After a token pass on the portable path: the kernel for its paired rows.
         let func = match (&plan.pass, &self.paired, wt) {
@@ -1706,7 +1875,7 @@ impl GroupedGemm {
         // wrote each 16-byte unit in the kernels' K order; on the Hopper path, with
         // `plan.blocked_k`, the `_f16b_wt` entry, for which it wrote each 64-value chunk in
         // the blocked K order, every problem's `k` being a multiple of 64).
-        if programmatic {
+        if programmatic || plan.pair {
             // The same arguments for `cuLaunchKernelEx`: pointers to copies, in order.
             let (mut table_arg, mut problems_arg, mut tiles_arg, mut counts_arg, mut mode_arg) =
                 (table_ptr, num_problems, total_tiles, counts, mode);
@@ -1726,7 +1895,17 @@ impl GroupedGemm {
             // The kernels without token maps take the first eight.
             let count = if kernel.token_maps { 9 } else { 8 };
             // `params` points at copies of the same values, in the same order.
-            unsafe { ptx_module::launch_programmatic(stream, func, cfg, &mut params[..count]) }?;
+            let cluster = if plan.pair { 2 } else { 1 };
+            unsafe {
+                ptx_module::launch_ex(
+                    stream,
+                    func,
+                    cfg,
+                    &mut params[..count],
+                    programmatic,
+                    cluster,
+                )
+            }?;
         } else {
             let mut launch = stream.launch_builder(func);
             launch

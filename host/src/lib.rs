@@ -86,8 +86,8 @@ pub use kernels_gpu::layout::ScaleLayout;
 pub use buffer::{DeviceInput, DeviceOutput};
 pub use error::{Error, Result};
 pub use gemm::{
-    Activation, GemmTypes, GroupPlan, GroupedGemm, KernelPath, OutputType, Problem, SplitK,
-    TokenDequant,
+    Activation, GemmTypes, GroupPlan, GroupedGemm, KernelPath, OutputType, PairTiles, Problem,
+    SplitK, TokenDequant,
 };
 pub use problem::HostProblem;
 

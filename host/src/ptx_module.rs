@@ -136,28 +136,46 @@ pub(crate) fn from_module(
     })
 }
 
-/// Launches `func` on `stream` as a programmatic dependent of the kernel before it there
-/// (the programmatic-stream-serialization launch attribute, sm_90 and newer): its CTAs may be
-/// scheduled once every CTA of that kernel has executed `griddepcontrol.launch_dependents`,
-/// instead of after it completes. The kernel must execute `griddepcontrol.wait` before it
-/// reads anything the earlier kernel writes (the GEMM kernels do, first thing).
+/// Launches `func` on `stream` with `cuLaunchKernelEx`. With `programmatic`, as a
+/// programmatic dependent of the kernel before it there (the programmatic-stream-serialization
+/// launch attribute, sm_90 and newer): its CTAs may be scheduled once every CTA of that kernel
+/// has executed `griddepcontrol.launch_dependents`, instead of after it completes; the kernel
+/// must execute `griddepcontrol.wait` before it reads anything the earlier kernel writes (the
+/// GEMM kernels do). With `cluster > 1`, in clusters of `cluster` CTAs along x (the grid's x
+/// a multiple of it; sm_90 and newer).
 ///
 /// # Safety
 /// As a cudarc launch: `params` holds one pointer per kernel parameter, in order, each to a
 /// value of that parameter's type, and every address among those values is valid for what the
 /// kernel does with it until the launch completes.
-pub(crate) unsafe fn launch_programmatic(
+pub(crate) unsafe fn launch_ex(
     stream: &cudarc::driver::CudaStream,
     func: &CudaFunction,
     cfg: cudarc::driver::LaunchConfig,
     params: &mut [*mut std::ffi::c_void],
+    programmatic: bool,
+    cluster: u32,
 ) -> Result<()> {
     use cudarc::driver::sys;
     stream.context().bind_to_thread()?;
-    // SAFETY: a plain C struct; every field is set below or valid as zero.
-    let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
-    attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-    attr.value.programmaticStreamSerializationAllowed = 1;
+    // SAFETY: plain C structs; every field used is set below or valid as zero.
+    let mut attrs: [sys::CUlaunchAttribute; 2] = unsafe { std::mem::zeroed() };
+    let mut n = 0;
+    if programmatic {
+        attrs[n].id =
+            sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attrs[n].value.programmaticStreamSerializationAllowed = 1;
+        n += 1;
+    }
+    if cluster > 1 {
+        attrs[n].id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+        attrs[n].value.clusterDim.x = cluster;
+        attrs[n].value.clusterDim.y = 1;
+        attrs[n].value.clusterDim.z = 1;
+        n += 1;
+    }
+    let attr = attrs.as_mut_ptr();
+    let num_attrs = n as u32;
     let config = sys::CUlaunchConfig {
         gridDimX: cfg.grid_dim.0,
         gridDimY: cfg.grid_dim.1,
@@ -167,8 +185,8 @@ pub(crate) unsafe fn launch_programmatic(
         blockDimZ: cfg.block_dim.2,
         sharedMemBytes: cfg.shared_mem_bytes,
         hStream: stream.cu_stream(),
-        attrs: &mut attr,
-        numAttrs: 1,
+        attrs: attr,
+        numAttrs: num_attrs,
     };
     // SAFETY: `config` and `attr` outlive the call; the caller vouches for `params`.
     unsafe {

@@ -45,6 +45,14 @@ const MAX_STRIDE: u64 = 1 << 40;
 /// [`Error::InvalidStride`] (field `lda`) if `lda` reaches 2^40 bytes: the TMA cannot
 /// address them. [`Error::Driver`] if the driver rejects a map anyway.
 pub(crate) fn encode(descs: &[ProblemDesc]) -> Result<Vec<TokenMap>> {
+    encode_rows(descs, TILE_M)
+}
+
+/// [`encode`] with token boxes of `box_rows` rows (the pair kernel's 64).
+///
+/// # Errors
+/// As [`encode`].
+pub(crate) fn encode_rows(descs: &[ProblemDesc], box_rows: u32) -> Result<Vec<TokenMap>> {
     descs
         .iter()
         .enumerate()
@@ -64,7 +72,7 @@ pub(crate) fn encode(descs: &[ProblemDesc]) -> Result<Vec<TokenMap>> {
             if !has_tiles(d) {
                 return Ok(NO_MAP);
             }
-            encode_one(d.a, u64::from(d.k), rows, d.lda)
+            encode_one(d.a, u64::from(d.k), rows, d.lda, box_rows)
         })
         .collect()
 }
@@ -96,14 +104,14 @@ pub(crate) fn has_tiles(d: &ProblemDesc) -> bool {
 const NO_MAP: TokenMap = TokenMap(CUtensorMap { opaque: [0; 16] });
 
 /// `cuTensorMapEncodeTiled` for the tokens: `rows` rows of `k` 16-bit values at `a`, `lda`
-/// bytes apart, in boxes of `TILE_M` rows x `CHUNK_K` values, 128-byte swizzle.
-fn encode_one(a: u64, k: u64, rows: u64, lda: u64) -> Result<TokenMap> {
+/// bytes apart, in boxes of `box_rows` rows x `CHUNK_K` values, 128-byte swizzle.
+fn encode_one(a: u64, k: u64, rows: u64, lda: u64, box_rows: u32) -> Result<TokenMap> {
     encode_2d(
         a,
         CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT16,
         [k, rows],
         lda,
-        [CHUNK_K, TILE_M],
+        [CHUNK_K, box_rows],
         CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
     )
 }
@@ -165,8 +173,8 @@ pub(crate) fn weights_by_tma(descs: &[ProblemDesc]) -> bool {
 ///
 /// # Errors
 /// As [`encode`].
-pub(crate) fn encode_with_weights(descs: &[ProblemDesc]) -> Result<Vec<TokenMap>> {
-    let tokens = encode(descs)?;
+pub(crate) fn encode_with_weights(descs: &[ProblemDesc], box_rows: u32) -> Result<Vec<TokenMap>> {
+    let tokens = encode_rows(descs, box_rows)?;
     let mut maps = Vec::with_capacity(2 * descs.len());
     for (d, token) in descs.iter().zip(tokens) {
         maps.push(token);
@@ -193,7 +201,7 @@ pub(crate) fn encode_with_weights(descs: &[ProblemDesc]) -> Result<Vec<TokenMap>
 /// As [`encode`].
 pub(crate) fn encode_for(descs: &[ProblemDesc], with_weights: bool) -> Result<Vec<TokenMap>> {
     if with_weights {
-        encode_with_weights(descs)
+        encode_with_weights(descs, TILE_M)
     } else {
         encode(descs)
     }

@@ -118,6 +118,8 @@ pub const KERNELS: &[KernelInfo] = &[
     GROUPED_GEMM_WGMMA_F16B_WT8,
     GROUPED_GEMM_WGMMA_F16B_WTSG,
     GROUPED_GEMM_WGMMA_F16B_WT8SG,
+    GROUPED_GEMM_WGMMA_F16B_WT2,
+    GROUPED_GEMM_WGMMA_F16B_WTSG2,
     DEQUANT_TOKENS,
     QUANTIZE,
 ];
@@ -205,4 +207,19 @@ pub const GROUPED_GEMM_WGMMA_F16B_WT8SG: KernelInfo = KernelInfo {
     name: "nvfp4_grouped_gemm_wgmma_f16b_wt8sg",
     dynamic_smem_bytes: crate::tiling::wgmma::SMEM_BYTES_A16_WT8SG,
     ..GROUPED_GEMM_WGMMA_F16B_WT8
+};
+/// [`GROUPED_GEMM_WGMMA_F16B_WT`] in clusters of two CTAs sharing each token tile (the pair
+/// kernel, experimental): tiles of 256 weight rows (`tile_n`; each CTA of a cluster computes
+/// 128 of them), the token maps' boxes of 64 rows, launched with cluster dimension 2.
+pub const GROUPED_GEMM_WGMMA_F16B_WT2: KernelInfo = KernelInfo {
+    name: "nvfp4_grouped_gemm_wgmma_f16b_wt2",
+    tile_n: 2 * crate::tiling::wgmma::TILE_N,
+    ..GROUPED_GEMM_WGMMA_F16B_WT
+};
+
+/// [`GROUPED_GEMM_WGMMA_F16B_WT2`] with the weight scales four chunks at a time.
+pub const GROUPED_GEMM_WGMMA_F16B_WTSG2: KernelInfo = KernelInfo {
+    name: "nvfp4_grouped_gemm_wgmma_f16b_wtsg2",
+    dynamic_smem_bytes: crate::tiling::wgmma::SMEM_BYTES_A16_WTSG,
+    ..GROUPED_GEMM_WGMMA_F16B_WT2
 };

@@ -92,9 +92,18 @@ impl Gpu {
         // tiles' parts largest first (the default), or every grid-th, so the suite can check
         // both.
         gemm.set_dynamic_units(env_on("NVFP4_DYNAMIC_UNITS"));
+        // NVFP4_PAIR_TILES=auto|always|never: blocked-order launches of the 4-stage kernel
+        // run the pair kernel (`_f16b_wt2`, `_f16b_wtsg2`) from two waves of 256-row tiles
+        // (the default), whenever they have more tiles than SMs, or never, so the suite can
+        // check each.
+        gemm.set_pair_tiles(match std::env::var("NVFP4_PAIR_TILES").as_deref() {
+            Ok("always") => nvfp4::PairTiles::Always,
+            Ok("never") => nvfp4::PairTiles::Never,
+            _ => nvfp4::PairTiles::Auto,
+        });
         let (major, minor) = gemm.compute_capability();
         eprintln!(
-            "device: {} (sm_{major}{minor}), {} SMs x {} CTAs (W4A16: {}), PTX {}, kernel {}, token pass {:?}, split-K {:?}, weights by TMA {}, blocked K {}, one-per-SM deep {}, scale groups {}, dynamic units {}",
+            "device: {} (sm_{major}{minor}), {} SMs x {} CTAs (W4A16: {}), PTX {}, kernel {}, token pass {:?}, split-K {:?}, weights by TMA {}, blocked K {}, one-per-SM deep {}, scale groups {}, dynamic units {}, pair tiles {:?}",
             ctx.name().unwrap_or_else(|_| "?".into()),
             gemm.sm_count(),
             gemm.ctas_per_sm(),
@@ -107,7 +116,8 @@ impl Gpu {
             gemm.blocked_k(),
             gemm.one_per_sm_deep(),
             gemm.scale_groups(),
-            gemm.dynamic_units()
+            gemm.dynamic_units(),
+            gemm.pair_tiles()
         );
         Self { ctx, stream, gemm }
     }

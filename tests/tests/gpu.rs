@@ -10,7 +10,8 @@ use nvfp4::r#gen::{Distribution, Rng, group, problem};
 use nvfp4::reference::{Tolerance, gemm};
 use nvfp4::shapes::{GroupShape, gpu_mode_benchmarks, gpu_mode_tests, ragged};
 use nvfp4::{
-    DeviceInput, DeviceOutput, Error, HostProblem, Problem, ScaleLayout, SplitK, TokenDequant, f16,
+    DeviceInput, DeviceOutput, Error, HostProblem, PairTiles, Problem, ScaleLayout, SplitK,
+    TokenDequant, f16,
 };
 use nvfp4_tests::{
     DeviceProblem, Gpu, Layout, POISON, check, check_group, launch_poisoned, problems, upload_on,
@@ -1005,6 +1006,90 @@ fn launch_thrice_checked(
     let s = check_group(label, ps, &got, Tolerance::FullRange);
     assert!(s.passed(), "{label}: {} bad elements", s.bad);
     first
+}
+
+/// The pair kernel: on the Hopper path a blocked-order plan of more tiles than SMs with
+/// [`PairTiles::Always`] runs `_f16b_wt2` (blocked weight scales) or `_f16b_wtsg2` (plain:
+/// scale groups), clusters of two CTAs over 256-row tiles with the token tile multicast to
+/// both, and its sums are bitwise those of the 128-row kernel on the same K cut: uncut, and
+/// cut in three with static units (the pair kernel's units are never dynamic). Three
+/// launches of each plan (C poisoned before each) are bitwise equal and match the
+/// reference: ragged M (0, 1, 7, 40, 76, ...), N not a multiple of 256 (the second CTA's rows
+/// partly or wholly past `n`), and the G8 N4096 K7168 and G8 N7168 K2048 benchmark groups.
+/// [`PairTiles::Auto`] takes the pair kernel where [`PairTiles::wants_pairs`] says (on 132
+/// SMs: G8 N7168 K2048, 364 pair tiles, but not G8 N4096 K7168, 176).
+#[test]
+#[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
+fn pair_tiles_match_the_blocked_kernel() {
+    let (mut gpu, hopper, _) = blocked_order_gpu();
+    let sms = gpu.gemm.sm_count();
+    let ragged = GroupShape::new(
+        "pair-ragged",
+        &[40, 200, 76, 128, 7, 1, 0, 300],
+        &[4096, 4000, 96, 4224, 4096, 200, 4096, 4096],
+        &[512, 512, 512, 1024, 512, 512, 512, 512],
+    );
+    let benches = gpu_mode_benchmarks();
+    // (shape, weight scale layouts): plain takes the scale-group forms.
+    let cases = [
+        (ragged, vec![Plain, Blocked]),
+        (benches[0].clone(), vec![Plain, Blocked]), // G = 8, N = 4096, K = 7168
+        (benches[1].clone(), vec![Plain]),          // G = 8, N = 7168, K = 2048
+    ];
+    for (g, (shape, layouts)) in cases.iter().enumerate() {
+        let tiles = |rows: usize| -> u32 {
+            shape
+                .problems
+                .iter()
+                .map(|&(m, n, _)| (m.div_ceil(128) * n.div_ceil(rows)) as u32)
+                .sum()
+        };
+        let auto = PairTiles::Auto.wants_pairs(tiles(128), tiles(256), sms);
+        for &sfb in layouts {
+            let ps = group(
+                30_000 + g as u64,
+                shape,
+                Distribution::FullRange,
+                Plain,
+                sfb,
+            );
+            for split in [SplitK::Off, SplitK::Parts(3)] {
+                gpu.gemm.set_split_k(split);
+                gpu.gemm.set_dynamic_units(false);
+                let mut bits = Vec::new();
+                for when in [PairTiles::Never, PairTiles::Always, PairTiles::Auto] {
+                    gpu.gemm.set_pair_tiles(when);
+                    let label = format!("{} {sfb:?} {split:?}, pair {when:?}", shape.name);
+                    let pairs =
+                        hopper && (when == PairTiles::Always || (when == PairTiles::Auto && auto));
+                    bits.push(launch_thrice_checked(&gpu, &ps, &label, |plan| {
+                        assert_eq!(plan.pair_tiles(), pairs, "{label}");
+                        assert_eq!(
+                            plan.scale_groups(),
+                            hopper && sfb == Plain && gpu.gemm.scale_groups(),
+                            "{label}"
+                        );
+                        println!(
+                            "{label}: {} tiles, cut {:?}, pair kernel {}",
+                            plan.total_tiles(),
+                            plan.split_k_schedule(),
+                            plan.pair_tiles()
+                        );
+                    }));
+                }
+                assert!(
+                    bits[0] == bits[1] && bits[1] == bits[2],
+                    "{} {sfb:?} {split:?}: pair differs from the 128-row kernel",
+                    shape.name
+                );
+            }
+        }
+        if hopper && sms == 132 {
+            // The rule's two measured sides (PERF.md run 201).
+            assert_eq!(auto, g == 2, "{}: Auto on 132 SMs", shape.name);
+        }
+    }
+    gpu.gemm.set_pair_tiles(PairTiles::Auto);
 }
 
 /// Dynamic units: on the Hopper path a `_wt` launch (here after the token pass, in the

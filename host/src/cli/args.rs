@@ -106,6 +106,10 @@ COMMON OPTIONS:
                     (tiles, parts of tiles cut along K) than CTA slots hand out the units
                     past the first wave from a counter, cut tiles' parts largest first
                     (GroupedGemm::set_dynamic_units).
+    --pair-tiles W  auto (default), always or never: whether Hopper launches that would run
+                    the blocked-order 4-stage kernel run the pair kernel (_f16b_wt2,
+                    _f16b_wtsg2: clusters of two CTAs sharing each token tile), auto from
+                    two waves of 256-row tiles per SM (PairTiles; GroupedGemm::set_pair_tiles).
     --cpu           Run the CPU reference path even when a GPU is present.
     -h, --help      This text.
 
@@ -185,6 +189,7 @@ pub struct Tuning {
     /// `--scale-groups` ([`nvfp4::GroupedGemm::set_scale_groups`]).
     pub scale_groups: bool,
     pub dynamic_units: bool,
+    pub pair_tiles: nvfp4::PairTiles,
 }
 
 impl Default for Tuning {
@@ -197,6 +202,7 @@ impl Default for Tuning {
             one_per_sm_deep: true,
             scale_groups: true,
             dynamic_units: true,
+            pair_tiles: nvfp4::PairTiles::Auto,
         }
     }
 }
@@ -325,6 +331,14 @@ fn common(name: &str, cur: &mut Cursor<'_>, opts: &mut CommonOpts) -> Result<boo
         }
         "--dynamic-units" => {
             opts.tuning.dynamic_units = on_off(name, cur.value(name)?)?;
+        }
+        "--pair-tiles" => {
+            opts.tuning.pair_tiles = match cur.value(name)? {
+                "auto" => nvfp4::PairTiles::Auto,
+                "always" => nvfp4::PairTiles::Always,
+                "never" => nvfp4::PairTiles::Never,
+                v => return err(format!("`{name}`: `{v}` is not auto, always or never")),
+            };
         }
         "--split-k" => {
             opts.tuning.split_k = match cur.value(name)? {
@@ -563,7 +577,7 @@ mod tests {
             "bench --shapes G8_N4096_K7168 --shapes=m=1,2;n=128;k=64 --iters=50 --json out.json \
              --seed 0x10 --portable --cpu --scales BLOCKED --token-pass never --split-k 3 \
              --weights-tma off --blocked-k off --one-per-sm-deep off --scale-groups off \
-             --dynamic-units off",
+             --dynamic-units off --pair-tiles always",
         );
         assert_eq!(b.shapes.len(), 2);
         assert_eq!(b.shapes[1].problems, vec![(1, 128, 64), (2, 128, 64)]);
@@ -583,6 +597,7 @@ mod tests {
                     one_per_sm_deep: false,
                     scale_groups: false,
                     dynamic_units: false,
+                    pair_tiles: nvfp4::PairTiles::Always,
                 },
             }
         );

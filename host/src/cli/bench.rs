@@ -220,6 +220,7 @@ pub fn run_gpu(ctx: Arc<CudaContext>, opts: &BenchOpts, progress: &Progress) -> 
                     ("one_per_sm_deep", Json::Bool(gemm.one_per_sm_deep())),
                     ("scale_groups", Json::Bool(gemm.scale_groups())),
                     ("dynamic_units", Json::Bool(gemm.dynamic_units())),
+                    ("pair_tiles", Json::str(format!("{:?}", gemm.pair_tiles()))),
                     (
                         "token_pass",
                         Json::str(format!("{:?}", gemm.token_dequant())),

@@ -70,13 +70,14 @@ pub fn load_gemm(
     gemm.set_one_per_sm_deep(tuning.one_per_sm_deep);
     gemm.set_scale_groups(tuning.scale_groups);
     gemm.set_dynamic_units(tuning.dynamic_units);
+    gemm.set_pair_tiles(tuning.pair_tiles);
     let (major, minor) = gemm.compute_capability();
     println!(
         "device: {name} (compute capability {major}.{minor}, {} SMs)",
         gemm.sm_count()
     );
     println!(
-        "kernel: {} ({:?} path{}, {} PTX, {} CTAs/SM, token pass {:?}, split-K {:?}, weights by TMA {}, blocked K {}, one-per-SM deep {}, dynamic units {})",
+        "kernel: {} ({:?} path{}, {} PTX, {} CTAs/SM, token pass {:?}, split-K {:?}, weights by TMA {}, blocked K {}, one-per-SM deep {}, dynamic units {}, pair tiles {:?})",
         gemm.kernel_name(),
         gemm.path(),
         if portable {
@@ -91,7 +92,8 @@ pub fn load_gemm(
         if gemm.weights_by_tma() { "on" } else { "off" },
         if gemm.blocked_k() { "on" } else { "off" },
         if gemm.one_per_sm_deep() { "on" } else { "off" },
-        if gemm.dynamic_units() { "on" } else { "off" }
+        if gemm.dynamic_units() { "on" } else { "off" },
+        gemm.pair_tiles()
     );
     Ok(gemm)
 }

@@ -879,6 +879,94 @@ pub mod tma {
     }
 }
 
+/// Thread-block clusters (sm_90): the pair kernel's two CTAs share each token tile (TMA
+/// multicast into both CTAs' shared memory) and hand stages back to each other (arrivals on
+/// the other CTA's barriers).
+#[cfg(nvfp4_sm90a)]
+pub mod cluster {
+    use super::asm;
+
+    /// `%cluster_ctarank`: this CTA's rank in its cluster.
+    #[inline(always)]
+    pub fn rank() -> u32 {
+        let r: u32;
+        unsafe {
+            asm!("mov.u32 {r}, %cluster_ctarank;", r = out(reg32) r,
+                 options(nostack, nomem, preserves_flags));
+        }
+        r
+    }
+
+    /// `%clusterid.x`: the cluster's index in the grid.
+    #[inline(always)]
+    pub fn id() -> u32 {
+        let r: u32;
+        unsafe {
+            asm!("mov.u32 {r}, %clusterid.x;", r = out(reg32) r,
+                 options(nostack, nomem, preserves_flags));
+        }
+        r
+    }
+
+    /// `%nclusterid.x`: the grid's clusters.
+    #[inline(always)]
+    pub fn count() -> u32 {
+        let r: u32;
+        unsafe {
+            asm!("mov.u32 {r}, %nclusterid.x;", r = out(reg32) r,
+                 options(nostack, nomem, preserves_flags));
+        }
+        r
+    }
+
+    /// `barrier.cluster.arrive.release` then `barrier.cluster.wait.acquire`: every thread
+    /// of every CTA of the cluster gets here before any goes on; shared-memory writes
+    /// (barrier initialisations included) before it are visible to the cluster after it.
+    ///
+    /// # Safety
+    /// Every thread of every CTA of the cluster calls it the same number of times.
+    #[inline(always)]
+    pub unsafe fn sync() {
+        unsafe {
+            asm!(
+                "barrier.cluster.arrive.release.aligned;",
+                "barrier.cluster.wait.acquire.aligned;",
+                options(nostack, preserves_flags)
+            );
+        }
+    }
+
+    /// One arrival (release at CTA scope: the wgmma reads this thread waited for are
+    /// complete) on the mbarrier at shared offset `bar` of the cluster's CTA `rank`
+    /// (`mapa` to its window, `mbarrier.arrive.shared::cluster`).
+    ///
+    /// # Safety
+    /// `bar` is an initialised mbarrier of that CTA, which is running.
+    #[inline(always)]
+    pub unsafe fn arrive_remote(bar: u32, rank: u32) {
+        unsafe {
+            asm!("{{ .reg .b32 r; mapa.shared::cluster.u32 r, {b}, {k}; mbarrier.arrive.release.cta.shared::cluster.b64 _, [r]; }}",
+                 b = in(reg32) bar, k = in(reg32) rank, options(nostack, preserves_flags));
+        }
+    }
+
+    /// [`super::tma::load_2d`] into shared offset `dst` of every CTA of the cluster in
+    /// `mask` (bit = rank), each completing the box's bytes on its own mbarrier at offset
+    /// `bar` (`.multicast::cluster`).
+    ///
+    /// # Safety
+    /// As `load_2d`, for every CTA in `mask`, whose stage at `dst` no thread or copy is
+    /// reading or writing.
+    #[inline(always)]
+    pub unsafe fn load_2d_multicast(dst: u32, map: u64, c0: u32, c1: u32, bar: u32, mask: u16) {
+        unsafe {
+            asm!("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster [{d}], [{m}, {{{x}, {y}}}], [{b}], {k};",
+                 d = in(reg32) dst, m = in(reg64) map, x = in(reg32) c0, y = in(reg32) c1,
+                 b = in(reg32) bar, k = in(reg16) mask, options(nostack, preserves_flags));
+        }
+    }
+}
+
 /// The dynamic shared-memory window (`.extern .shared nvfp4_dyn_smem[]`, declared by the
 /// PTX build step at module scope; the host sets its size at launch).
 #[cfg(nvfp4_sm90a)]

@@ -23,6 +23,20 @@ const SCRATCH: u32 = ROWS + 4 * (MAX_DEVICE_GROUPS as u32 + 1);
 const _: () = assert!(SCRATCH + 4 * 32 <= SCHED_SMEM_BYTES);
 const _: () = assert!(SCRATCH % 8 == 0 && super::split::RECORD_BYTES <= 4 * 32);
 
+/// The cluster's index and the grid's clusters (the pair kernels' units; see
+/// [`TileFn::PAIR`]).
+#[inline(always)]
+fn pair_index() -> (u32, u32) {
+    #[cfg(nvfp4_sm90a)]
+    {
+        (super::arch::cluster::id(), super::arch::cluster::count())
+    }
+    #[cfg(not(nvfp4_sm90a))]
+    {
+        (thread::ctaid(), thread::nctaid())
+    }
+}
+
 /// Index of the problem that owns linear tile `tile`: the largest `p` with
 /// `start(p) <= tile` (problems with no tiles share their successor's start and are
 /// skipped by taking the largest). Binary search: `num_problems` <= `MAX_PROBLEMS` = 2^16.
@@ -190,6 +204,12 @@ pub trait TileFn {
     /// that reads it must be `DYNAMIC`.
     const DYNAMIC: bool = false;
 
+    /// Whether the kernel is launched in clusters of two CTAs that compute the two 128-row
+    /// halves of each (256-row) tile together: [`for_each_tile`] then hands units out by
+    /// cluster (`%clusterid.x`, `%nclusterid.x`) instead of by CTA, so both CTAs of a cluster
+    /// take the same units. Never with [`crate::problem::MODE_DYNAMIC`].
+    const PAIR: bool = false;
+
     /// Computes `tile` (see [`Tile`]). Every thread of the CTA calls it.
     ///
     /// # Safety
@@ -275,7 +295,13 @@ pub unsafe fn for_each_tile<T: TileFn>(
     } else if T::DYNAMIC {
         unsafe { dynamic_init(sched + SCRATCH, 0, units) };
     }
-    let mut index = thread::ctaid();
+    // Pairs: both CTAs of a cluster take the cluster's units (the host never makes them
+    // dynamic).
+    let mut index = if T::PAIR {
+        pair_index().0
+    } else {
+        thread::ctaid()
+    };
     while index < units {
         let unit = Unit::new(index, &split, total, dynamic);
         let tile = unit.tile;
@@ -330,7 +356,12 @@ pub unsafe fn for_each_tile<T: TileFn>(
             index = thread::nctaid().saturating_add(unsafe { dynamic_next(sched + SCRATCH) });
             unsafe { thread::sync_cta() };
         } else {
-            index += thread::nctaid();
+            // (Read afresh: a special register, not kept live across the tile.)
+            index += if T::PAIR {
+                pair_index().1
+            } else {
+                thread::nctaid()
+            };
         }
     }
 }

@@ -54,13 +54,17 @@
 //! token's row of `c`. The other Hopper kernels store each value from its fragment
 //! ([`store_tile`]): the staged form spills at their 128 registers.
 
-use super::arch::{copy, dyn_smem_base, global, grid, half, shared, thread, tma, warp, wgmma};
+use super::arch::{
+    cluster, copy, dyn_smem_base, global, grid, half, shared, thread, tma, warp, wgmma,
+};
 use super::dequant::{Act, Bf16Act, F16Act, F16BlockedAct, Fp4Act, a_fragments_for, fp4x8_scaled};
 use super::load::{Fp4Rows, Operand, ROW_BYTES, ROW_SCALES, ScaleRow};
 use super::sched::{Tile, TileFn, for_each_tile};
 use super::split::{Span, combine, dynamic_fetch, tile_place};
 use crate::fp4::{fp4_byte_pair, fp4_byte_pair_selector};
-use crate::problem::{FLAG_OUT_BF16, PROBLEM_DESC_BYTES, ProblemDesc, Split, TOKEN_MAP_BYTES};
+use crate::problem::{
+    FLAG_OUT_BF16, PROBLEM_DESC_BYTES, ProblemDesc, Split, TOKEN_MAP_BYTES, split_ws_bytes,
+};
 use crate::tiling::CHUNK_K;
 use crate::tiling::wgmma::{
     SCALE_SLOT_BYTES, SMEM_BYTES_A16, SMEM_BYTES_A16_WT, SMEM_BYTES_A16_WT8, SMEM_BYTES_A16_WT8SG,
@@ -138,7 +142,7 @@ gemm_entry! {
     /// # Safety
     /// As [`nvfp4_grouped_gemm_wgmma_f16a`], with the host encoding each problem's weight map
     /// over its `b` (16-byte aligned, `ldb` a multiple of 16).
-    nvfp4_grouped_gemm_wgmma_f16a_wt => run_a16_wt::<F16Act, STAGES, false>, maps
+    nvfp4_grouped_gemm_wgmma_f16a_wt => run_a16_wt::<F16Act, STAGES, false, false>, maps
 }
 
 gemm_entry! {
@@ -152,7 +156,7 @@ gemm_entry! {
     ///
     /// # Safety
     /// As [`nvfp4_grouped_gemm_wgmma_f16a_wt`], with every problem's `k` a multiple of 64.
-    nvfp4_grouped_gemm_wgmma_f16b_wt => run_a16_wt::<F16BlockedAct, STAGES, false>, maps; waits_itself
+    nvfp4_grouped_gemm_wgmma_f16b_wt => run_a16_wt::<F16BlockedAct, STAGES, false, false>, maps; waits_itself
 }
 
 gemm_entry! {
@@ -164,7 +168,7 @@ gemm_entry! {
     ///
     /// # Safety
     /// As [`nvfp4_grouped_gemm_wgmma_f16b_wt`].
-    nvfp4_grouped_gemm_wgmma_f16b_wt8 => run_a16_wt::<F16BlockedAct, STAGES_WT8, false>, maps; waits_itself
+    nvfp4_grouped_gemm_wgmma_f16b_wt8 => run_a16_wt::<F16BlockedAct, STAGES_WT8, false, false>, maps; waits_itself
 }
 
 gemm_entry! {
@@ -180,7 +184,7 @@ gemm_entry! {
     /// # Safety
     /// As [`nvfp4_grouped_gemm_wgmma_f16b_wt`], with every problem's `sfb` plain, 16-byte
     /// aligned, and its `k` a multiple of 256.
-    nvfp4_grouped_gemm_wgmma_f16b_wtsg => run_a16_wt::<F16BlockedAct, STAGES, true>, maps; waits_itself
+    nvfp4_grouped_gemm_wgmma_f16b_wtsg => run_a16_wt::<F16BlockedAct, STAGES, true, false>, maps; waits_itself
 }
 
 gemm_entry! {
@@ -190,7 +194,37 @@ gemm_entry! {
     ///
     /// # Safety
     /// As [`nvfp4_grouped_gemm_wgmma_f16b_wtsg`].
-    nvfp4_grouped_gemm_wgmma_f16b_wt8sg => run_a16_wt::<F16BlockedAct, STAGES_WT8, true>, maps; waits_itself
+    nvfp4_grouped_gemm_wgmma_f16b_wt8sg => run_a16_wt::<F16BlockedAct, STAGES_WT8, true, false>, maps; waits_itself
+}
+
+gemm_entry! {
+    /// [`nvfp4_grouped_gemm_wgmma_f16b_wt`] in clusters of two CTAs (experimental, the pair
+    /// kernel): the table's tiles are 256 weight rows x 128 tokens (`tile_start` counted so),
+    /// cluster `c` takes units `c, c + clusters, ..` (static, never dynamic), and its CTA of
+    /// rank `r` computes weight rows `128 r ..` of each. Each CTA has the TMA bring token rows
+    /// `64 r ..` of each chunk's token tile into both CTAs' stage (multicast; the token maps'
+    /// boxes are 64 rows), so each token tile crosses L2 once per 256 weight rows instead of
+    /// once per 128. A stage's empty barrier also counts 64 arrivals of the other CTA (the
+    /// first warp of each of its warpgroups, once its wgmmas on the stage are done); the
+    /// CTAs meet at a cluster barrier after the barriers' set-up, after each tile's epilogue
+    /// (which stages through token stages the other CTA fills) and before exit. Tiles cut
+    /// along K use one workspace per rank (`ws`, then `ws` + the first's bytes). Launch with
+    /// cluster dimension 2 and an even grid.
+    ///
+    /// # Safety
+    /// As [`nvfp4_grouped_gemm_wgmma_f16b_wt`], with the tiles, maps, launch and workspace as
+    /// above and `mode` without [`crate::problem::MODE_DYNAMIC`].
+    nvfp4_grouped_gemm_wgmma_f16b_wt2 => run_a16_wt::<F16BlockedAct, STAGES, false, true>, maps; waits_itself
+}
+
+gemm_entry! {
+    /// [`nvfp4_grouped_gemm_wgmma_f16b_wt2`] with the weight scales four chunks at a time as
+    /// in [`nvfp4_grouped_gemm_wgmma_f16b_wtsg`] (experimental). Launch with
+    /// `SMEM_BYTES_A16_WTSG` of dynamic shared memory, cluster dimension 2.
+    ///
+    /// # Safety
+    /// As [`nvfp4_grouped_gemm_wgmma_f16b_wt2`] and [`nvfp4_grouped_gemm_wgmma_f16b_wtsg`].
+    nvfp4_grouped_gemm_wgmma_f16b_wtsg2 => run_a16_wt::<F16BlockedAct, STAGES, true, true>, maps; waits_itself
 }
 
 gemm_entry! {
@@ -198,7 +232,7 @@ gemm_entry! {
     ///
     /// # Safety
     /// As [`nvfp4_grouped_gemm_wgmma_f16a_wt`].
-    nvfp4_grouped_gemm_wgmma_bf16a_wt => run_a16_wt::<Bf16Act, STAGES, false>, maps
+    nvfp4_grouped_gemm_wgmma_bf16a_wt => run_a16_wt::<Bf16Act, STAGES, false, false>, maps
 }
 
 gemm_entry! {
@@ -368,7 +402,7 @@ const FILL_TOKENS: u32 = 2;
 /// thread (once the thread's wgmmas that read the stage are done). Every thread arrives once
 /// on every empty barrier at the start, so the first fill of every stage finds it released.
 #[inline(always)]
-unsafe fn run_a16_wt<A: Act, const S: u32, const SG: bool>(
+unsafe fn run_a16_wt<A: Act, const S: u32, const SG: bool, const P: bool>(
     table: *const ProblemDesc,
     num_problems: u32,
     total_tiles: u32,
@@ -383,15 +417,36 @@ unsafe fn run_a16_wt<A: Act, const S: u32, const SG: bool>(
         for s in 0..S {
             unsafe {
                 tma::mbar_init(smem + wt_full(S) + s * 8, 1 + TILE_N);
-                tma::mbar_init(smem + wt_empty(S) + s * 8, THREADS);
+                tma::mbar_init(
+                    smem + wt_empty(S) + s * 8,
+                    THREADS + if P { PAIR_REMOTE_ARRIVALS } else { 0 },
+                );
             }
         }
         unsafe { tma::fence_mbar_init() };
     }
-    unsafe { thread::sync_cta() };
+    // Pairs: the other CTA's barriers are initialised before anything arrives on them.
+    if P {
+        unsafe { cluster::sync() };
+    } else {
+        unsafe { thread::sync_cta() };
+    }
     for s in 0..S {
         unsafe { tma::mbar_arrive(smem + wt_empty(S) + s * 8) };
+        if P && pair_releases_remotely() {
+            unsafe { cluster::arrive_remote(smem + wt_empty(S) + s * 8, cluster::rank() ^ 1) };
+        }
     }
+    // Pairs: each rank's own workspace for cut tiles (the units are the cluster's).
+    let split = if P && split.parts > 1 {
+        let cut = total_tiles - split.dp_tiles.min(total_tiles);
+        Split {
+            ws: split.ws + cluster::rank() as u64 * split_ws_bytes(cut, split.parts, THREADS),
+            ..split
+        }
+    } else {
+        split
+    };
     unsafe {
         for_each_tile(
             table,
@@ -401,10 +456,11 @@ unsafe fn run_a16_wt<A: Act, const S: u32, const SG: bool>(
             mode,
             smem + wt_sched(S),
             THREADS,
-            TILE_N,
+            // Pairs: the table's tiles are 256 rows (each CTA computes its half).
+            if P { 2 * TILE_N } else { TILE_N },
             TILE_M,
             split,
-            &mut TilesTmaWt::<A, S, SG> {
+            &mut TilesTmaWt::<A, S, SG, P> {
                 smem,
                 table: table as u64,
                 maps,
@@ -415,12 +471,27 @@ unsafe fn run_a16_wt<A: Act, const S: u32, const SG: bool>(
             },
         );
     }
+    // Pairs: no CTA leaves while the other may still arrive on its barriers.
+    if P {
+        unsafe { cluster::sync() };
+    }
+}
+
+/// The pair kernel's arrivals on each stage's empty barrier from the other CTA: the first
+/// warp of each warpgroup.
+const PAIR_REMOTE_ARRIVALS: u32 = 64;
+
+/// Whether this thread also hands stages back to the other CTA of a pair (the first warp of
+/// each warpgroup: the wgmma reads its `wait_group` waited for are the warpgroup's).
+#[inline(always)]
+fn pair_releases_remotely() -> bool {
+    thread::tid_fresh() % 128 < 32
 }
 
 /// The `_wt` kernels' tile work: the barriers' parities (bit `s`: the phase the next wait on
 /// stage `s` needs), `full` for every thread, `empty` for the stages the thread's warpgroup
 /// fills (`s % 2` = warpgroup).
-struct TilesTmaWt<A, const S: u32, const SG: bool> {
+struct TilesTmaWt<A, const S: u32, const SG: bool, const P: bool> {
     smem: u32,
     table: u64,
     maps: u64,
@@ -432,15 +503,16 @@ struct TilesTmaWt<A, const S: u32, const SG: bool> {
     kind: PhantomData<A>,
 }
 
-impl<A: Act, const S: u32, const SG: bool> TileFn for TilesTmaWt<A, S, SG> {
+impl<A: Act, const S: u32, const SG: bool, const P: bool> TileFn for TilesTmaWt<A, S, SG, P> {
     const DYNAMIC: bool = true;
+    const PAIR: bool = P;
 
     #[inline(always)]
     unsafe fn tile(&mut self, tile: Tile) {
         let index = (tile.desc as u64 - self.table) / PROBLEM_DESC_BYTES as u64;
         let map = self.maps + index * 2 * TOKEN_MAP_BYTES;
         unsafe {
-            gemm_tile_tma_wt::<A, S, SG>(
+            gemm_tile_tma_wt::<A, S, SG, P>(
                 self.smem,
                 map,
                 &mut self.full,
@@ -472,7 +544,7 @@ impl<A: Act, const S: u32, const SG: bool> TileFn for TilesTmaWt<A, S, SG> {
 /// then overlaps the pass (H100 run 156: G2 N3072 K4096 about 1 us faster). The other
 /// entries wait first thing and fill each stage whole.
 #[inline(always)]
-unsafe fn gemm_tile_tma_wt<A: Act, const S: u32, const SG: bool>(
+unsafe fn gemm_tile_tma_wt<A: Act, const S: u32, const SG: bool, const P: bool>(
     smem: u32,
     map: u64,
     full: &mut u32,
@@ -488,6 +560,8 @@ unsafe fn gemm_tile_tma_wt<A: Act, const S: u32, const SG: bool>(
         span,
     } = tile;
     let d = unsafe { &*desc };
+    // Pairs: this CTA's half of the 256-row tile.
+    let n0 = if P { n0 + TILE_N * cluster::rank() } else { n0 };
     let tid = thread::tid();
     let c0 = span.c0;
     let chunks = span.c1 - c0;
@@ -527,13 +601,27 @@ unsafe fn gemm_tile_tma_wt<A: Act, const S: u32, const SG: bool>(
                         tma::mbar_arrive_expect_tx(bar, WT_TX_BYTES);
                     }
                     if what & FILL_TOKENS != 0 {
-                        tma::load_2d(
-                            smem + stage * TOK16_STAGE_BYTES,
-                            map,
-                            chunk * CHUNK_K,
-                            m0,
-                            bar,
-                        );
+                        if P {
+                            // Token rows 64 r .. of the tile into both CTAs' stage.
+                            let half = cluster::rank() * (TILE_M / 2);
+                            cluster::load_2d_multicast(
+                                smem + stage * TOK16_STAGE_BYTES
+                                    + half * (TOK16_STAGE_BYTES / TILE_M),
+                                map,
+                                chunk * CHUNK_K,
+                                m0 + half,
+                                bar,
+                                0b11,
+                            );
+                        } else {
+                            tma::load_2d(
+                                smem + stage * TOK16_STAGE_BYTES,
+                                map,
+                                chunk * CHUNK_K,
+                                m0,
+                                bar,
+                            );
+                        }
                     }
                     if what & FILL_WEIGHTS != 0 {
                         tma::load_2d(w, wmap, chunk * ROW_BYTES, n0, bar);
@@ -565,7 +653,12 @@ unsafe fn gemm_tile_tma_wt<A: Act, const S: u32, const SG: bool>(
     // Lane 0 of each warp: chunk `chunk`'s stage is no longer read by this warp.
     let release = |chunk: u32| {
         let smem = unsafe { dyn_smem_base() };
-        unsafe { tma::mbar_arrive(smem + wt_empty(S) + (chunk % S) * 8) };
+        let bar = smem + wt_empty(S) + (chunk % S) * 8;
+        unsafe { tma::mbar_arrive(bar) };
+        // Pairs: the other CTA's multicast writes this CTA's stage too.
+        if P && pair_releases_remotely() {
+            unsafe { cluster::arrive_remote(bar, cluster::rank() ^ 1) };
+        }
     };
 
     let mut acc = [0f32; 64];
@@ -669,7 +762,26 @@ unsafe fn gemm_tile_tma_wt<A: Act, const S: u32, const SG: bool>(
     let (wrow, t) = quad_place(thread::tid_fresh());
     // The token ring's first two stages hold the staged tile: every chunk's wgmmas are done
     // (`wait_all`) and no fill of this tile is left in flight.
-    unsafe { finish_tile::<A>(acc, desc, n0, m0, m_rem, wrow, t, true, &span, Some(smem)) };
+    unsafe {
+        finish_tile::<A>(
+            acc,
+            desc,
+            n0,
+            m0,
+            m_rem,
+            wrow,
+            t,
+            true,
+            &span,
+            Some(smem),
+            if P { TILE_N * cluster::rank() } else { 0 },
+        )
+    };
+    // Pairs: the other CTA's next fills (multicast into this CTA's token stages, which the
+    // staged epilogue used) wait until both are through their epilogues.
+    if P {
+        unsafe { cluster::sync() };
+    }
 }
 
 /// One 128 x 128 tile with NVFP4 tokens (`A` = [`Fp4Act`]): tokens and weights come through
@@ -793,7 +905,7 @@ unsafe fn gemm_tile<A: Act>(smem: u32, tile: Tile) {
         unsafe { wgmma::wait_all(&a, &mut acc) };
         a = next_a;
     }
-    unsafe { finish_tile::<A>(acc, desc, n0, m0, m_rem, wrow, t, false, &span, None) };
+    unsafe { finish_tile::<A>(acc, desc, n0, m0, m_rem, wrow, t, false, &span, None, 0) };
 }
 
 /// One 128 x 128 tile with 16-bit tokens (`A` = [`F16Act`] or [`Bf16Act`]).
@@ -933,7 +1045,7 @@ unsafe fn gemm_tile_tma<A: Act>(smem: u32, map: u64, phases: &mut u32, tile: Til
         wgmma::wait_all(&a1, &mut acc);
     }
     let (wrow, t) = quad_place(thread::tid_fresh());
-    unsafe { finish_tile::<A>(acc, desc, n0, m0, m_rem, wrow, t, true, &span, None) };
+    unsafe { finish_tile::<A>(acc, desc, n0, m0, m_rem, wrow, t, true, &span, None, 0) };
 }
 
 /// Thread `tid`'s first weight row in the CTA tile (rows `wrow` and `wrow + 8` of its
@@ -1027,6 +1139,7 @@ unsafe fn finish_tile<A: Act>(
     a16: bool,
     span: &Span,
     staging: Option<u32>,
+    n_shift: u32,
 ) {
     let subtiles = m_rem.min(TILE_M).div_ceil(32) as usize;
     // SAFETY: [f32; 64] and [[f32; 4]; 16] are the same 64 floats; quad i is subtile i / 4.
@@ -1038,7 +1151,7 @@ unsafe fn finish_tile<A: Act>(
             // barrier), not kept in registers through the K loop.
             Some(stage) => unsafe {
                 let (n0, m0, m_end) = tile_place(span.rec);
-                store_tile_staged::<A>(&acc, desc, n0, m0, m_end - m0, stage)
+                store_tile_staged::<A>(&acc, desc, n0 + n_shift, m0, m_end - m0, stage)
             },
             None => unsafe { store_tile::<A>(&acc, desc, n0, m0, m_rem, wrow, t, a16) },
         }
