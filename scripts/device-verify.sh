@@ -76,6 +76,15 @@ if [[ $what == all || $what == tests ]]; then
     [ -x "$t" ] || continue
     NVFP4_SCALE_GROUPS=off NVFP4_TOKEN_DEQUANT=always run "test-$(basename "$t")-token-pass-groups-off" "$t" --ignored --test-threads=1 "${multi[@]}"
   done
+  # And with the pair kernel on every blocked-order 4-stage launch (by default only from two
+  # waves of 256-row tiles), token pass on every NVFP4 group. The three gpu tests that check
+  # plan facts the pairs change (dynamic units, tile counts) and the pair test (which sets
+  # the switch itself) are skipped.
+  for t in $bin/tests/test-gpu $bin/tests/test-moe; do
+    [ -x "$t" ] || continue
+    NVFP4_PAIR_TILES=always NVFP4_TOKEN_DEQUANT=always run "test-$(basename "$t")-token-pass-pairs" "$t" --ignored --test-threads=1 "${multi[@]}" \
+      --skip pair_tiles_match --skip dynamic_units_relaunched --skip guided_parts_relaunched --skip one_per_sm_deep_kernel
+  done
   for t in $bin/tests/test-gpu $bin/tests/test-properties; do
     [ -x "$t" ] || continue
     NVFP4_PATH=portable NVFP4_TOKEN_DEQUANT=always run "test-$(basename "$t")-token-pass-portable" "$t" --ignored --test-threads=1
