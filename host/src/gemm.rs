@@ -100,7 +100,10 @@ pub enum PairTiles {
 
 impl PairTiles {
     /// [`PairTiles::Auto`]'s threshold: pair tiles (256 weight rows x 128 tokens) per SM.
-    /// Between 1.3 (slower) and 2.8 (faster) nothing else was measured.
+    /// Fitted to the two benchmark groups (1.3: slower, 2.8: faster). The wave count is not
+    /// what decides (PERF.md run 202): with the G8 N4096 group's token counts the pairs lost
+    /// at 1.67 and 2.0 waves (6%, 2%), with the G8 N7168 group's they won at 1.58 and 1.97
+    /// (2%, 12%), so this rule misses some gains and takes some losses in between.
     pub const AUTO_MIN_WAVES: u32 = 2;
 
     /// Whether a blocked-order launch of `tiles` 128-row tiles and `pair_tiles` 256-row
