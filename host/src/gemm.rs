@@ -440,7 +440,7 @@ pub struct GroupPlan<'a> {
     /// Whether the launch's CTAs take their units past the first from a counter in the
     /// split workspace ([`MODE_DYNAMIC`]; see [`GroupedGemm::set_dynamic_units`]).
     dynamic: bool,
-    /// Whether the launch runs the pair kernel `_f16b_wt2` (see
+    /// Whether the launch runs the pair kernel, `_f16b_wt2` or `_f16b_wtsg2` (see
     /// [`GroupedGemm::set_pair_tiles`]): `tile_bound` and the pass's table then count
     /// 256-row tiles.
     pair: bool,
@@ -605,6 +605,7 @@ impl GroupPlan<'_> {
 
     /// How the launch cuts its tiles along K: `(dp_tiles, parts)`, the first `dp_tiles`
     /// tiles whole and each later one cut into `parts` K ranges (`parts == 1`: none cut).
+    /// With the pair kernel ([`GroupPlan::pair_tiles`]) the tiles are 256 weight rows.
     pub fn split_k_schedule(&self) -> (u32, u32) {
         if self.split.parts > 1 {
             (self.split.dp_tiles, self.split.parts)
@@ -646,7 +647,8 @@ impl GroupPlan<'_> {
 
     /// Tiles of the whole group; 0 means [`GroupedGemm::launch`] does nothing. Where the
     /// row counts live on the device, an upper bound (every group at its capacity; the
-    /// kernel computes the actual tiles).
+    /// kernel computes the actual tiles). With the pair kernel ([`GroupPlan::pair_tiles`])
+    /// tiles of 256 weight rows, else of the kernel's (128 rows x its tokens).
     pub fn total_tiles(&self) -> u32 {
         self.tile_bound
     }
@@ -1029,8 +1031,9 @@ impl GroupedGemm {
     /// [`PairTiles::Auto`]): clusters of two CTAs, each cluster taking 256-row tiles (each
     /// CTA 128 rows of them) and the TMA bringing each chunk's token tile into both CTAs at
     /// once (multicast), so the tokens cross L2 half as often. Its units are static (never
-    /// dynamic); tiles past the last full wave are cut along K as [`SplitK`] says, for the
-    /// clusters. The sums are bitwise those of the 128-row kernel on the same K cut. Where
+    /// dynamic); tiles are cut along K as [`SplitK`] says, counting one slot a cluster
+    /// ([`SplitK::Auto`]: the tiles past the last full wave of clusters), each CTA's half
+    /// of a cut tile in its own workspace (twice the 128-row kernel's). The sums are bitwise those of the 128-row kernel on the same K cut. Where
     /// the pair kernels did not load, plans keep the other entries. Plans already made keep
     /// theirs.
     pub fn set_pair_tiles(&mut self, when: PairTiles) {
@@ -1179,9 +1182,15 @@ impl GroupedGemm {
 
     /// CTAs the GEMM kernel of `plan`'s launch uses: `min(units, sm_count * ctas_per_sm)` of
     /// the kernel it runs (the fp16-activation one after a token pass), where `units` counts
-    /// its whole tiles and the parts of its cut tiles; at least 1.
+    /// its whole tiles and the parts of its cut tiles; at least 1. For the pair kernel (see
+    /// [`GroupedGemm::set_pair_tiles`]) two CTAs a unit, at most one cluster an SM:
+    /// `2 * min(units, sm_count)`.
     pub fn plan_grid_size(&self, plan: &GroupPlan<'_>) -> u32 {
-        self.grid_size_for(plan.launched(), plan.units)
+        if plan.pair {
+            2 * plan.units.clamp(1, self.sm_count)
+        } else {
+            self.grid_size_for(plan.launched(), plan.units)
+        }
     }
 
     /// [`GroupedGemm::grid_size`] for the kernel of `activation`.
@@ -1218,7 +1227,8 @@ impl GroupedGemm {
     ///
     /// Where the launch's tiles would leave CTA slots idle ([`SplitK`], set with
     /// [`GroupedGemm::set_split_k`]), the plan also holds a workspace in which the parts of
-    /// tiles cut along K meet: per cut tile, `parts` x 32 KiB (portable) or 64 KiB (Hopper)
+    /// tiles cut along K meet: per cut tile, `parts` x 32 KiB (portable) or 64 KiB (Hopper;
+    /// twice that for the pair kernel's 256-row tiles, one workspace a CTA of the cluster)
     /// of fp32 sums plus a 4-byte counter, at most [`SplitK::MAX_WS_BYTES`] (a launch that
     /// would need more is not cut). [`GroupPlan::split_k_schedule`] says what was chosen.
     ///
@@ -1354,8 +1364,8 @@ impl GroupedGemm {
         tile_bound: u32,
         activation: Activation,
     ) -> Result<GroupPlan<'a>> {
-        let (table, maps, pass, weights_tma, blocked_k) = if tile_bound == 0 {
-            (None, None, None, false, false)
+        let (table, maps, pass, weights_tma, blocked_k, pair) = if tile_bound == 0 {
+            (None, None, None, false, false, false)
         } else {
             let macs: u64 = packed
                 .descs
@@ -1381,7 +1391,8 @@ impl GroupedGemm {
                     .descs
                     .iter()
                     .all(|d| !token_maps::has_tiles(d) || d.k % CHUNK_K == 0);
-            let pair = self.pair(blocked_k, &packed.descs, tile_bound);
+            // The pair kernel runs after the pass only (its table and maps are the pass's).
+            let pair = with_pass && self.pair(blocked_k, &packed.descs, tile_bound);
             let (pass, maps) = if with_pass {
                 let (pass, maps) =
                     self.upload_token_pass(stream, &packed.descs, weights_tma, pair)?;
@@ -1399,6 +1410,7 @@ impl GroupedGemm {
                 pass,
                 weights_tma,
                 blocked_k,
+                pair,
             )
         };
         // The kernel the launch runs: the fp16-activation one after a token pass.
@@ -1413,7 +1425,6 @@ impl GroupedGemm {
         // into both CTA slots; G2 N4096 K1536 28.2-28.6 against 28.5-28.9). Its CTA slots are
         // the SMs, so `SplitK::Auto` does not cut such a launch.
         // The pair kernel: its launch counts 256-row tiles.
-        let pair = pass.is_some() && self.pair(blocked_k, &packed.descs, tile_bound);
         let tile_bound = if pair {
             pair_tile_count(&packed.descs)
         } else {
@@ -1697,7 +1708,8 @@ impl GroupedGemm {
     /// # Errors
     /// [`Error::ContextMismatch`] if `stream` or the plan belongs to another context;
     /// [`Error::InvalidGroup`] (field `plan`) if the plan was made by a [`GroupedGemm`] of
-    /// another [`KernelPath`] (its table is packed for that path's tiles);
+    /// another [`KernelPath`] (its table is packed for that path's tiles), or runs the pair
+    /// kernel (see [`GroupedGemm::set_pair_tiles`]) and this one did not load it;
     /// [`Error::Driver`] if the launch fails (a kernel fault shows up later, at the next
     /// synchronisation, as a driver error).
     pub fn launch(&self, stream: &Arc<CudaStream>, plan: &GroupPlan<'_>) -> Result<()> {
@@ -1713,6 +1725,14 @@ impl GroupedGemm {
                      GroupedGemm launches the {:?} path: launch it with a GroupedGemm of its path",
                     plan.path, self.path
                 ),
+            });
+        }
+        if plan.pair && !self.func_pair.iter().all(Option::is_some) {
+            return Err(Error::InvalidGroup {
+                field: "plan",
+                reason: "runs the pair kernel (256-row tiles, clusters of two CTAs), which this \
+                         GroupedGemm did not load: launch it with the GroupedGemm that made it"
+                    .into(),
             });
         }
         let Some(table) = &plan.table else {
@@ -1817,19 +1837,11 @@ impl GroupedGemm {
         let split_guard =
             track.and_then(|stream| Some(plan.split_ws.as_ref()?.device_ptr(stream).1));
         let split = plan.split;
+        // The pair kernel: two CTAs (a cluster) a unit, at most one cluster an SM.
         let cfg = LaunchConfig {
             grid_dim: (self.plan_grid_size(plan), 1, 1),
             block_dim: (kernel.threads, 1, 1),
             shared_mem_bytes: kernel.dynamic_smem_bytes,
-        };
-        // The pair kernel: two CTAs (a cluster) a unit, at most one cluster an SM.
-        let cfg = if plan.pair {
-            LaunchConfig {
-                grid_dim: (2 * plan.units.clamp(1, self.sm_count), 1, 1),
-                ..cfg
-            }
-        } else {
-            cfg
         };
         // After a token pass on the portable path: the kernel for its paired rows.
         let func = match (&plan.pass, &self.paired, wt) {

@@ -219,8 +219,9 @@ pub trait TileFn {
 
 /// The persistent loop of a kernel: this CTA takes work units `blockIdx.x`,
 /// `blockIdx.x + gridDim.x`, ... of the launch (one per tile, or with host sizes and
-/// `split` several per cut tile, see [`super::split`]) and calls `tile_fn.tile` with each
-/// unit's [`Tile`]. With [`MODE_DYNAMIC`] in `mode` (host sizes, a `T` with
+/// `split` several per cut tile, see [`super::split`]; with [`TileFn::PAIR`] the cluster's
+/// index and count instead, both CTAs of a cluster taking the same units) and calls
+/// `tile_fn.tile` with each unit's [`Tile`]. With [`MODE_DYNAMIC`] in `mode` (host sizes, a `T` with
 /// [`TileFn::DYNAMIC`]) the units past `blockIdx.x` come from the launch's unit counter in
 /// `split.ws` instead. Tile `t` of a problem covers weight rows from `(t / tiles_m) *
 /// tile_n` and tokens from `(t % tiles_m) * tile_m` past the problem's first row.
@@ -252,7 +253,9 @@ pub unsafe fn for_each_tile<T: TileFn>(
     tile_fn: &mut T,
 ) {
     // Only kernels whose tile work fetches read the flag (the others' code is as before).
-    let dynamic = T::DYNAMIC && mode & MODE_DYNAMIC != 0;
+    // Never the pair kernels: each CTA of a cluster would fetch its own units (the host
+    // never asks).
+    let dynamic = T::DYNAMIC && !T::PAIR && mode & MODE_DYNAMIC != 0;
     let mode = if T::DYNAMIC {
         mode & !MODE_DYNAMIC
     } else {

@@ -399,8 +399,11 @@ const FILL_TOKENS: u32 = 2;
 /// full barrier completes after the `expect_tx` arrival of its filler's first thread (the
 /// TMA bytes of the tokens and the weights' FP4) and one arrival per scale row (the filling
 /// warpgroup's threads, after their copy lands); its empty barrier after one arrival per
-/// thread (once the thread's wgmmas that read the stage are done). Every thread arrives once
-/// on every empty barrier at the start, so the first fill of every stage finds it released.
+/// thread (once the thread's wgmmas that read the stage are done), and with `P` (the pair
+/// kernels) 64 more from the other CTA of the cluster, whose multicast writes this CTA's
+/// token stages too. Every thread arrives once on every empty barrier at the start (with
+/// `P` the other CTA's first warp of each warpgroup too), so the first fill of every stage
+/// finds it released.
 #[inline(always)]
 unsafe fn run_a16_wt<A: Act, const S: u32, const SG: bool, const P: bool>(
     table: *const ProblemDesc,
@@ -650,7 +653,8 @@ unsafe fn gemm_tile_tma_wt<A: Act, const S: u32, const SG: bool, const P: bool>(
         unsafe { tma::mbar_wait(smem + wt_full(S) + stage * 8, (*full >> stage) & 1) };
         *full ^= 1 << stage;
     };
-    // Lane 0 of each warp: chunk `chunk`'s stage is no longer read by this warp.
+    // Every thread: chunk `chunk`'s stage is no longer read by it (with pairs the first
+    // warp of each warpgroup tells the other CTA too).
     let release = |chunk: u32| {
         let smem = unsafe { dyn_smem_base() };
         let bar = smem + wt_empty(S) + (chunk % S) * 8;
