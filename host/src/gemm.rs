@@ -2125,6 +2125,37 @@ mod tests {
         assert_eq!(pass_grid_x(0, 0, KernelPath::Portable, 132), 1);
     }
 
+    #[test]
+    fn pair_tiles_auto_takes_the_large_n7168_group_only() {
+        // The benchmark groups' 256-row tiles (M tiles of 128 tokens x N / 256), from their
+        // descriptors; problems without tiles count nothing.
+        let group = |ms: &[u32], n: u32| -> Vec<ProblemDesc> {
+            ms.iter()
+                .map(|&m| ProblemDesc {
+                    m,
+                    n,
+                    k: 2048,
+                    ..ProblemDesc::default()
+                })
+                .collect()
+        };
+        let n4096 = group(&[80, 176, 128, 72, 64, 248, 96, 160], 4096);
+        let n7168 = group(&[40, 76, 168, 72, 164, 148, 196, 160], 7168);
+        assert_eq!(pair_tile_count(&n4096), 11 * 16);
+        assert_eq!(pair_tile_count(&n7168), 13 * 28);
+        assert_eq!(pair_tile_count(&group(&[0, 7], 4000)), 16);
+        assert_eq!(pair_tile_count(&group(&[1], 0)), 0);
+        // On 132 SMs Auto takes N7168's 364 (2.8 waves) and leaves N4096's 176 (1.3).
+        assert!(PairTiles::Auto.wants_pairs(728, 364, 132));
+        assert!(!PairTiles::Auto.wants_pairs(352, 176, 132));
+        assert!(PairTiles::Auto.wants_pairs(528, 264, 132));
+        assert!(!PairTiles::Auto.wants_pairs(526, 263, 132));
+        // Always: every launch of more 128-row tiles than SMs; Never: none.
+        assert!(PairTiles::Always.wants_pairs(133, 67, 132));
+        assert!(!PairTiles::Always.wants_pairs(132, 66, 132));
+        assert!(!PairTiles::Never.wants_pairs(728, 364, 132));
+    }
+
     fn desc(a: u64, m_offset: u32, m: u32, n: u32, k: u32) -> ProblemDesc {
         ProblemDesc {
             a,
