@@ -521,15 +521,19 @@ fn token_operands(descs: &[ProblemDesc]) -> Result<(Vec<usize>, Vec<Option<usize
     Ok((sizes, operand_of))
 }
 
+/// The pair kernel's 256-row tiles of problem `d` (none without rows or columns).
+fn pair_tiles_of(d: &ProblemDesc) -> u64 {
+    if d.m == 0 || d.n == 0 {
+        0
+    } else {
+        GROUPED_GEMM_WGMMA_F16B_WT2.tiles_for(d.m, d.n)
+    }
+}
+
 /// The 256-row tiles of the pair kernel over `descs` (at most the 128-row tiles, which the
 /// plan's tile bound has checked fit a `u32`).
 fn pair_tile_count(descs: &[ProblemDesc]) -> u32 {
-    let tiles: u64 = descs
-        .iter()
-        .filter(|d| d.m > 0 && d.n > 0)
-        .map(|d| GROUPED_GEMM_WGMMA_F16B_WT2.tiles_for(d.m, d.n))
-        .sum();
-    u32::try_from(tiles).unwrap_or(u32::MAX)
+    u32::try_from(descs.iter().map(pair_tiles_of).sum::<u64>()).unwrap_or(u32::MAX)
 }
 
 /// The pair kernels, indexed by the plan's `scale_groups`: scales a chunk at a time, or
@@ -744,8 +748,8 @@ pub struct GroupedGemm {
     /// Whether `_wt` plans take their units dynamically (see
     /// [`GroupedGemm::set_dynamic_units`]).
     dynamic_units: bool,
-    /// The pair kernel `_f16b_wt2` (Hopper path, where its clusters launch): see
-    /// [`GroupedGemm::set_pair_tiles`].
+    /// The pair kernels `_f16b_wt2`, `_f16b_wtsg2` (`PAIR_KERNELS`; Hopper path, where they
+    /// load): see [`GroupedGemm::set_pair_tiles`].
     func_pair: [Option<CudaFunction>; 2],
     /// When blocked-order plans run the pair kernel (see [`GroupedGemm::set_pair_tiles`]).
     pair_tiles: PairTiles,
@@ -1033,9 +1037,9 @@ impl GroupedGemm {
     /// once (multicast), so the tokens cross L2 half as often. Its units are static (never
     /// dynamic); tiles are cut along K as [`SplitK`] says, counting one slot a cluster
     /// ([`SplitK::Auto`]: the tiles past the last full wave of clusters), each CTA's half
-    /// of a cut tile in its own workspace (twice the 128-row kernel's). The sums are bitwise those of the 128-row kernel on the same K cut. Where
-    /// the pair kernels did not load, plans keep the other entries. Plans already made keep
-    /// theirs.
+    /// of a cut tile in its own workspace (twice the 128-row kernel's). The sums are bitwise
+    /// those of the 128-row kernel on the same K cut. Where the pair kernels did not load,
+    /// plans keep the other entries. Plans already made keep theirs.
     pub fn set_pair_tiles(&mut self, when: PairTiles) {
         self.pair_tiles = when;
     }
@@ -1365,7 +1369,7 @@ impl GroupedGemm {
         activation: Activation,
     ) -> Result<GroupPlan<'a>> {
         let (table, maps, pass, weights_tma, blocked_k, pair) = if tile_bound == 0 {
-            (None, None, None, false, false, false)
+            (None, None, None, false, false, None)
         } else {
             let macs: u64 = packed
                 .descs
@@ -1391,11 +1395,16 @@ impl GroupedGemm {
                     .descs
                     .iter()
                     .all(|d| !token_maps::has_tiles(d) || d.k % CHUNK_K == 0);
-            // The pair kernel runs after the pass only (its table and maps are the pass's).
-            let pair = with_pass && self.pair(blocked_k, &packed.descs, tile_bound);
+            // The pair kernel runs after the pass only (its table and maps are the pass's):
+            // its 256-row tile count when it runs.
+            let pair = if with_pass {
+                self.pair(blocked_k, &packed.descs, tile_bound)
+            } else {
+                None
+            };
             let (pass, maps) = if with_pass {
                 let (pass, maps) =
-                    self.upload_token_pass(stream, &packed.descs, weights_tma, pair)?;
+                    self.upload_token_pass(stream, &packed.descs, weights_tma, pair.is_some())?;
                 (Some(pass), maps)
             } else if self.path.kernel_for(activation).token_maps {
                 let maps = token_maps::encode_for(&packed.descs, weights_tma)?;
@@ -1425,11 +1434,8 @@ impl GroupedGemm {
         // into both CTA slots; G2 N4096 K1536 28.2-28.6 against 28.5-28.9). Its CTA slots are
         // the SMs, so `SplitK::Auto` does not cut such a launch.
         // The pair kernel: its launch counts 256-row tiles.
-        let tile_bound = if pair {
-            pair_tile_count(&packed.descs)
-        } else {
-            tile_bound
-        };
+        let tile_bound = pair.unwrap_or(tile_bound);
+        let pair = pair.is_some();
         let deep_fits = !pair
             && blocked_k
             && self.one_per_sm_deep
@@ -1497,14 +1503,16 @@ impl GroupedGemm {
     }
 
     /// Whether a plan of `tiles` 128-row tiles of `descs` in the blocked K order
-    /// (`blocked_k`: after the token pass, weights by TMA) runs the pair kernel: loaded, and
-    /// [`PairTiles::wants_pairs`].
-    fn pair(&self, blocked_k: bool, descs: &[ProblemDesc], tiles: u32) -> bool {
-        blocked_k
-            && self.func_pair.iter().all(Option::is_some)
-            && self
-                .pair_tiles
-                .wants_pairs(tiles, pair_tile_count(descs), self.sm_count)
+    /// (`blocked_k`: after the token pass, weights by TMA) runs the pair kernel (loaded, and
+    /// [`PairTiles::wants_pairs`]): its 256-row tile count if so.
+    fn pair(&self, blocked_k: bool, descs: &[ProblemDesc], tiles: u32) -> Option<u32> {
+        if !blocked_k || !self.func_pair.iter().all(Option::is_some) {
+            return None;
+        }
+        let pair_tiles = pair_tile_count(descs);
+        self.pair_tiles
+            .wants_pairs(tiles, pair_tiles, self.sm_count)
+            .then_some(pair_tiles)
     }
 
     /// The K cut of a launch of `tiles` tiles (host sizes) on the kernel for `activation`:
@@ -1656,9 +1664,7 @@ impl GroupedGemm {
             let mut start = 0u32;
             for d in &mut table16 {
                 d.tile_start = start;
-                if d.m != 0 && d.n != 0 {
-                    start += GROUPED_GEMM_WGMMA_F16B_WT2.tiles_for(d.m, d.n) as u32;
-                }
+                start += pair_tiles_of(d) as u32;
             }
         }
         let maps = if maps && pair {
@@ -1837,7 +1843,7 @@ impl GroupedGemm {
         let split_guard =
             track.and_then(|stream| Some(plan.split_ws.as_ref()?.device_ptr(stream).1));
         let split = plan.split;
-        // The pair kernel: two CTAs (a cluster) a unit, at most one cluster an SM.
+        // (For the pair kernel `plan_grid_size` counts two CTAs, a cluster, a unit.)
         let cfg = LaunchConfig {
             grid_dim: (self.plan_grid_size(plan), 1, 1),
             block_dim: (kernel.threads, 1, 1),

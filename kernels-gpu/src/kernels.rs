@@ -209,8 +209,9 @@ pub const GROUPED_GEMM_WGMMA_F16B_WT8SG: KernelInfo = KernelInfo {
     ..GROUPED_GEMM_WGMMA_F16B_WT8
 };
 /// [`GROUPED_GEMM_WGMMA_F16B_WT`] in clusters of two CTAs sharing each token tile (the pair
-/// kernel, experimental): tiles of 256 weight rows (`tile_n`; each CTA of a cluster computes
-/// 128 of them), the token maps' boxes of 64 rows, launched with cluster dimension 2.
+/// kernel, chosen per launch by the host): tiles of 256 weight rows (`tile_n`; each CTA of a
+/// cluster computes 128 of them), the token maps' boxes of 64 rows, launched with cluster
+/// dimension 2.
 pub const GROUPED_GEMM_WGMMA_F16B_WT2: KernelInfo = KernelInfo {
     name: "nvfp4_grouped_gemm_wgmma_f16b_wt2",
     tile_n: 2 * crate::tiling::wgmma::TILE_N,

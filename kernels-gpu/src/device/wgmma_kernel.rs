@@ -198,8 +198,8 @@ gemm_entry! {
 }
 
 gemm_entry! {
-    /// [`nvfp4_grouped_gemm_wgmma_f16b_wt`] in clusters of two CTAs (experimental, the pair
-    /// kernel): the table's tiles are 256 weight rows x 128 tokens (`tile_start` counted so),
+    /// [`nvfp4_grouped_gemm_wgmma_f16b_wt`] in clusters of two CTAs (the pair kernel, which
+    /// the host chooses per launch, see `PairTiles`): the table's tiles are 256 weight rows x 128 tokens (`tile_start` counted so),
     /// cluster `c` takes units `c, c + clusters, ..` (static, never dynamic), and its CTA of
     /// rank `r` computes weight rows `128 r ..` of each. Each CTA has the TMA bring token rows
     /// `64 r ..` of each chunk's token tile into both CTAs' stage (multicast; the token maps'
@@ -219,7 +219,7 @@ gemm_entry! {
 
 gemm_entry! {
     /// [`nvfp4_grouped_gemm_wgmma_f16b_wt2`] with the weight scales four chunks at a time as
-    /// in [`nvfp4_grouped_gemm_wgmma_f16b_wtsg`] (experimental). Launch with
+    /// in [`nvfp4_grouped_gemm_wgmma_f16b_wtsg`]. Launch with
     /// `SMEM_BYTES_A16_WTSG` of dynamic shared memory, cluster dimension 2.
     ///
     /// # Safety
