@@ -23,8 +23,8 @@ use kernels_gpu::kernels::{
 };
 pub use kernels_gpu::problem::Activation;
 use kernels_gpu::problem::{
-    FLAG_OUT_BF16, MODE_DYNAMIC, ProblemDesc, SizeMode, Split, TokenJob, split_counter_bytes,
-    split_ws_bytes,
+    FLAG_OUT_BF16, MODE_DYNAMIC, PAIR_COUNTER_BYTES, ProblemDesc, SizeMode, Split, TokenJob,
+    split_counter_bytes, split_ws_bytes,
 };
 use kernels_gpu::tiling::CHUNK_K;
 use std::collections::HashMap;
@@ -1015,7 +1015,9 @@ impl GroupedGemm {
     /// its first unit by its index and every later one from a counter in the plan's
     /// workspace (4 bytes, zeroed when the plan is made and left zero by every launch) as its
     /// previous unit's K loop ends, so CTAs that run faster (an SM to themselves, fewer
-    /// tokens) take more units, instead of every CTA taking every `grid`-th one. A unit is a
+    /// tokens) take more units, instead of every CTA taking every `grid`-th one (the pair
+    /// kernel, [`GroupedGemm::set_pair_tiles`]: each cluster of two CTAs, one slot an SM,
+    /// its first CTA fetching for both). A unit is a
     /// whole tile or, in a launch that cuts tiles along K ([`GroupedGemm::set_split_k`]), one
     /// part of a cut tile; such a launch hands out every cut tile's first part before any
     /// second one, and its parts shrink (part `q` of `p` covers `p + 2 - q` shares of the K
@@ -1034,10 +1036,12 @@ impl GroupedGemm {
     /// path, host sizes) run the pair kernel (`_f16b_wt2` or `_f16b_wtsg2`) instead (default
     /// [`PairTiles::Auto`]): clusters of two CTAs, each cluster taking 256-row tiles (each
     /// CTA 128 rows of them) and the TMA bringing each chunk's token tile into both CTAs at
-    /// once (multicast), so the tokens cross L2 half as often. Its units are static (never
-    /// dynamic); tiles are cut along K as [`SplitK`] says, counting one slot a cluster
-    /// ([`SplitK::Auto`]: the tiles past the last full wave of clusters), each CTA's half
-    /// of a cut tile in its own workspace (twice the 128-row kernel's). The sums are bitwise
+    /// once (multicast), so the tokens cross L2 half as often. Its units are dynamic as
+    /// [`GroupedGemm::set_dynamic_units`] says, counting one slot a cluster (the cluster's
+    /// first CTA takes each next unit for both); tiles are cut along K as [`SplitK`] says,
+    /// counting one slot a cluster ([`SplitK::Auto`]: the tiles past the last full wave of
+    /// clusters), each CTA's half of a cut tile in its own workspace (twice the 128-row
+    /// kernel's). The sums are bitwise
     /// those of the 128-row kernel on the same K cut. Where the pair kernels did not load,
     /// plans keep the other entries. Plans already made keep theirs.
     pub fn set_pair_tiles(&mut self, when: PairTiles) {
@@ -1441,8 +1445,9 @@ impl GroupedGemm {
             && self.one_per_sm_deep
             && self.func_wt8.is_some()
             && tile_bound <= self.sm_count;
-        // Dynamic units: the `_wt` kernels (16-bit tokens, weights by TMA) take them.
-        let dynamic = !pair && weights_tma && self.dynamic_units && mode == SizeMode::Host;
+        // Dynamic units: the `_wt` kernels (16-bit tokens, weights by TMA, the pair kernels
+        // too) take them.
+        let dynamic = weights_tma && self.dynamic_units && mode == SizeMode::Host;
         let (split, split_ws, units, dynamic) = if table.is_some() && mode == SizeMode::Host {
             self.split_for(
                 stream,
@@ -1562,9 +1567,10 @@ impl GroupedGemm {
         } else {
             u64::from(dp) + u64::from(tiles - dp) * u64::from(parts)
         };
-        // Against the slots of the kernel that runs: the 8-stage one (one CTA an SM) only
-        // while the units fit one an SM, else the 4-stage one with its CTAs an SM.
-        let run_slots = if one_per_sm && units > u64::from(self.sm_count) {
+        // Against the slots of the kernel that runs: the pair kernel's clusters (one an
+        // SM), the 8-stage one (one CTA an SM) only while the units fit one an SM, else the
+        // 4-stage one with its CTAs an SM.
+        let run_slots = if one_per_sm && !pair && units > u64::from(self.sm_count) {
             self.sm_count
                 .saturating_mul(self.ctas_per_sm_for(activation))
         } else {
@@ -1579,9 +1585,10 @@ impl GroupedGemm {
         let counters = split_counter_bytes(cut);
         let slots_end = split_ws_bytes(cut, parts, kernel.threads);
         // With dynamic units the launch's unit counter follows the slots; the pair kernel
-        // has one workspace per rank.
+        // has one workspace per rank, rank 0's, then the counter's `PAIR_COUNTER_BYTES`,
+        // then rank 1's.
         let bytes = if pair {
-            2 * slots_end
+            2 * slots_end + PAIR_COUNTER_BYTES
         } else {
             slots_end + if dynamic { 4 } else { 0 }
         };
@@ -1594,12 +1601,13 @@ impl GroupedGemm {
         if counters > 0 {
             stream.memset_zeros(&mut ws.slice_mut(..counters as usize))?;
             if pair {
-                let second = slots_end as usize;
+                let second = (slots_end + PAIR_COUNTER_BYTES) as usize;
                 stream.memset_zeros(&mut ws.slice_mut(second..second + counters as usize))?;
             }
         }
         if dynamic {
-            stream.memset_zeros(&mut ws.slice_mut(slots_end as usize..bytes as usize))?;
+            let counter = slots_end as usize;
+            stream.memset_zeros(&mut ws.slice_mut(counter..counter + 4))?;
         }
         let split = Split {
             dp_tiles: dp,

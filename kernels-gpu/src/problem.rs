@@ -134,6 +134,10 @@ pub const fn split_partial_bytes(threads: u32) -> u64 {
     threads as u64 * 64 * 4
 }
 
+/// The pair kernels' workspace between rank 0's [`split_ws_bytes`] and rank 1's: the
+/// dynamic units' counter (its first word), keeping rank 1's workspace 256-byte aligned.
+pub const PAIR_COUNTER_BYTES: u64 = 256;
+
 /// Bytes of the counters at the start of a split workspace for `cut` cut tiles (4 each,
 /// rounded up to 256).
 pub const fn split_counter_bytes(cut: u32) -> u64 {

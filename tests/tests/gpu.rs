@@ -1012,8 +1012,8 @@ fn launch_thrice_checked(
 /// [`PairTiles::Always`] runs `_f16b_wt2` (blocked weight scales) or `_f16b_wtsg2` (plain:
 /// scale groups), clusters of two CTAs over 256-row tiles with the token tile multicast to
 /// both, and its sums are bitwise those of the 128-row kernel on the same K cut: uncut, and
-/// cut in three with static units (the pair kernel's units are never dynamic); with
-/// `SplitK::Auto` (G8 N4096 K7168: whole pair tiles and the tail cut in three, the
+/// cut in three, with static and with dynamic units (the cluster's first CTA fetching for
+/// both; dynamic where the units outnumber the clusters); with `SplitK::Auto` (G8 N4096 K7168: whole pair tiles and the tail cut in three, the
 /// benchmark's schedule) it matches the reference. Three launches of each plan (C poisoned
 /// before each) are bitwise equal and match the reference: ragged M (0, 1, 7, 40, 76, ...),
 /// N not a multiple of 256 (the second CTA's rows partly or wholly past `n`), and the G8
@@ -1061,24 +1061,44 @@ fn pair_tiles_match_the_blocked_kernel() {
                 Plain,
                 sfb,
             );
-            // Auto on G8 N4096 K7168 only: the benchmark's cut, the pair tiles past the first
-            // wave of clusters in three (whole tiles and cut ones in one launch).
-            let splits: &[SplitK] = if g == 1 && sfb == Plain {
-                &[SplitK::Off, SplitK::Parts(3), SplitK::Auto]
-            } else {
-                &[SplitK::Off, SplitK::Parts(3)]
+            // (K cut, dynamic units): the ragged group also with static units (uncut and
+            // cut); the G8 groups dynamic (the default), G8 N4096 K7168 also with the
+            // benchmark's cut (Auto: the pair tiles past the first wave of clusters in three,
+            // whole tiles and cut ones in one launch).
+            let configs: &[(SplitK, bool)] = match (g, sfb) {
+                (0, _) => &[
+                    (SplitK::Off, false),
+                    (SplitK::Off, true),
+                    (SplitK::Parts(3), false),
+                    (SplitK::Parts(3), true),
+                ],
+                (1, Plain) => &[
+                    (SplitK::Off, true),
+                    (SplitK::Parts(3), true),
+                    (SplitK::Auto, true),
+                ],
+                _ => &[(SplitK::Off, true), (SplitK::Parts(3), true)],
             };
-            for &split in splits {
+            for &(split, dynamic) in configs {
                 gpu.gemm.set_split_k(split);
-                gpu.gemm.set_dynamic_units(false);
+                gpu.gemm.set_dynamic_units(dynamic);
                 let mut bits = Vec::new();
                 for when in [PairTiles::Never, PairTiles::Always, PairTiles::Auto] {
                     gpu.gemm.set_pair_tiles(when);
-                    let label = format!("{} {sfb:?} {split:?}, pair {when:?}", shape.name);
+                    let label = format!(
+                        "{} {sfb:?} {split:?} dynamic {dynamic}, pair {when:?}",
+                        shape.name
+                    );
                     let pairs = when == PairTiles::Always || (when == PairTiles::Auto && auto);
                     bits.push(launch_thrice_checked(&gpu, &ps, &label, |plan| {
                         assert_eq!(plan.pair_tiles(), pairs, "{label}");
                         let (dp, parts) = plan.split_k_schedule();
+                        // A pair plan's units are dynamic where asked and more than its
+                        // clusters (one an SM).
+                        if pairs && split != SplitK::Auto {
+                            let units = tiles(256) * parts;
+                            assert_eq!(plan.dynamic_units(), dynamic && units > sms, "{label}");
+                        }
                         match split {
                             SplitK::Off => assert_eq!(parts, 1, "{label}: not cut"),
                             SplitK::Parts(3) => {
@@ -1097,10 +1117,11 @@ fn pair_tiles_match_the_blocked_kernel() {
                             "{label}"
                         );
                         println!(
-                            "{label}: {} tiles, cut {:?}, pair kernel {}",
+                            "{label}: {} tiles, cut {:?}, pair kernel {}, dynamic units {}",
                             plan.total_tiles(),
                             plan.split_k_schedule(),
-                            plan.pair_tiles()
+                            plan.pair_tiles(),
+                            plan.dynamic_units()
                         );
                     }));
                 }
@@ -1113,7 +1134,8 @@ fn pair_tiles_match_the_blocked_kernel() {
                 } else {
                     assert!(
                         bits[0] == bits[1] && bits[1] == bits[2],
-                        "{} {sfb:?} {split:?}: pair differs from the 128-row kernel",
+                        "{} {sfb:?} {split:?} dynamic {dynamic}: pair differs from the 128-row \
+                         kernel",
                         shape.name
                     );
                 }

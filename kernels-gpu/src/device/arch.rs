@@ -950,6 +950,21 @@ pub mod cluster {
         }
     }
 
+    /// `st.shared::cluster.u32` of `v` at shared offset `addr` of the cluster's CTA `rank`
+    /// (`mapa` to its window); weak: a cluster barrier publishes it.
+    ///
+    /// # Safety
+    /// `addr` is inside that CTA's shared memory, which is running, and nothing there
+    /// reads or writes the word concurrently.
+    #[inline(always)]
+    pub unsafe fn st_remote_u32(addr: u32, rank: u32, v: u32) {
+        unsafe {
+            asm!("{{ .reg .b32 r; mapa.shared::cluster.u32 r, {a}, {k}; st.shared::cluster.u32 [r], {v}; }}",
+                 a = in(reg32) addr, k = in(reg32) rank, v = in(reg32) v,
+                 options(nostack, preserves_flags));
+        }
+    }
+
     /// [`super::tma::load_2d`] into shared offset `dst` of every CTA of the cluster in
     /// `mask` (bit = rank), each completing the box's bytes on its own mbarrier at offset
     /// `bar` (`.multicast::cluster`).

@@ -207,7 +207,9 @@ pub trait TileFn {
     /// Whether the kernel is launched in clusters of two CTAs that compute the two 128-row
     /// halves of each (256-row) tile together: [`for_each_tile`] then hands units out by
     /// cluster (`%clusterid.x`, `%nclusterid.x`) instead of by CTA, so both CTAs of a cluster
-    /// take the same units. Never with [`crate::problem::MODE_DYNAMIC`].
+    /// take the same units. With [`crate::problem::MODE_DYNAMIC`] the cluster's rank 0
+    /// fetches for both (see [`super::split::dynamic_fetch`]), from the counter after its
+    /// slots; the tile work then ends with a cluster barrier.
     const PAIR: bool = false;
 
     /// Computes `tile` (see [`Tile`]). Every thread of the CTA calls it.
@@ -253,9 +255,8 @@ pub unsafe fn for_each_tile<T: TileFn>(
     tile_fn: &mut T,
 ) {
     // Only kernels whose tile work fetches read the flag (the others' code is as before).
-    // Never the pair kernels: each CTA of a cluster would fetch its own units (the host
-    // never asks).
-    let dynamic = T::DYNAMIC && !T::PAIR && mode & MODE_DYNAMIC != 0;
+    // The pair kernels fetch once a cluster (rank 0, see `dynamic_fetch`).
+    let dynamic = T::DYNAMIC && mode & MODE_DYNAMIC != 0;
     let mode = if T::DYNAMIC {
         mode & !MODE_DYNAMIC
     } else {
@@ -293,13 +294,14 @@ pub unsafe fn for_each_tile<T: TileFn>(
         } else {
             total - split.dp_tiles.min(total)
         };
+        // After the slots (pairs: after rank 0's, whose CTA alone fetches; rank 1's slots
+        // follow the counter's 256 bytes, see the pair kernels).
         let counter = split.ws + split_ws_bytes(cut, split.parts.max(1), threads);
         unsafe { dynamic_init(sched + SCRATCH, counter, units) };
     } else if T::DYNAMIC {
         unsafe { dynamic_init(sched + SCRATCH, 0, units) };
     }
-    // Pairs: both CTAs of a cluster take the cluster's units (the host never makes them
-    // dynamic).
+    // Pairs: both CTAs of a cluster take the cluster's units.
     let mut index = if T::PAIR {
         pair_index().0
     } else {
@@ -355,8 +357,12 @@ pub unsafe fn for_each_tile<T: TileFn>(
         };
         if dynamic {
             // The tile work fetched after its K loop; every thread reads the value before
-            // the barrier, and thread 0 writes the next one only after it.
-            index = thread::nctaid().saturating_add(unsafe { dynamic_next(sched + SCRATCH) });
+            // the barrier, and thread 0 writes the next one only after it. Pairs: rank 0
+            // wrote both CTAs' records before the tile's closing cluster barrier.
+            // (Pairs: the clusters, half the CTAs, by a shift rather than a branch: a
+            // branch here changed the other kernels' block order.)
+            index = (thread::nctaid() >> T::PAIR as u32)
+                .saturating_add(unsafe { dynamic_next(sched + SCRATCH) });
             unsafe { thread::sync_cta() };
         } else {
             // (Read afresh: a special register, not kept live across the tile.)

@@ -250,14 +250,21 @@ pub unsafe fn dynamic_init(rec: u32, counter: u64, units: u32) {
 /// fetch that returns `units - 1` is the launch's last, and resets the counter to 0 for the
 /// next launch.
 ///
+/// With `P` (the pair kernels, clusters of two CTAs taking the same units) only the
+/// cluster's CTA of rank 0 fetches, and its thread 0 writes the value into the record of
+/// both CTAs (the other's through `mapa`): the cluster is then one fetcher, and the count
+/// above holds with clusters for CTAs.
+///
 /// # Safety
 /// After [`dynamic_init`] on the same record; the counter is the launch's, zero at its
-/// start. The caller publishes the record word with a CTA barrier before
-/// [`dynamic_next`] reads it.
+/// start. The caller publishes the record word with a CTA barrier (with `P`: a cluster
+/// barrier) before [`dynamic_next`] reads it, and every thread reads it before the next
+/// fetch (with `P`, the other CTA's fetch cannot come first: the next unit's K loop needs
+/// this CTA's token copies).
 #[cfg_attr(not(nvfp4_sm90a), allow(dead_code))]
 #[inline(always)]
-pub unsafe fn dynamic_fetch(rec: u32) {
-    if thread::tid_fresh() == 0 {
+pub unsafe fn dynamic_fetch<const P: bool>(rec: u32) {
+    if thread::tid_fresh() == 0 && (!P || pair_rank() == 0) {
         let r = |off: u32| unsafe { shared::ld_u32(rec + off) };
         let counter = r(REC_DYN) as u64 | (r(REC_DYN + 4) as u64) << 32;
         if counter != 0 {
@@ -266,8 +273,39 @@ pub unsafe fn dynamic_fetch(rec: u32) {
                 unsafe { global::st_relaxed_u32(counter, 0) };
             }
             unsafe { shared::st_u32(rec + REC_NEXT, v) };
+            if P {
+                unsafe { pair_store_other(rec + REC_NEXT, v) };
+            }
         }
     }
+}
+
+/// `%cluster_ctarank`: the CTA's rank in its cluster (the pair kernels; 0 off sm_90a,
+/// where no kernel runs in clusters).
+#[inline(always)]
+pub fn pair_rank() -> u32 {
+    #[cfg(nvfp4_sm90a)]
+    {
+        super::arch::cluster::rank()
+    }
+    #[cfg(not(nvfp4_sm90a))]
+    {
+        0
+    }
+}
+
+/// Stores `v` at shared offset `addr` of the cluster's other CTA (rank 1; sm_90a only).
+///
+/// # Safety
+/// As [`super::arch::cluster::st_remote_u32`].
+#[inline(always)]
+unsafe fn pair_store_other(addr: u32, v: u32) {
+    #[cfg(nvfp4_sm90a)]
+    unsafe {
+        super::arch::cluster::st_remote_u32(addr, 1, v)
+    };
+    #[cfg(not(nvfp4_sm90a))]
+    let _ = (addr, v);
 }
 
 /// Thread 0: records the tile's first weight row `n0`, first token row `m0` and token rows'

@@ -63,7 +63,8 @@ use super::sched::{Tile, TileFn, for_each_tile};
 use super::split::{Span, combine, dynamic_fetch, tile_place};
 use crate::fp4::{fp4_byte_pair, fp4_byte_pair_selector};
 use crate::problem::{
-    FLAG_OUT_BF16, PROBLEM_DESC_BYTES, ProblemDesc, Split, TOKEN_MAP_BYTES, split_ws_bytes,
+    FLAG_OUT_BF16, PAIR_COUNTER_BYTES, PROBLEM_DESC_BYTES, ProblemDesc, Split, TOKEN_MAP_BYTES,
+    split_ws_bytes,
 };
 use crate::tiling::CHUNK_K;
 use crate::tiling::wgmma::{
@@ -200,20 +201,22 @@ gemm_entry! {
 gemm_entry! {
     /// [`nvfp4_grouped_gemm_wgmma_f16b_wt`] in clusters of two CTAs (the pair kernel, which
     /// the host chooses per launch, see `PairTiles`): the table's tiles are 256 weight rows x 128 tokens (`tile_start` counted so),
-    /// cluster `c` takes units `c, c + clusters, ..` (static, never dynamic), and its CTA of
-    /// rank `r` computes weight rows `128 r ..` of each. Each CTA has the TMA bring token rows
+    /// cluster `c` takes unit `c` first, then `c + clusters, ..` or, with
+    /// [`crate::problem::MODE_DYNAMIC`], the units its rank 0 takes from the counter for both
+    /// CTAs; its CTA of rank `r` computes weight rows `128 r ..` of each. Each CTA has the TMA bring token rows
     /// `64 r ..` of each chunk's token tile into both CTAs' stage (multicast; the token maps'
     /// boxes are 64 rows), so each token tile crosses L2 once per 256 weight rows instead of
     /// once per 128. A stage's empty barrier also counts 64 arrivals of the other CTA (the
     /// first warp of each of its warpgroups, once its wgmmas on the stage are done); the
     /// CTAs meet at a cluster barrier after the barriers' set-up, after each tile's epilogue
     /// (which stages through token stages the other CTA fills) and before exit. Tiles cut
-    /// along K use one workspace per rank (`ws`, then `ws` + the first's bytes). Launch with
-    /// cluster dimension 2 and an even grid.
+    /// along K use one workspace per rank: rank 0's at `ws`, then
+    /// [`crate::problem::PAIR_COUNTER_BYTES`] whose first word is the dynamic units'
+    /// counter, then rank 1's. Launch with cluster dimension 2 and an even grid.
     ///
     /// # Safety
     /// As [`nvfp4_grouped_gemm_wgmma_f16b_wt`], with the tiles, maps, launch and workspace as
-    /// above and `mode` without [`crate::problem::MODE_DYNAMIC`].
+    /// above.
     nvfp4_grouped_gemm_wgmma_f16b_wt2 => run_a16_wt::<F16BlockedAct, STAGES, false, true>, maps; waits_itself
 }
 
@@ -440,11 +443,15 @@ unsafe fn run_a16_wt<A: Act, const S: u32, const SG: bool, const P: bool>(
             unsafe { cluster::arrive_remote(smem + wt_empty(S) + s * 8, cluster::rank() ^ 1) };
         }
     }
-    // Pairs: each rank's own workspace for cut tiles (the units are the cluster's).
-    let split = if P && split.parts > 1 {
+    // Pairs: each rank's own workspace for cut tiles (the units are the cluster's): rank
+    // 0's slots, the dynamic units' counter (which only rank 0 reads, at the end of its
+    // slots as for one CTA) in `PAIR_COUNTER_BYTES`, rank 1's slots. (A launch with
+    // neither has no workspace, and neither rank reads `ws`.)
+    let split = if P {
         let cut = total_tiles - split.dp_tiles.min(total_tiles);
+        let slots = split_ws_bytes(cut, split.parts.max(1), THREADS);
         Split {
-            ws: split.ws + cluster::rank() as u64 * split_ws_bytes(cut, split.parts, THREADS),
+            ws: split.ws + cluster::rank() as u64 * (slots + PAIR_COUNTER_BYTES),
             ..split
         }
     } else {
@@ -762,7 +769,7 @@ unsafe fn gemm_tile_tma_wt<A: Act, const S: u32, const SG: bool, const P: bool>(
     }
     // Dynamic units: the CTA's next unit, taken now so that the fetch's latency overlaps
     // the epilogue (whose first barrier, in `combine`, publishes it).
-    unsafe { dynamic_fetch(span.rec) };
+    unsafe { dynamic_fetch::<P>(span.rec) };
     let (wrow, t) = quad_place(thread::tid_fresh());
     // The token ring's first two stages hold the staged tile: every chunk's wgmmas are done
     // (`wait_all`) and no fill of this tile is left in flight.
