@@ -88,7 +88,9 @@ pub enum PairTiles {
     /// clusters (256-row tiles per SM), the 128-row kernels below. H100 run 201: G8 N7168
     /// K2048 (364 pair tiles, 2.8 waves) 4% faster; G8 N4096 K7168 (176, 1.3 waves) 5%
     /// slower, and the G = 2 shapes (one wave) 15% slower in the 8-stage pair form (not
-    /// kept).
+    /// kept). With dynamic units for the pair kernel (H200): G8 N7168 K2048 8% faster than
+    /// the 128-row kernel (run 211: 97.5 against 105.9 us), G8 N4096 K7168 2% slower (run
+    /// 210: 142.9 against 140.1).
     #[default]
     Auto,
     /// The pair kernel for every blocked-order launch of more 128-row tiles than SMs (the
@@ -103,7 +105,9 @@ impl PairTiles {
     /// Fitted to the two benchmark groups (1.3: slower, 2.8: faster). The wave count is not
     /// what decides (PERF.md run 202): with the G8 N4096 group's token counts the pairs lost
     /// at 1.67 and 2.0 waves (6%, 2%), with the G8 N7168 group's they won at 1.58 and 1.97
-    /// (2%, 12%), so this rule misses some gains and takes some losses in between.
+    /// (2%, 12%), so this rule misses some gains and takes some losses in between. With
+    /// dynamic units (H200 runs 207 and 211) the N4096 group's token counts at N 5120 still
+    /// lose 5-7%: the pairs' K loops are slower where the later waves leave clusters idle.
     pub const AUTO_MIN_WAVES: u32 = 2;
 
     /// Whether a blocked-order launch of `tiles` 128-row tiles and `pair_tiles` 256-row
