@@ -89,8 +89,8 @@ pub enum PairTiles {
     /// K2048 (364 pair tiles, 2.8 waves) 4% faster; G8 N4096 K7168 (176, 1.3 waves) 5%
     /// slower, and the G = 2 shapes (one wave) 15% slower in the 8-stage pair form (not
     /// kept). With dynamic units for the pair kernel (H200): G8 N7168 K2048 8% faster than
-    /// the 128-row kernel (run 211: 97.5 against 105.9 us), G8 N4096 K7168 2% slower (run
-    /// 210: 142.9 against 140.1).
+    /// the 128-row kernel (run 211, a timeline build, one bench each: 97.5 against 105.9 us),
+    /// G8 N4096 K7168 2% slower (run 210: 142.9 against 140.1).
     #[default]
     Auto,
     /// The pair kernel for every blocked-order launch of more 128-row tiles than SMs (the
@@ -1242,7 +1242,8 @@ impl GroupedGemm {
     /// tiles cut along K meet: per cut tile, `parts` x 32 KiB (portable) or 64 KiB (Hopper;
     /// twice that for the pair kernel's 256-row tiles, one workspace a CTA of the cluster)
     /// of fp32 sums plus a 4-byte counter, at most [`SplitK::MAX_WS_BYTES`] (a launch that
-    /// would need more is not cut). [`GroupPlan::split_k_schedule`] says what was chosen.
+    /// would need more is not cut); with dynamic units ([`GroupedGemm::set_dynamic_units`])
+    /// 4 more bytes (the pair kernel: 256, between its CTAs' workspaces). [`GroupPlan::split_k_schedule`] says what was chosen.
     ///
     /// # Errors
     /// Any validation error of [`crate::validate::check_specs`] (naming the problem and
@@ -1526,11 +1527,12 @@ impl GroupedGemm {
 
     /// The K cut of a launch of `tiles` tiles (host sizes) on the kernel for `activation`:
     /// the schedule of [`SplitK::schedule`] for this GPU's CTA slots (one an SM when
-    /// `one_per_sm`: the 8-stage kernel's), its workspace (the counters zeroed on `stream`),
-    /// the launch's work units, and whether they are dynamic ([`MODE_DYNAMIC`]: asked by
-    /// `dynamic`, given to launches of more work units than CTA slots, whole tiles and cut
-    /// tiles' parts counted, the parts then in the guided order; the workspace then
-    /// ends with the zeroed unit counter). No cut when the workspace would pass
+    /// `one_per_sm`: the 8-stage kernel's, or the pair kernel's clusters with `pair`), its
+    /// workspace (the counters zeroed on `stream`), the launch's work units, and whether
+    /// they are dynamic ([`MODE_DYNAMIC`]: asked by `dynamic`, given to launches of more
+    /// work units than CTA slots, whole tiles and cut tiles' parts counted, the parts then
+    /// in the guided order; the zeroed unit counter then follows the slots: with `pair`,
+    /// rank 0's, in the `PAIR_COUNTER_BYTES` before rank 1's). No cut when the workspace would pass
     /// [`SplitK::MAX_WS_BYTES`].
     ///
     /// # Errors

@@ -146,7 +146,8 @@ pub const fn split_counter_bytes(cut: u32) -> u64 {
 
 /// Bytes of a split workspace for `cut` tiles cut into `parts` (counters, then the parts'
 /// slots) for a CTA of `threads` threads; with [`MODE_DYNAMIC`] the launch's unit counter
-/// (4 bytes) follows, at this offset.
+/// (4 bytes) follows, at this offset (the pair kernels: after rank 0's slots, in
+/// [`PAIR_COUNTER_BYTES`] before rank 1's).
 pub const fn split_ws_bytes(cut: u32, parts: u32, threads: u32) -> u64 {
     split_counter_bytes(cut) + cut as u64 * parts as u64 * split_partial_bytes(threads)
 }

@@ -1019,7 +1019,8 @@ fn launch_thrice_checked(
 /// scale groups), clusters of two CTAs over 256-row tiles with the token tile multicast to
 /// both, and its sums are bitwise those of the 128-row kernel on the same K cut: uncut, and
 /// cut in three, with static and with dynamic units (the cluster's first CTA fetching for
-/// both; dynamic where the units outnumber the clusters); with `SplitK::Auto` (G8 N4096 K7168: whole pair tiles and the tail cut in three, the
+/// both; dynamic where the units outnumber the clusters), and the ragged group cut in twelve
+/// (empty parts: units without chunks); with `SplitK::Auto` (G8 N4096 K7168: whole pair tiles and the tail cut in three, the
 /// benchmark's schedule) it matches the reference. Three launches of each plan (C poisoned
 /// before each) are bitwise equal and match the reference: ragged M (0, 1, 7, 40, 76, ...),
 /// N not a multiple of 256 (the second CTA's rows partly or wholly past `n`), and the G8
@@ -1067,16 +1068,20 @@ fn pair_tiles_match_the_blocked_kernel() {
                 Plain,
                 sfb,
             );
-            // (K cut, dynamic units): the ragged group also with static units (uncut and
-            // cut); the G8 groups dynamic (the default), G8 N4096 K7168 also with the
+            // (K cut, dynamic units asked): the ragged group also with static units (uncut
+            // and cut; uncut, its 131 pair tiles are not dynamic on 132 SMs either way); the
+            // G8 groups dynamic (the default), G8 N4096 K7168 also with the
             // benchmark's cut (Auto: the pair tiles past the first wave of clusters in three,
             // whole tiles and cut ones in one launch).
             let configs: &[(SplitK, bool)] = match (g, sfb) {
+                // (Parts(12) with 8 chunks: empty parts, units without chunks, whose pair
+                // form must meet the other CTA before rank 0 fetches again.)
                 (0, _) => &[
                     (SplitK::Off, false),
                     (SplitK::Off, true),
                     (SplitK::Parts(3), false),
                     (SplitK::Parts(3), true),
+                    (SplitK::Parts(12), true),
                 ],
                 (1, Plain) => &[
                     (SplitK::Off, true),
@@ -1101,14 +1106,14 @@ fn pair_tiles_match_the_blocked_kernel() {
                         let (dp, parts) = plan.split_k_schedule();
                         // A pair plan's units are dynamic where asked and more than its
                         // clusters (one an SM).
-                        if pairs && split != SplitK::Auto {
-                            let units = tiles(256) * parts;
+                        if pairs {
+                            let units = dp + (plan.total_tiles() - dp) * parts;
                             assert_eq!(plan.dynamic_units(), dynamic && units > sms, "{label}");
                         }
                         match split {
                             SplitK::Off => assert_eq!(parts, 1, "{label}: not cut"),
-                            SplitK::Parts(3) => {
-                                assert_eq!((dp, parts), (0, 3), "{label}: every tile in three")
+                            SplitK::Parts(p) => {
+                                assert_eq!((dp, parts), (0, p), "{label}: every tile in {p}")
                             }
                             _ if pairs => assert!(
                                 parts > 1 && dp > 0 && dp < plan.total_tiles(),

@@ -955,7 +955,8 @@ pub mod cluster {
     ///
     /// # Safety
     /// `addr` is inside that CTA's shared memory, which is running, and nothing there
-    /// reads or writes the word concurrently.
+    /// reads or writes the word concurrently (the caller orders the store after the other
+    /// CTA's last reads of it).
     #[inline(always)]
     pub unsafe fn st_remote_u32(addr: u32, rank: u32, v: u32) {
         unsafe {

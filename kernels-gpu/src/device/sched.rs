@@ -224,8 +224,8 @@ pub trait TileFn {
 /// `split` several per cut tile, see [`super::split`]; with [`TileFn::PAIR`] the cluster's
 /// index and count instead, both CTAs of a cluster taking the same units) and calls
 /// `tile_fn.tile` with each unit's [`Tile`]. With [`MODE_DYNAMIC`] in `mode` (host sizes, a `T` with
-/// [`TileFn::DYNAMIC`]) the units past `blockIdx.x` come from the launch's unit counter in
-/// `split.ws` instead. Tile `t` of a problem covers weight rows from `(t / tiles_m) *
+/// [`TileFn::DYNAMIC`]) the units past the first come from the launch's unit counter in
+/// `split.ws` instead (pairs: taken by the cluster's rank 0 for both CTAs). Tile `t` of a problem covers weight rows from `(t / tiles_m) *
 /// tile_n` and tokens from `(t % tiles_m) * tile_m` past the problem's first row.
 ///
 /// `mode` is a [`SizeMode`] code; with a device mode the counts are read from `counts`,
@@ -295,7 +295,8 @@ pub unsafe fn for_each_tile<T: TileFn>(
             total - split.dp_tiles.min(total)
         };
         // After the slots (pairs: after rank 0's, whose CTA alone fetches; rank 1's slots
-        // follow the counter's 256 bytes, see the pair kernels).
+        // follow the counter's 256 bytes, see the pair kernels, so rank 1's record holds an
+        // address it never uses).
         let counter = split.ws + split_ws_bytes(cut, split.parts.max(1), threads);
         unsafe { dynamic_init(sched + SCRATCH, counter, units) };
     } else if T::DYNAMIC {
@@ -358,7 +359,8 @@ pub unsafe fn for_each_tile<T: TileFn>(
         if dynamic {
             // The tile work fetched after its K loop; every thread reads the value before
             // the barrier, and thread 0 writes the next one only after it. Pairs: rank 0
-            // wrote both CTAs' records before the tile's closing cluster barrier.
+            // wrote both CTAs' records before the tile's closing cluster barrier, and its
+            // next write waits for this CTA (see `dynamic_fetch`).
             // (Pairs: the clusters, half the CTAs, by a shift rather than a branch: a
             // branch here changed the other kernels' block order.)
             index = (thread::nctaid() >> T::PAIR as u32)

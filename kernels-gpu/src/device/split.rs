@@ -259,8 +259,9 @@ pub unsafe fn dynamic_init(rec: u32, counter: u64, units: u32) {
 /// After [`dynamic_init`] on the same record; the counter is the launch's, zero at its
 /// start. The caller publishes the record word with a CTA barrier (with `P`: a cluster
 /// barrier) before [`dynamic_next`] reads it, and every thread reads it before the next
-/// fetch (with `P`, the other CTA's fetch cannot come first: the next unit's K loop needs
-/// this CTA's token copies).
+/// fetch. With `P` the next fetch is rank 0's: the caller orders it after the other CTA's
+/// reads (a unit with chunks by rank 0's first full stage, which needs the other CTA's token
+/// copies of that unit; a unit without by a cluster barrier before the fetch).
 #[cfg_attr(not(nvfp4_sm90a), allow(dead_code))]
 #[inline(always)]
 pub unsafe fn dynamic_fetch<const P: bool>(rec: u32) {

@@ -210,9 +210,9 @@ gemm_entry! {
     /// first warp of each of its warpgroups, once its wgmmas on the stage are done); the
     /// CTAs meet at a cluster barrier after the barriers' set-up, after each tile's epilogue
     /// (which stages through token stages the other CTA fills) and before exit. Tiles cut
-    /// along K use one workspace per rank: rank 0's at `ws`, then
-    /// [`crate::problem::PAIR_COUNTER_BYTES`] whose first word is the dynamic units'
-    /// counter, then rank 1's. Launch with cluster dimension 2 and an even grid.
+    /// along K use one workspace per rank, and dynamic units (cut or not) a counter: rank
+    /// 0's slots at `ws`, then [`crate::problem::PAIR_COUNTER_BYTES`] whose first word is
+    /// the counter, then rank 1's slots. Launch with cluster dimension 2 and an even grid.
     ///
     /// # Safety
     /// As [`nvfp4_grouped_gemm_wgmma_f16b_wt`], with the tiles, maps, launch and workspace as
@@ -767,8 +767,17 @@ unsafe fn gemm_tile_tma_wt<A: Act, const S: u32, const SG: bool, const P: bool>(
     if chunks > 0 {
         release(chunks - 1);
     }
+    // Pairs, a unit without chunks (a part of a tile cut into more parts than it has
+    // chunks): nothing above waited for the other CTA, which may not yet have read the
+    // value rank 0's last fetch wrote into its record; meet it before rank 0 fetches again.
+    // (With chunks, rank 0's first full stage needed the other CTA's token copies, issued
+    // after it read the value.) Both CTAs have the same unit, so both meet here.
+    if P && chunks == 0 {
+        unsafe { cluster::sync() };
+    }
     // Dynamic units: the CTA's next unit, taken now so that the fetch's latency overlaps
-    // the epilogue (whose first barrier, in `combine`, publishes it).
+    // the epilogue (whose first barrier, in `combine`, publishes it; pairs: the tile's
+    // closing cluster barrier, for the other CTA).
     unsafe { dynamic_fetch::<P>(span.rec) };
     let (wrow, t) = quad_place(thread::tid_fresh());
     // The token ring's first two stages hold the staged tile: every chunk's wgmmas are done
