@@ -1021,10 +1021,9 @@ impl GroupedGemm {
     /// previous unit's K loop ends, so CTAs that run faster (an SM to themselves, fewer
     /// tokens) take more units, instead of every CTA taking every `grid`-th one (the pair
     /// kernel, [`GroupedGemm::set_pair_tiles`]: each cluster of two CTAs, one slot an SM,
-    /// its first CTA fetching for both). A unit is a
-    /// whole tile or, in a launch that cuts tiles along K ([`GroupedGemm::set_split_k`]), one
-    /// part of a cut tile; such a launch hands out every cut tile's first part before any
-    /// second one, and its parts shrink (part `q` of `p` covers `p + 2 - q` shares of the K
+    /// its first CTA fetching for both). A unit is a whole tile or, in a launch that cuts
+    /// tiles along K ([`GroupedGemm::set_split_k`]), one part of a cut tile; such a launch
+    /// hands out every cut tile's first part before any second one, and its parts shrink (part `q` of `p` covers `p + 2 - q` shares of the K
     /// range: 5 : 4 : 3 for three), so the CTAs that finish their whole tiles first take
     /// the largest parts. H100 runs 172-174 and 180: G8 N7168 K2048 (728 whole tiles on 264
     /// CTA slots) 2-3% faster, G8 N4096 K7168 (264 whole tiles, then 88 cut in three)
@@ -1045,9 +1044,9 @@ impl GroupedGemm {
     /// first CTA takes each next unit for both); tiles are cut along K as [`SplitK`] says,
     /// counting one slot a cluster ([`SplitK::Auto`]: the tiles past the last full wave of
     /// clusters), each CTA's half of a cut tile in its own workspace (twice the 128-row
-    /// kernel's). The sums are bitwise
-    /// those of the 128-row kernel on the same K cut. Where the pair kernels did not load,
-    /// plans keep the other entries. Plans already made keep theirs.
+    /// kernel's). The sums are bitwise those of the 128-row kernel on the same K cut. Where
+    /// the pair kernels did not load, plans keep the other entries. Plans already made keep
+    /// theirs.
     pub fn set_pair_tiles(&mut self, when: PairTiles) {
         self.pair_tiles = when;
     }
@@ -1243,7 +1242,8 @@ impl GroupedGemm {
     /// twice that for the pair kernel's 256-row tiles, one workspace a CTA of the cluster)
     /// of fp32 sums plus a 4-byte counter, at most [`SplitK::MAX_WS_BYTES`] (a launch that
     /// would need more is not cut); with dynamic units ([`GroupedGemm::set_dynamic_units`])
-    /// 4 more bytes (the pair kernel: 256, between its CTAs' workspaces). [`GroupPlan::split_k_schedule`] says what was chosen.
+    /// 4 more bytes (the pair kernel: 256, between its CTAs' workspaces).
+    /// [`GroupPlan::split_k_schedule`] says what was chosen.
     ///
     /// # Errors
     /// Any validation error of [`crate::validate::check_specs`] (naming the problem and
@@ -1532,8 +1532,8 @@ impl GroupedGemm {
     /// they are dynamic ([`MODE_DYNAMIC`]: asked by `dynamic`, given to launches of more
     /// work units than CTA slots, whole tiles and cut tiles' parts counted, the parts then
     /// in the guided order; the zeroed unit counter then follows the slots: with `pair`,
-    /// rank 0's, in the `PAIR_COUNTER_BYTES` before rank 1's). No cut when the workspace would pass
-    /// [`SplitK::MAX_WS_BYTES`].
+    /// rank 0's, in the `PAIR_COUNTER_BYTES` before rank 1's). No cut when the workspace
+    /// would pass [`SplitK::MAX_WS_BYTES`].
     ///
     /// # Errors
     /// [`Error::Driver`] if the allocation or the zeroing fails.
