@@ -57,12 +57,14 @@ impl Gpu {
         let mut gemm = gemm;
         // NVFP4_TOKEN_DEQUANT=always|never|auto: the token pass for every NVFP4
         // group, for none, or by size (the default), so the suite can check each way.
-        gemm.set_token_dequant(match std::env::var("NVFP4_TOKEN_DEQUANT").as_deref() {
-            Err(_) | Ok("") | Ok("auto") => nvfp4::TokenDequant::Auto,
-            Ok("always") => nvfp4::TokenDequant::Always,
-            Ok("never") => nvfp4::TokenDequant::Never,
-            Ok(other) => panic!("NVFP4_TOKEN_DEQUANT={other}: expected auto, always or never"),
-        });
+        gemm.set_token_dequant(env_auto_always_never(
+            "NVFP4_TOKEN_DEQUANT",
+            [
+                nvfp4::TokenDequant::Auto,
+                nvfp4::TokenDequant::Always,
+                nvfp4::TokenDequant::Never,
+            ],
+        ));
         // NVFP4_SPLIT_K=auto|off|N: tiles cut along K by size (the default), never, or every
         // tile into N K ranges, so the suite can check the cut tiles' combination.
         gemm.set_split_k(match std::env::var("NVFP4_SPLIT_K").as_deref() {
@@ -96,11 +98,14 @@ impl Gpu {
         // run the pair kernel (`_f16b_wt2`, `_f16b_wtsg2`) from two waves of 256-row tiles
         // (the default), whenever they have more tiles than SMs, or never, so the suite can
         // check each.
-        gemm.set_pair_tiles(match std::env::var("NVFP4_PAIR_TILES").as_deref() {
-            Ok("always") => nvfp4::PairTiles::Always,
-            Ok("never") => nvfp4::PairTiles::Never,
-            _ => nvfp4::PairTiles::Auto,
-        });
+        gemm.set_pair_tiles(env_auto_always_never(
+            "NVFP4_PAIR_TILES",
+            [
+                nvfp4::PairTiles::Auto,
+                nvfp4::PairTiles::Always,
+                nvfp4::PairTiles::Never,
+            ],
+        ));
         let (major, minor) = gemm.compute_capability();
         eprintln!(
             "device: {} (sm_{major}{minor}), {} SMs x {} CTAs (W4A16: {}), PTX {}, kernel {}, token pass {:?}, split-K {:?}, weights by TMA {}, blocked K {}, one-per-SM deep {}, scale groups {}, dynamic units {}, pair tiles {:?}",
@@ -413,6 +418,21 @@ macro_rules! assert_err {
             ref other => panic!("unexpected error: {other:?}"),
         }
     };
+}
+
+/// A three-way setting of the suite read from the environment: `auto` (or unset, or empty),
+/// `always` or `never`, as `[auto, always, never]` gives them.
+///
+/// # Panics
+/// On any other value (so a misspelt setting cannot silently run the default).
+fn env_auto_always_never<T>(name: &str, choices: [T; 3]) -> T {
+    let [auto, always, never] = choices;
+    match std::env::var(name).as_deref() {
+        Err(_) | Ok("") | Ok("auto") => auto,
+        Ok("always") => always,
+        Ok("never") => never,
+        Ok(other) => panic!("{name}={other}: expected auto, always or never"),
+    }
 }
 
 /// A switch of the suite read from the environment: `on` (or unset, or empty) or `off`.

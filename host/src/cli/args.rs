@@ -216,6 +216,17 @@ fn on_off(name: &str, v: &str) -> Result<bool, UsageError> {
     }
 }
 
+/// `v`, the value of option `name`, as one of `[auto, always, never]`.
+fn auto_always_never<T>(name: &str, v: &str, choices: [T; 3]) -> Result<T, UsageError> {
+    let [auto, always, never] = choices;
+    match v {
+        "auto" => Ok(auto),
+        "always" => Ok(always),
+        "never" => Ok(never),
+        v => err(format!("`{name}`: `{v}` is not auto, always or never")),
+    }
+}
+
 /// A bad command line; the message says what is wrong.
 #[derive(Debug, PartialEq, Eq)]
 pub struct UsageError(pub String);
@@ -310,12 +321,9 @@ fn common(name: &str, cur: &mut Cursor<'_>, opts: &mut CommonOpts) -> Result<boo
             opts.cpu = true;
         }
         "--token-pass" => {
-            opts.tuning.token_pass = match cur.value(name)? {
-                "auto" => nvfp4::TokenDequant::Auto,
-                "always" => nvfp4::TokenDequant::Always,
-                "never" => nvfp4::TokenDequant::Never,
-                v => return err(format!("`{name}`: `{v}` is not auto, always or never")),
-            }
+            use nvfp4::TokenDequant::{Always, Auto, Never};
+            opts.tuning.token_pass =
+                auto_always_never(name, cur.value(name)?, [Auto, Always, Never])?;
         }
         "--weights-tma" => {
             opts.tuning.weights_tma = on_off(name, cur.value(name)?)?;
@@ -333,12 +341,9 @@ fn common(name: &str, cur: &mut Cursor<'_>, opts: &mut CommonOpts) -> Result<boo
             opts.tuning.dynamic_units = on_off(name, cur.value(name)?)?;
         }
         "--pair-tiles" => {
-            opts.tuning.pair_tiles = match cur.value(name)? {
-                "auto" => nvfp4::PairTiles::Auto,
-                "always" => nvfp4::PairTiles::Always,
-                "never" => nvfp4::PairTiles::Never,
-                v => return err(format!("`{name}`: `{v}` is not auto, always or never")),
-            };
+            use nvfp4::PairTiles::{Always, Auto, Never};
+            opts.tuning.pair_tiles =
+                auto_always_never(name, cur.value(name)?, [Auto, Always, Never])?;
         }
         "--split-k" => {
             opts.tuning.split_k = match cur.value(name)? {

@@ -223,10 +223,11 @@ pub trait TileFn {
 /// `blockIdx.x + gridDim.x`, ... of the launch (one per tile, or with host sizes and
 /// `split` several per cut tile, see [`super::split`]; with [`TileFn::PAIR`] the cluster's
 /// index and count instead, both CTAs of a cluster taking the same units) and calls
-/// `tile_fn.tile` with each unit's [`Tile`]. With [`MODE_DYNAMIC`] in `mode` (host sizes, a `T` with
-/// [`TileFn::DYNAMIC`]) the units past the first come from the launch's unit counter in
-/// `split.ws` instead (pairs: taken by the cluster's rank 0 for both CTAs). Tile `t` of a problem covers weight rows from `(t / tiles_m) *
-/// tile_n` and tokens from `(t % tiles_m) * tile_m` past the problem's first row.
+/// `tile_fn.tile` with each unit's [`Tile`]. With [`MODE_DYNAMIC`] in `mode` (host sizes, a
+/// `T` with [`TileFn::DYNAMIC`]) the units past the first come from the launch's unit
+/// counter in `split.ws` instead (pairs: taken by the cluster's rank 0 for both CTAs). Tile
+/// `t` of a problem covers weight rows from `(t / tiles_m) * tile_n` and tokens from
+/// `(t % tiles_m) * tile_m` past the problem's first row.
 ///
 /// `mode` is a [`SizeMode`] code; with a device mode the counts are read from `counts`,
 /// `total_tiles` and `split` are ignored and `sched` (shared memory, [`SCHED_SMEM_BYTES`])

@@ -200,13 +200,13 @@ gemm_entry! {
 
 gemm_entry! {
     /// [`nvfp4_grouped_gemm_wgmma_f16b_wt`] in clusters of two CTAs (the pair kernel, which
-    /// the host chooses per launch, see `PairTiles`): the table's tiles are 256 weight rows x 128 tokens (`tile_start` counted so),
-    /// cluster `c` takes unit `c` first, then `c + clusters, ..` or, with
-    /// [`crate::problem::MODE_DYNAMIC`], the units its rank 0 takes from the counter for both
-    /// CTAs; its CTA of rank `r` computes weight rows `128 r ..` of each. Each CTA has the TMA bring token rows
-    /// `64 r ..` of each chunk's token tile into both CTAs' stage (multicast; the token maps'
-    /// boxes are 64 rows), so each token tile crosses L2 once per 256 weight rows instead of
-    /// once per 128. A stage's empty barrier also counts 64 arrivals of the other CTA (the
+    /// the host chooses per launch, see `PairTiles`): the table's tiles are 256 weight rows
+    /// x 128 tokens (`tile_start` counted so), cluster `c` takes unit `c` first, then
+    /// `c + clusters, ..` or, with [`crate::problem::MODE_DYNAMIC`], the units its rank 0
+    /// takes from the counter for both CTAs; its CTA of rank `r` computes weight rows
+    /// `128 r ..` of each. Each CTA has the TMA bring token rows `64 r ..` of each chunk's
+    /// token tile into both CTAs' stage (multicast; the token maps' boxes are 64 rows), so
+    /// each token tile crosses L2 once per 256 weight rows instead of once per 128. A stage's empty barrier also counts 64 arrivals of the other CTA (the
     /// first warp of each of its warpgroups, once its wgmmas on the stage are done); the
     /// CTAs meet at a cluster barrier after the barriers' set-up, after each tile's epilogue
     /// (which stages through token stages the other CTA fills) and before exit. Tiles cut
