@@ -18,7 +18,7 @@ nvfp4: benchmark, check and run the NVFP4 grouped GEMM
 USAGE:
     nvfp4 bench [OPTIONS]
     nvfp4 check [OPTIONS]
-    nvfp4 run --input FILE.safetensors --output OUT.safetensors [--portable] [--cpu]
+    nvfp4 run --input FILE.safetensors --output OUT.safetensors [OPTIONS]
     nvfp4 help | --help | -h
 
 COMMANDS:
@@ -58,7 +58,8 @@ RUN OPTIONS:
     --output FILE   Written with g<i>.c, F16 [M, N], for every problem and nothing else;
                     written to a temporary file next to it and renamed at the end, so on any
                     error neither FILE nor the temporary file is left behind.
-    (--portable and --cpu as below; --seed does not apply.)
+    (--portable, --cpu and the plan options --token-pass ... --pair-tiles as below;
+    --seed does not apply.)
 
 BENCH OPTIONS:
     --shapes SPEC   Shapes to run (repeatable; default: the four GPU MODE benchmarks).
@@ -137,6 +138,8 @@ pub struct RunOpts {
     pub output: PathBuf,
     pub portable: bool,
     pub cpu: bool,
+    /// The plan settings (`--token-pass`, `--split-k`, ...), as `bench` and `check` take them.
+    pub tuning: Tuning,
 }
 
 /// Options of `bench`.
@@ -482,8 +485,13 @@ fn parse_check(args: &[String]) -> Result<CheckOpts, UsageError> {
 
 fn parse_run(args: &[String]) -> Result<RunOpts, UsageError> {
     let mut cur = Cursor::new(args);
-    let (mut input, mut output, mut portable, mut cpu) = (None, None, false, false);
+    let (mut input, mut output) = (None, None);
+    let mut common_opts = CommonOpts::default();
     while let Some(name) = cur.next()? {
+        // `--seed` does not apply: the inputs come from the file.
+        if name != "--seed" && common(name, &mut cur, &mut common_opts)? {
+            continue;
+        }
         match name {
             "--input" | "--output" => {
                 let v = cur.value(name)?;
@@ -500,14 +508,6 @@ fn parse_run(args: &[String]) -> Result<RunOpts, UsageError> {
                 }
                 *slot = Some(PathBuf::from(v));
             }
-            "--portable" => {
-                cur.flag(name)?;
-                portable = true;
-            }
-            "--cpu" => {
-                cur.flag(name)?;
-                cpu = true;
-            }
             _ => return Err(unknown(name, "run")),
         }
     }
@@ -523,8 +523,9 @@ fn parse_run(args: &[String]) -> Result<RunOpts, UsageError> {
     Ok(RunOpts {
         input,
         output,
-        portable,
-        cpu,
+        portable: common_opts.portable,
+        cpu: common_opts.cpu,
+        tuning: common_opts.tuning,
     })
 }
 
@@ -664,13 +665,34 @@ mod tests {
                     input: "in.st".into(),
                     output: "out.st".into(),
                     portable: true,
-                    cpu: true
+                    cpu: true,
+                    tuning: Tuning::default(),
                 }
             ),
             other => panic!("{other:?}"),
         }
         match parse_str("run --output o --input i") {
-            Ok(Command::Run(r)) => assert!(!r.portable && !r.cpu && r.input.as_os_str() == "i"),
+            Ok(Command::Run(r)) => assert!(
+                !r.portable
+                    && !r.cpu
+                    && r.input.as_os_str() == "i"
+                    && r.tuning == Tuning::default()
+            ),
+            other => panic!("{other:?}"),
+        }
+        // The plan options, as bench and check take them.
+        match parse_str(
+            "run --input i --output o --pair-tiles always --split-k 3 --token-pass=never",
+        ) {
+            Ok(Command::Run(r)) => assert_eq!(
+                r.tuning,
+                Tuning {
+                    pair_tiles: nvfp4::PairTiles::Always,
+                    split_k: nvfp4::SplitK::Parts(3),
+                    token_pass: nvfp4::TokenDequant::Never,
+                    ..Tuning::default()
+                }
+            ),
             other => panic!("{other:?}"),
         }
     }
@@ -706,6 +728,10 @@ mod tests {
             ("run --input a --output b extra", "unexpected argument"),
             ("run --input=", "needs a file name"),
             ("run --input a --output b --cpu=1", "takes no value"),
+            (
+                "run --input a --output b --pair-tiles on",
+                "not auto, always or never",
+            ),
         ] {
             let m = usage_err(s);
             assert!(m.contains(needle), "{s}: {m}");

@@ -51,7 +51,7 @@ pub fn run(opts: &RunOpts, progress: &Progress) -> AnyResult<()> {
     let (outputs, path, seconds) = match ctx {
         Some(ctx) => {
             progress.step("loading the kernels...");
-            let gemm = device::load_gemm(ctx.clone(), opts.portable, &Default::default())?;
+            let gemm = device::load_gemm(ctx.clone(), opts.portable, &opts.tuning)?;
             let stream = ctx.default_stream();
             progress.step("computing on the GPU...");
             let start = Instant::now();
