@@ -85,7 +85,9 @@ impl TokenDequant {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum PairTiles {
     /// The pair kernel for launches of at least [`PairTiles::AUTO_MIN_WAVES`] waves of
-    /// clusters (256-row tiles per SM), the 128-row kernels below. H100 run 201: G8 N7168
+    /// clusters (256-row tiles per cluster the device holds at once,
+    /// [`GroupedGemm::pair_clusters`]: one an SM on the H100 and H200), the 128-row kernels
+    /// below. H100 run 201: G8 N7168
     /// K2048 (364 pair tiles, 2.8 waves) 4% faster; G8 N4096 K7168 (176, 1.3 waves) 5%
     /// slower, and the G = 2 shapes (one wave) 15% slower in the 8-stage pair form (not
     /// kept). With dynamic units for the pair kernel (H200): G8 N7168 K2048 8% faster than
@@ -101,7 +103,8 @@ pub enum PairTiles {
 }
 
 impl PairTiles {
-    /// [`PairTiles::Auto`]'s threshold: pair tiles (256 weight rows x 128 tokens) per SM.
+    /// [`PairTiles::Auto`]'s threshold: pair tiles (256 weight rows x 128 tokens) per
+    /// cluster slot ([`GroupedGemm::pair_clusters`]).
     /// Fitted to the two benchmark groups (1.3: slower, 2.8: faster). The wave count is not
     /// what decides (PERF.md run 202): with the G8 N4096 group's token counts the pairs lost
     /// at 1.67 and 2.0 waves (6%, 2%), with the G8 N7168 group's they won at 1.58 and 1.97
@@ -111,10 +114,14 @@ impl PairTiles {
     pub const AUTO_MIN_WAVES: u32 = 2;
 
     /// Whether a blocked-order launch of `tiles` 128-row tiles and `pair_tiles` 256-row
-    /// tiles on `sm_count` SMs runs the pair kernel.
-    pub fn wants_pairs(self, tiles: u32, pair_tiles: u32, sm_count: u32) -> bool {
+    /// tiles runs the pair kernel on a device of `sm_count` SMs that holds `clusters` pair
+    /// clusters at once ([`GroupedGemm::pair_clusters`]; `sm_count` on the H100 and H200):
+    /// `Auto` counts waves of those clusters.
+    pub fn wants_pairs(self, tiles: u32, pair_tiles: u32, sm_count: u32, clusters: u32) -> bool {
         match self {
-            Self::Auto => pair_tiles >= Self::AUTO_MIN_WAVES.saturating_mul(sm_count),
+            Self::Auto => {
+                clusters > 0 && pair_tiles >= Self::AUTO_MIN_WAVES.saturating_mul(clusters)
+            }
             Self::Always => tiles > sm_count,
             Self::Never => false,
         }
@@ -540,6 +547,18 @@ fn pair_tile_count(descs: &[ProblemDesc]) -> u32 {
     u32::try_from(descs.iter().map(pair_tiles_of).sum::<u64>()).unwrap_or(u32::MAX)
 }
 
+/// The CTA slots a launch's work units fill ([`GroupedGemm::split_for`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slots {
+    /// The kernel's resident CTAs on every SM.
+    PerSm,
+    /// One CTA an SM: the 8-stage kernel (while the units fit one an SM; past that the
+    /// 4-stage kernel runs, with its CTAs an SM).
+    OnePerSm,
+    /// The pair kernel's clusters ([`GroupedGemm::pair_clusters`]).
+    Pairs,
+}
+
 /// The pair kernels, indexed by the plan's `scale_groups`: scales a chunk at a time, or
 /// four chunks at a time.
 const PAIR_KERNELS: [&KernelInfo; 2] =
@@ -755,6 +774,10 @@ pub struct GroupedGemm {
     /// The pair kernels `_f16b_wt2`, `_f16b_wtsg2` (`PAIR_KERNELS`; Hopper path, where they
     /// load): see [`GroupedGemm::set_pair_tiles`].
     func_pair: [Option<CudaFunction>; 2],
+    /// Clusters of two CTAs the device holds at once of both pair kernels, at most
+    /// `sm_count`: the pair launches' persistent grid and CTA slots (see
+    /// [`GroupedGemm::pair_clusters`]).
+    pair_clusters: u32,
     /// When blocked-order plans run the pair kernel (see [`GroupedGemm::set_pair_tiles`]).
     pair_tiles: PairTiles,
     /// When plans of NVFP4 groups use that pass.
@@ -876,10 +899,26 @@ impl GroupedGemm {
         };
         // Optional, as the 8-stage kernel: the pair kernels (`PAIR_KERNELS`), where their
         // clusters launch; plans without them keep the other entries.
-        let func_pair = match path {
+        let mut func_pair = match path {
             KernelPath::Hopper => PAIR_KERNELS.map(|k| load_kernel(k).ok()),
             KernelPath::Portable => [None, None],
         };
+        // Their persistent grid: as many clusters as the device holds at once of either (a
+        // cluster needs two CTA slots of one GPC), at most one an SM; where the query fails,
+        // one an SM. Where no cluster fits, plans keep the other entries.
+        let pair_clusters = func_pair
+            .iter()
+            .zip(PAIR_KERNELS)
+            .filter_map(|(f, k)| {
+                let f = f.as_ref()?;
+                Some(ptx_module::max_active_clusters(&ctx, f, k, 2, sm_count).unwrap_or(sm_count))
+            })
+            .min()
+            .unwrap_or(0)
+            .min(sm_count);
+        if pair_clusters == 0 {
+            func_pair = [None, None];
+        }
         Ok(Self {
             ctx,
             module,
@@ -900,6 +939,7 @@ impl GroupedGemm {
             blocked_k: true,
             dynamic_units: true,
             func_pair,
+            pair_clusters,
             pair_tiles: PairTiles::Auto,
             token_dequant: TokenDequant::default(),
             split_k: SplitK::default(),
@@ -1020,8 +1060,8 @@ impl GroupedGemm {
     /// workspace (4 bytes, zeroed when the plan is made and left zero by every launch) as its
     /// previous unit's K loop ends, so CTAs that run faster (an SM to themselves, fewer
     /// tokens) take more units, instead of every CTA taking every `grid`-th one (the pair
-    /// kernel, [`GroupedGemm::set_pair_tiles`]: each cluster of two CTAs, one slot an SM,
-    /// its first CTA fetching for both). A unit is a whole tile or, in a launch that cuts
+    /// kernel, [`GroupedGemm::set_pair_tiles`]: each cluster of two CTAs one slot, its
+    /// first CTA fetching for both). A unit is a whole tile or, in a launch that cuts
     /// tiles along K ([`GroupedGemm::set_split_k`]), one part of a cut tile; such a launch
     /// hands out every cut tile's first part before any second one, and its parts shrink (part `q` of `p` covers `p + 2 - q` shares of the K
     /// range: 5 : 4 : 3 for three), so the CTAs that finish their whole tiles first take
@@ -1039,14 +1079,15 @@ impl GroupedGemm {
     /// path, host sizes) run the pair kernel (`_f16b_wt2` or `_f16b_wtsg2`) instead (default
     /// [`PairTiles::Auto`]): clusters of two CTAs, each cluster taking 256-row tiles (each
     /// CTA 128 rows of them) and the TMA bringing each chunk's token tile into both CTAs at
-    /// once (multicast), so the tokens cross L2 half as often. Its units are dynamic as
-    /// [`GroupedGemm::set_dynamic_units`] says, counting one slot a cluster (the cluster's
-    /// first CTA takes each next unit for both); tiles are cut along K as [`SplitK`] says,
-    /// counting one slot a cluster ([`SplitK::Auto`]: the tiles past the last full wave of
-    /// clusters), each CTA's half of a cut tile in its own workspace (twice the 128-row
-    /// kernel's). The sums are bitwise those of the 128-row kernel on the same K cut. Where
-    /// the pair kernels did not load, plans keep the other entries. Plans already made keep
-    /// theirs.
+    /// once (multicast), so the tokens cross L2 half as often. Its persistent grid holds
+    /// [`GroupedGemm::pair_clusters`] clusters (what the device runs at once). Its units are
+    /// dynamic as [`GroupedGemm::set_dynamic_units`] says, counting one slot a cluster (the
+    /// cluster's first CTA takes each next unit for both); tiles are cut along K as
+    /// [`SplitK`] says, counting one slot a cluster ([`SplitK::Auto`]: the tiles past the
+    /// last full wave of clusters), each CTA's half of a cut tile in its own workspace (twice
+    /// the 128-row kernel's). The sums are bitwise those of the 128-row kernel on the same K
+    /// cut. Where the pair kernels did not load, or no cluster of them fits, plans keep the
+    /// other entries. Plans already made keep theirs.
     pub fn set_pair_tiles(&mut self, when: PairTiles) {
         self.pair_tiles = when;
     }
@@ -1171,6 +1212,19 @@ impl GroupedGemm {
         self.sm_count
     }
 
+    /// Clusters of the pair kernels (two CTAs each, see [`GroupedGemm::set_pair_tiles`]) that
+    /// the device holds at once, at most [`GroupedGemm::sm_count`]
+    /// (`cuOccupancyMaxActiveClusters`; the SM count where that query fails): the persistent
+    /// grid of a pair launch and its units' slots. 0 where the pair kernels did not load or no
+    /// cluster of them fits (plans then never run them).
+    pub fn pair_clusters(&self) -> u32 {
+        if self.func_pair.iter().all(Option::is_some) {
+            self.pair_clusters
+        } else {
+            0
+        }
+    }
+
     /// Resident CTAs per SM of the NVFP4-activation kernel, as the occupancy query reported
     /// (2 if it failed). [`GroupedGemm::ctas_per_sm_for`] gives any activation kind's.
     pub fn ctas_per_sm(&self) -> u32 {
@@ -1194,11 +1248,11 @@ impl GroupedGemm {
     /// CTAs the GEMM kernel of `plan`'s launch uses: `min(units, sm_count * ctas_per_sm)` of
     /// the kernel it runs (the fp16-activation one after a token pass), where `units` counts
     /// its whole tiles and the parts of its cut tiles; at least 1. For the pair kernel (see
-    /// [`GroupedGemm::set_pair_tiles`]) two CTAs a unit, at most one cluster an SM:
-    /// `2 * min(units, sm_count)`.
+    /// [`GroupedGemm::set_pair_tiles`]) two CTAs a unit, at most
+    /// [`GroupedGemm::pair_clusters`] clusters: `2 * min(units, pair_clusters)`.
     pub fn plan_grid_size(&self, plan: &GroupPlan<'_>) -> u32 {
         if plan.pair {
-            2 * plan.units.clamp(1, self.sm_count)
+            2 * plan.units.clamp(1, self.pair_clusters.max(1))
         } else {
             self.grid_size_for(plan.launched(), plan.units)
         }
@@ -1454,15 +1508,14 @@ impl GroupedGemm {
         // too) take them.
         let dynamic = weights_tma && self.dynamic_units && mode == SizeMode::Host;
         let (split, split_ws, units, dynamic) = if table.is_some() && mode == SizeMode::Host {
-            self.split_for(
-                stream,
-                &packed.descs,
-                tile_bound,
-                launched,
-                deep_fits || pair,
-                dynamic,
-                pair,
-            )?
+            let kind = if pair {
+                Slots::Pairs
+            } else if deep_fits {
+                Slots::OnePerSm
+            } else {
+                Slots::PerSm
+            };
+            self.split_for(stream, &packed.descs, tile_bound, launched, kind, dynamic)?
         } else {
             (Split::default(), None, tile_bound, false)
         };
@@ -1521,49 +1574,49 @@ impl GroupedGemm {
         }
         let pair_tiles = pair_tile_count(descs);
         self.pair_tiles
-            .wants_pairs(tiles, pair_tiles, self.sm_count)
+            .wants_pairs(tiles, pair_tiles, self.sm_count, self.pair_clusters)
             .then_some(pair_tiles)
     }
 
     /// The K cut of a launch of `tiles` tiles (host sizes) on the kernel for `activation`:
-    /// the schedule of [`SplitK::schedule`] for this GPU's CTA slots (one an SM when
-    /// `one_per_sm`: the 8-stage kernel's, or the pair kernel's clusters with `pair`), its
-    /// workspace (the counters zeroed on `stream`), the launch's work units, and whether
-    /// they are dynamic ([`MODE_DYNAMIC`]: asked by `dynamic`, given to launches of more
-    /// work units than CTA slots, whole tiles and cut tiles' parts counted, the parts then
-    /// in the guided order; the zeroed unit counter then follows the slots: with `pair`,
-    /// rank 0's, in the `PAIR_COUNTER_BYTES` before rank 1's). No cut when the workspace
-    /// would pass [`SplitK::MAX_WS_BYTES`].
+    /// the schedule of [`SplitK::schedule`] for the CTA slots `kind` names, its workspace
+    /// (the counters zeroed on `stream`), the launch's work units, and whether they are
+    /// dynamic ([`MODE_DYNAMIC`]: asked by `dynamic`, given to launches of more work units
+    /// than CTA slots, whole tiles and cut tiles' parts counted, the parts then in the
+    /// guided order; the zeroed unit counter then follows the slots: for pairs, rank 0's,
+    /// in the `PAIR_COUNTER_BYTES` before rank 1's). No cut when the workspace would pass
+    /// [`SplitK::MAX_WS_BYTES`].
     ///
     /// # Errors
     /// [`Error::Driver`] if the allocation or the zeroing fails.
-    #[allow(clippy::too_many_arguments)]
     fn split_for(
         &self,
         stream: &Arc<CudaStream>,
         descs: &[ProblemDesc],
         tiles: u32,
         activation: Activation,
-        one_per_sm: bool,
+        kind: Slots,
         dynamic: bool,
-        pair: bool,
     ) -> Result<(Split, Option<CudaSlice<u8>>, u32, bool)> {
         let kernel = self.path.kernel_for(activation);
-        let ctas = if one_per_sm {
-            1
-        } else {
-            self.ctas_per_sm_for(activation)
+        let pair = kind == Slots::Pairs;
+        // The slots and the SMs (pairs: clusters) the schedule fills.
+        let (sms, slots) = match kind {
+            Slots::PerSm => (
+                self.sm_count,
+                self.sm_count
+                    .saturating_mul(self.ctas_per_sm_for(activation)),
+            ),
+            Slots::OnePerSm => (self.sm_count, self.sm_count),
+            Slots::Pairs => (self.pair_clusters.max(1), self.pair_clusters.max(1)),
         };
-        let slots = self.sm_count.saturating_mul(ctas);
         let min_chunks = descs
             .iter()
             .filter(|d| d.m > 0 && d.n > 0)
             .map(|d| d.k.div_ceil(CHUNK_K))
             .min()
             .unwrap_or(0);
-        let (dp, parts) = self
-            .split_k
-            .schedule(tiles, slots, self.sm_count, min_chunks);
+        let (dp, parts) = self.split_k.schedule(tiles, slots, sms, min_chunks);
         // Dynamic units only where they balance something: more units than CTA slots
         // (H100 runs 172-173: G8 N7168 K2048, 728 tiles on 264 slots, 2-3% faster). A cut
         // launch's parts then come in the guided order and sizes (largest first; finer
@@ -1573,10 +1626,10 @@ impl GroupedGemm {
         } else {
             u64::from(dp) + u64::from(tiles - dp) * u64::from(parts)
         };
-        // Against the slots of the kernel that runs: the pair kernel's clusters (one an
-        // SM), the 8-stage one (one CTA an SM) only while the units fit one an SM, else the
-        // 4-stage one with its CTAs an SM.
-        let run_slots = if one_per_sm && !pair && units > u64::from(self.sm_count) {
+        // Against the slots of the kernel that runs: the pair kernel's clusters, the 8-stage
+        // one (one CTA an SM) only while the units fit one an SM, else the 4-stage one with
+        // its CTAs an SM.
+        let run_slots = if kind == Slots::OnePerSm && units > u64::from(self.sm_count) {
             self.sm_count
                 .saturating_mul(self.ctas_per_sm_for(activation))
         } else {
@@ -2166,14 +2219,18 @@ mod tests {
         assert_eq!(pair_tile_count(&group(&[0, 7], 4000)), 16);
         assert_eq!(pair_tile_count(&group(&[1], 0)), 0);
         // On 132 SMs Auto takes N7168's 364 (2.8 waves) and leaves N4096's 176 (1.3).
-        assert!(PairTiles::Auto.wants_pairs(728, 364, 132));
-        assert!(!PairTiles::Auto.wants_pairs(352, 176, 132));
-        assert!(PairTiles::Auto.wants_pairs(528, 264, 132));
-        assert!(!PairTiles::Auto.wants_pairs(526, 263, 132));
+        assert!(PairTiles::Auto.wants_pairs(728, 364, 132, 132));
+        assert!(!PairTiles::Auto.wants_pairs(352, 176, 132, 132));
+        assert!(PairTiles::Auto.wants_pairs(528, 264, 132, 132));
+        assert!(!PairTiles::Auto.wants_pairs(526, 263, 132, 132));
+        // Auto counts waves of the clusters the device holds, where fewer than the SMs.
+        assert!(PairTiles::Auto.wants_pairs(500, 250, 132, 120));
+        assert!(!PairTiles::Auto.wants_pairs(500, 250, 132, 132));
+        assert!(!PairTiles::Auto.wants_pairs(728, 364, 132, 0));
         // Always: every launch of more 128-row tiles than SMs; Never: none.
-        assert!(PairTiles::Always.wants_pairs(133, 67, 132));
-        assert!(!PairTiles::Always.wants_pairs(132, 66, 132));
-        assert!(!PairTiles::Never.wants_pairs(728, 364, 132));
+        assert!(PairTiles::Always.wants_pairs(133, 67, 132, 132));
+        assert!(!PairTiles::Always.wants_pairs(132, 66, 132, 132));
+        assert!(!PairTiles::Never.wants_pairs(728, 364, 132, 132));
     }
 
     fn desc(a: u64, m_offset: u32, m: u32, n: u32, k: u32) -> ProblemDesc {

@@ -92,6 +92,46 @@ pub(crate) fn ctas_per_sm(func: &CudaFunction, kernel: &KernelInfo, fallback: u3
     .unwrap_or(fallback)
 }
 
+/// How many clusters of `cluster` CTAs of `func`, launched as `kernel` says (threads, dynamic
+/// shared memory), the device holds at once (`cuOccupancyMaxActiveClusters`, sm_90 and
+/// newer); `None` if the query fails. The pair kernels' persistent grids are sized by it: a
+/// grid of more clusters than fit would leave the extra ones waiting for a whole cluster to
+/// finish.
+pub(crate) fn max_active_clusters(
+    ctx: &Arc<CudaContext>,
+    func: &CudaFunction,
+    kernel: &KernelInfo,
+    cluster: u32,
+    grid_clusters: u32,
+) -> Option<u32> {
+    use cudarc::driver::sys;
+    ctx.bind_to_thread().ok()?;
+    // SAFETY: plain C structs; every field used is set below or valid as zero.
+    let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+    attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+    attr.value.clusterDim.x = cluster;
+    attr.value.clusterDim.y = 1;
+    attr.value.clusterDim.z = 1;
+    let config = sys::CUlaunchConfig {
+        gridDimX: cluster.checked_mul(grid_clusters.max(1))?,
+        gridDimY: 1,
+        gridDimZ: 1,
+        blockDimX: kernel.threads,
+        blockDimY: 1,
+        blockDimZ: 1,
+        sharedMemBytes: kernel.dynamic_smem_bytes,
+        hStream: std::ptr::null_mut(),
+        attrs: &mut attr,
+        numAttrs: 1,
+    };
+    let mut n: std::ffi::c_int = 0;
+    // SAFETY: `config` and `attr` outlive the call, which only writes `n`.
+    unsafe { sys::cuOccupancyMaxActiveClusters(&mut n, func.cu_function(), &config) }
+        .result()
+        .ok()?;
+    u32::try_from(n).ok()
+}
+
 /// Loads `kernel` into `ctx` ([`load_module`] + [`load_function`]) with the device facts a
 /// launch needs.
 ///

@@ -954,9 +954,9 @@ fn whole_tiles_and_guided_parts_relaunched() {
             plan.total_tiles(),
             plan.dynamic_units()
         );
-        // (A pair plan, as with `NVFP4_PAIR_TILES=always`, has a slot per cluster: an SM.)
+        // (A pair plan, as with `NVFP4_PAIR_TILES=always`, has a slot per cluster.)
         let slots = if plan.pair_tiles() {
-            gpu.gemm.sm_count()
+            gpu.gemm.pair_clusters()
         } else {
             slots
         };
@@ -1038,6 +1038,13 @@ fn pair_tiles_match_the_blocked_kernel() {
         return;
     }
     let sms = gpu.gemm.sm_count();
+    // The pair kernels load on Hopper, and their grid is what the device holds at once.
+    let clusters = gpu.gemm.pair_clusters();
+    println!("pair clusters the device holds at once: {clusters} ({sms} SMs)");
+    assert!(
+        (1..=sms).contains(&clusters),
+        "{clusters} pair clusters on {sms} SMs"
+    );
     let ragged = GroupShape::new(
         "pair-ragged",
         &[40, 200, 76, 128, 7, 1, 0, 300],
@@ -1059,7 +1066,8 @@ fn pair_tiles_match_the_blocked_kernel() {
                 .map(|&(m, n, _)| (m.div_ceil(128) * n.div_ceil(rows)) as u32)
                 .sum()
         };
-        let auto = PairTiles::Auto.wants_pairs(tiles(128), tiles(256), sms);
+        let auto =
+            PairTiles::Auto.wants_pairs(tiles(128), tiles(256), sms, gpu.gemm.pair_clusters());
         for &sfb in layouts {
             let ps = group(
                 30_000 + g as u64,
@@ -1105,10 +1113,21 @@ fn pair_tiles_match_the_blocked_kernel() {
                         assert_eq!(plan.pair_tiles(), pairs, "{label}");
                         let (dp, parts) = plan.split_k_schedule();
                         // A pair plan's units are dynamic where asked and more than its
-                        // clusters (one an SM).
+                        // clusters; its grid holds two CTAs a cluster, at most as many
+                        // clusters as the device holds at once.
                         if pairs {
                             let units = dp + (plan.total_tiles() - dp) * parts;
-                            assert_eq!(plan.dynamic_units(), dynamic && units > sms, "{label}");
+                            let clusters = gpu.gemm.pair_clusters();
+                            assert_eq!(
+                                plan.dynamic_units(),
+                                dynamic && units > clusters,
+                                "{label}"
+                            );
+                            assert_eq!(
+                                gpu.gemm.plan_grid_size(plan),
+                                2 * units.clamp(1, clusters),
+                                "{label}"
+                            );
                         }
                         match split {
                             SplitK::Off => assert_eq!(parts, 1, "{label}: not cut"),
@@ -1152,7 +1171,7 @@ fn pair_tiles_match_the_blocked_kernel() {
                 }
             }
         }
-        if sms == 132 {
+        if sms == 132 && gpu.gemm.pair_clusters() == 132 {
             // The rule's two measured sides (PERF.md run 201).
             assert_eq!(auto, g == 2, "{}: Auto on 132 SMs", shape.name);
         }

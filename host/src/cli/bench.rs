@@ -198,6 +198,7 @@ pub fn run_gpu(ctx: Arc<CudaContext>, opts: &BenchOpts, progress: &Progress) -> 
                     ("name", Json::str(name)),
                     ("compute_capability", Json::str(format!("{major}.{minor}"))),
                     ("sm_count", Json::int(gemm.sm_count())),
+                    ("pair_clusters", Json::int(gemm.pair_clusters())),
                 ]),
             ),
             (

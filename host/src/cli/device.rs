@@ -77,7 +77,7 @@ pub fn load_gemm(
         gemm.sm_count()
     );
     println!(
-        "kernel: {} ({:?} path{}, {} PTX, {} CTAs/SM, token pass {:?}, split-K {:?}, weights by TMA {}, blocked K {}, one-per-SM deep {}, dynamic units {}, pair tiles {:?})",
+        "kernel: {} ({:?} path{}, {} PTX, {} CTAs/SM, token pass {:?}, split-K {:?}, weights by TMA {}, blocked K {}, one-per-SM deep {}, dynamic units {}, pair tiles {:?}, {} pair clusters)",
         gemm.kernel_name(),
         gemm.path(),
         if portable {
@@ -93,7 +93,8 @@ pub fn load_gemm(
         if gemm.blocked_k() { "on" } else { "off" },
         if gemm.one_per_sm_deep() { "on" } else { "off" },
         if gemm.dynamic_units() { "on" } else { "off" },
-        gemm.pair_tiles()
+        gemm.pair_tiles(),
+        gemm.pair_clusters()
     );
     Ok(gemm)
 }
