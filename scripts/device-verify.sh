@@ -2,7 +2,7 @@
 # Runs on the GPU machine (CUDA 13, no Rust) over what scripts/stage-device.sh staged in
 # .device-bin/: the SASS check, every test executable with the GPU tests included, the CLI's
 # `check` and `bench` (ours and cuBLAS in the same run). Logs go to $OUT (or ./device-out).
-#   bash scripts/device-verify.sh [all|tests|check|bench|sass|sanitize|sanitize-offsets|torch] [extra bench args...]
+#   bash scripts/device-verify.sh [all|tests|check|bench|sass|sanitize|sanitize-pairs|sanitize-offsets|torch] [extra bench args...]
 # On a machine with one GPU, the two-GPU test (moe's multi_gpu_expert_parallel) is skipped
 # and says so here; with two or more it runs. For the complete sanitizer sweep (every GPU
 # test, benchmark shapes and the two-GPU test included) on a multi-GPU machine, use
@@ -129,6 +129,24 @@ if [[ $what == all || $what == sanitize ]]; then
     done
   done
   grep -h "ERROR SUMMARY\|RACECHECK SUMMARY" "$out"/memcheck-* "$out"/racecheck-* "$out"/synccheck-* "$out"/initcheck-* 2>/dev/null | sort | uniq -c
+fi
+if [[ $what == all || $what == sanitize-pairs ]]; then
+  # The pair kernels under every tool through `nvfp4 run` (no cuBLAS, whose own hazards fill
+  # racecheck's report): a G2 M 250 N 8448 K 512 group (264 128-row tiles, 132 pair tiles)
+  # from scripts/torch_roundtrip.py, pairs and the pass forced, uncut, cut in 3 (three
+  # dynamic units a cluster: each value word of the pair records reused, H200 run 215) and
+  # in 12 (8 chunks: empty parts).
+  pw=$(mktemp -d)
+  run torch-pairs-input python3 scripts/torch_roundtrip.py $bin/nvfp4 \
+    --shapes '250,8448,512;250,8448,512' --keep "$pw"
+  for sk in off 3 12; do
+    for tool in ${SANITIZE_TOOLS:-memcheck racecheck synccheck initcheck}; do
+      run "$tool-pairs-split-$sk" timeout ${SANITIZE_TIMEOUT:-240} compute-sanitizer \
+        --tool $tool --error-exitcode 1 $bin/nvfp4 run --input "$pw/in.safetensors" \
+        --output "$pw/$tool-$sk.safetensors" --pair-tiles always --token-pass always --split-k $sk
+    done
+  done
+  rm -rf "$pw"
 fi
 if [[ $what == sanitize-offsets ]]; then
   # The 64-bit offset tests: `strided_rows_past_4_gib` under every tool, then the 2.15 GB B

@@ -1082,8 +1082,8 @@ fn pair_tiles_match_the_blocked_kernel() {
             // benchmark's cut (Auto: the pair tiles past the first wave of clusters in three,
             // whole tiles and cut ones in one launch).
             let configs: &[(SplitK, bool)] = match (g, sfb) {
-                // (Parts(12) with 8 chunks: empty parts, units without chunks, whose pair
-                // form must meet the other CTA before rank 0 fetches again.)
+                // (Parts(12) with 8 chunks: empty parts, units without chunks; three or
+                // more units a cluster, so each value word of the pair records is reused.)
                 (0, _) => &[
                     (SplitK::Off, false),
                     (SplitK::Off, true),

@@ -8,7 +8,7 @@
 //! has no tiles, so it costs one read of its count.
 
 use super::arch::{shared, thread, warp};
-use super::split::{Span, Unit, dynamic_init, dynamic_next, record_place};
+use super::split::{Span, Unit, dynamic_flip, dynamic_init, dynamic_next, record_place};
 use crate::problem::{
     MAX_DEVICE_GROUPS, MODE_DYNAMIC, ProblemDesc, SizeMode, Split, split_ws_bytes,
 };
@@ -299,9 +299,9 @@ pub unsafe fn for_each_tile<T: TileFn>(
         // follow the counter's 256 bytes, see the pair kernels, so rank 1's record holds an
         // address it never uses).
         let counter = split.ws + split_ws_bytes(cut, split.parts.max(1), threads);
-        unsafe { dynamic_init(sched + SCRATCH, counter, units) };
+        unsafe { dynamic_init(sched + SCRATCH, counter, units, T::PAIR) };
     } else if T::DYNAMIC {
-        unsafe { dynamic_init(sched + SCRATCH, 0, units) };
+        unsafe { dynamic_init(sched + SCRATCH, 0, units, T::PAIR) };
     }
     // Pairs: both CTAs of a cluster take the cluster's units.
     let mut index = if T::PAIR {
@@ -360,13 +360,16 @@ pub unsafe fn for_each_tile<T: TileFn>(
         if dynamic {
             // The tile work fetched after its K loop; every thread reads the value before
             // the barrier, and thread 0 writes the next one only after it. Pairs: rank 0
-            // wrote both CTAs' records before the tile's closing cluster barrier, and its
-            // next write waits for this CTA (see `dynamic_fetch`).
+            // wrote both CTAs' records before the tile's closing cluster barrier, into the
+            // word that thread 0 switches after the barrier (see `dynamic_fetch`).
             // (Pairs: the clusters, half the CTAs, by a shift rather than a branch: a
             // branch here changed the other kernels' block order.)
             index = (thread::nctaid() >> T::PAIR as u32)
-                .saturating_add(unsafe { dynamic_next(sched + SCRATCH) });
+                .saturating_add(unsafe { dynamic_next(sched + SCRATCH, T::PAIR) });
             unsafe { thread::sync_cta() };
+            if T::PAIR {
+                unsafe { dynamic_flip(sched + SCRATCH) };
+            }
         } else {
             // (Read afresh: a special register, not kept live across the tile.)
             index += if T::PAIR {

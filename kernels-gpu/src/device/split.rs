@@ -68,15 +68,24 @@ const REC_COUNTER: u32 = 24;
 const REC_DYN: u32 = 32;
 /// Dynamic units: the launch's unit count.
 const REC_UNITS: u32 = 40;
-/// Dynamic units: the counter value the last fetch returned.
+/// Dynamic units: the counter value the last fetch returned (pairs: one of two words, see
+/// [`REC_WORD`]).
 const REC_NEXT: u32 = 44;
 /// The tile's first weight row, first token row and token rows' end (the `_wt` kernels'
 /// epilogue reads them back).
 const REC_N0: u32 = 48;
 const REC_M0: u32 = 52;
 const REC_M_END: u32 = 56;
+/// Pairs: the other word for the counter's value. The cluster's rank 0 writes each fetch's
+/// value into both CTAs' records, alternating between [`REC_NEXT`] and this word unit by
+/// unit, so that a write into a word comes after the cluster barrier that follows the
+/// other CTA's read of that word's previous value (see [`dynamic_fetch`]).
+const REC_NEXT_ALT: u32 = 60;
+/// Pairs: the offset in the record ([`REC_NEXT`] or [`REC_NEXT_ALT`]) of the word the next
+/// fetch writes and the next [`dynamic_next`] reads; [`dynamic_flip`] switches it.
+const REC_WORD: u32 = 64;
 /// Bytes of the shared-memory record.
-pub const RECORD_BYTES: u32 = 60;
+pub const RECORD_BYTES: u32 = 68;
 
 impl Part {
     /// Writes the record at `rec` (one thread).
@@ -227,17 +236,21 @@ impl Unit {
 }
 
 /// Dynamic units (see [`crate::problem::MODE_DYNAMIC`]): thread 0 records the launch's unit
-/// counter (`counter`, 0 for none) and unit count in the record at `rec`, once per CTA.
+/// counter (`counter`, 0 for none) and unit count in the record at `rec`, once per CTA (with
+/// `pair`, the pair kernels, also the first value word, [`REC_NEXT`]).
 ///
 /// # Safety
 /// `rec` is the CTA's part record ([`RECORD_BYTES`] of shared memory, 8-byte aligned).
 #[inline(always)]
-pub unsafe fn dynamic_init(rec: u32, counter: u64, units: u32) {
+pub unsafe fn dynamic_init(rec: u32, counter: u64, units: u32, pair: bool) {
     if thread::tid() == 0 {
         unsafe {
             shared::st_u32(rec + REC_DYN, counter as u32);
             shared::st_u32(rec + REC_DYN + 4, (counter >> 32) as u32);
             shared::st_u32(rec + REC_UNITS, units);
+            if pair {
+                shared::st_u32(rec + REC_WORD, REC_NEXT);
+            }
         }
     }
 }
@@ -253,15 +266,19 @@ pub unsafe fn dynamic_init(rec: u32, counter: u64, units: u32) {
 /// With `P` (the pair kernels, clusters of two CTAs taking the same units) only the
 /// cluster's CTA of rank 0 fetches, and its thread 0 writes the value into the record of
 /// both CTAs (the other's through `mapa`): the cluster is then one fetcher, and the count
-/// above holds with clusters for CTAs.
+/// above holds with clusters for CTAs. The value goes into the word [`REC_WORD`] names,
+/// which [`dynamic_flip`] switches after every unit: the fetch during unit `u + 2` writes
+/// the word the other CTA read after unit `u`'s closing cluster barrier, and rank 0 only
+/// gets there past unit `u + 1`'s, which the other CTA reaches after that read. (With one
+/// word, that order rested on the TMA completions of unit `u + 1`'s first stage, which
+/// compute-sanitizer's racecheck reports as a WAR hazard: H200 run 215.)
 ///
 /// # Safety
 /// After [`dynamic_init`] on the same record; the counter is the launch's, zero at its
 /// start. The caller publishes the record word with a CTA barrier (with `P`: a cluster
-/// barrier) before [`dynamic_next`] reads it, and every thread reads it before the next
-/// fetch. With `P` the next fetch is rank 0's: the caller orders it after the other CTA's
-/// reads (a unit with chunks by rank 0's first full stage, which needs the other CTA's token
-/// copies of that unit; a unit without by a cluster barrier before the fetch).
+/// barrier, ending every unit) before [`dynamic_next`] reads it, and every thread reads it
+/// before the next fetch (with `P`: before the next unit's closing cluster barrier, and
+/// [`dynamic_flip`] runs once per unit, after the reads).
 #[cfg_attr(not(nvfp4_sm90a), allow(dead_code))]
 #[inline(always)]
 pub unsafe fn dynamic_fetch<const P: bool>(rec: u32) {
@@ -273,9 +290,10 @@ pub unsafe fn dynamic_fetch<const P: bool>(rec: u32) {
             if v.wrapping_add(1) == r(REC_UNITS) {
                 unsafe { global::st_relaxed_u32(counter, 0) };
             }
-            unsafe { shared::st_u32(rec + REC_NEXT, v) };
+            let word = rec + if P { r(REC_WORD) } else { REC_NEXT };
+            unsafe { shared::st_u32(word, v) };
             if P {
-                unsafe { pair_store_other(rec + REC_NEXT, v) };
+                unsafe { pair_store_other(word, v) };
             }
         }
     }
@@ -338,13 +356,34 @@ pub unsafe fn tile_place(rec: u32) -> (u32, u32, u32) {
 }
 
 /// Dynamic units: the counter value of the CTA's last [`dynamic_fetch`] (every thread, after
-/// a barrier that follows the fetch).
+/// a barrier that follows the fetch; `pair`: the pair kernels, from the word [`REC_WORD`]
+/// names).
 ///
 /// # Safety
 /// As [`dynamic_fetch`].
 #[inline(always)]
-pub unsafe fn dynamic_next(rec: u32) -> u32 {
-    unsafe { shared::ld_u32(rec + REC_NEXT) }
+pub unsafe fn dynamic_next(rec: u32, pair: bool) -> u32 {
+    let word = if pair {
+        unsafe { shared::ld_u32(rec + REC_WORD) }
+    } else {
+        REC_NEXT
+    };
+    unsafe { shared::ld_u32(rec + word) }
+}
+
+/// Pairs, thread 0: switches the value word ([`REC_WORD`]) for the next unit.
+///
+/// # Safety
+/// After a CTA barrier that follows every thread's [`dynamic_next`] of this unit, before the
+/// next unit's fetch; `rec` as [`dynamic_init`] left it with `pair`.
+#[inline(always)]
+pub unsafe fn dynamic_flip(rec: u32) {
+    if thread::tid() == 0 {
+        unsafe {
+            let word = shared::ld_u32(rec + REC_WORD);
+            shared::st_u32(rec + REC_WORD, REC_NEXT + REC_NEXT_ALT - word);
+        }
+    }
 }
 
 /// After a tile's K loop, with this thread's accumulators `acc` (quad `i` only where

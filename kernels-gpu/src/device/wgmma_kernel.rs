@@ -767,14 +767,6 @@ unsafe fn gemm_tile_tma_wt<A: Act, const S: u32, const SG: bool, const P: bool>(
     if chunks > 0 {
         release(chunks - 1);
     }
-    // Pairs, a unit without chunks (a part of a tile cut into more parts than it has
-    // chunks): nothing above waited for the other CTA, which may not yet have read the
-    // value rank 0's last fetch wrote into its record; meet it before rank 0 fetches again.
-    // (With chunks, rank 0's first full stage needed the other CTA's token copies, issued
-    // after it read the value.) Both CTAs have the same unit, so both meet here.
-    if P && chunks == 0 {
-        unsafe { cluster::sync() };
-    }
     // Dynamic units: the CTA's next unit, taken now so that the fetch's latency overlaps
     // the epilogue (whose first barrier, in `combine`, publishes it; pairs: the tile's
     // closing cluster barrier, for the other CTA).
