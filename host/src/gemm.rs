@@ -86,7 +86,7 @@ impl TokenDequant {
 pub enum PairTiles {
     /// The pair kernel for launches of at least [`PairTiles::AUTO_MIN_WAVES`] waves of
     /// clusters (256-row tiles per cluster the device holds at once,
-    /// [`GroupedGemm::pair_clusters`]: one an SM on the H100 and H200), the 128-row kernels
+    /// [`GroupedGemm::pair_clusters`]: one an SM on the H200, run 213), the 128-row kernels
     /// below. H100 run 201: G8 N7168
     /// K2048 (364 pair tiles, 2.8 waves) 4% faster; G8 N4096 K7168 (176, 1.3 waves) 5%
     /// slower, and the G = 2 shapes (one wave) 15% slower in the 8-stage pair form (not
@@ -115,7 +115,7 @@ impl PairTiles {
 
     /// Whether a blocked-order launch of `tiles` 128-row tiles and `pair_tiles` 256-row
     /// tiles runs the pair kernel on a device of `sm_count` SMs that holds `clusters` pair
-    /// clusters at once ([`GroupedGemm::pair_clusters`]; `sm_count` on the H100 and H200):
+    /// clusters at once ([`GroupedGemm::pair_clusters`]; `sm_count` on the H200, run 213):
     /// `Auto` counts waves of those clusters.
     pub fn wants_pairs(self, tiles: u32, pair_tiles: u32, sm_count: u32, clusters: u32) -> bool {
         match self {

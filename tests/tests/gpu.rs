@@ -1020,14 +1020,14 @@ fn launch_thrice_checked(
 /// both, and its sums are bitwise those of the 128-row kernel on the same K cut: uncut, and
 /// cut in three, with static and with dynamic units (the cluster's first CTA fetching for
 /// both; dynamic where the units outnumber the clusters), and the ragged group cut in twelve
-/// (empty parts: units without chunks); with `SplitK::Auto` (G8 N4096 K7168: whole pair tiles and the tail cut in three, the
-/// benchmark's schedule) it matches the reference. Three launches of each plan (C poisoned
+/// (empty parts: units without chunks); with `SplitK::Auto` (G8 N4096 K7168: whole pair
+/// tiles and the tail cut in three, the benchmark's schedule) it matches the reference. Three launches of each plan (C poisoned
 /// before each) are bitwise equal and match the reference: ragged M (0, 1, 7, 40, 76, ...),
 /// N not a multiple of 256 (the second CTA's rows partly or wholly past `n`), and the G8
 /// N4096 K7168 and G8 N7168 K2048 benchmark groups. [`PairTiles::Auto`] takes the pair
-/// kernel where [`PairTiles::wants_pairs`] says (on 132 SMs: G8 N7168 K2048, 364 pair
-/// tiles, but not G8 N4096 K7168, 176). Off the Hopper path the test says SKIPPED and
-/// checks nothing.
+/// kernel where [`PairTiles::wants_pairs`] says (on 132 SMs holding 132 pair clusters: G8
+/// N7168 K2048, 364 pair tiles, but not G8 N4096 K7168, 176). Off the Hopper path the test
+/// says SKIPPED and checks nothing.
 #[test]
 #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
 fn pair_tiles_match_the_blocked_kernel() {
@@ -1077,7 +1077,7 @@ fn pair_tiles_match_the_blocked_kernel() {
                 sfb,
             );
             // (K cut, dynamic units asked): the ragged group also with static units (uncut
-            // and cut; uncut, its 131 pair tiles are not dynamic on 132 SMs either way); the
+            // and cut; uncut, its 131 pair tiles are not dynamic on 132 clusters either way); the
             // G8 groups dynamic (the default), G8 N4096 K7168 also with the
             // benchmark's cut (Auto: the pair tiles past the first wave of clusters in three,
             // whole tiles and cut ones in one launch).

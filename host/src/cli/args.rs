@@ -110,7 +110,8 @@ COMMON OPTIONS:
     --pair-tiles W  auto (default), always or never: whether Hopper launches that would run
                     the blocked-order 4-stage kernel run the pair kernel (_f16b_wt2,
                     _f16b_wtsg2: clusters of two CTAs sharing each token tile), auto from
-                    two waves of 256-row tiles per SM (PairTiles; GroupedGemm::set_pair_tiles).
+                    two waves of 256-row tiles per pair cluster the device holds at once
+                    (PairTiles; GroupedGemm::set_pair_tiles, GroupedGemm::pair_clusters).
     --cpu           Run the CPU reference path even when a GPU is present.
     -h, --help      This text.
 
@@ -160,7 +161,7 @@ pub struct CheckOpts {
     pub common: CommonOpts,
 }
 
-/// Options both commands take.
+/// Options `bench` and `check` take (`run`: all but `--seed`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommonOpts {
     pub seed: u64,
@@ -488,8 +489,10 @@ fn parse_run(args: &[String]) -> Result<RunOpts, UsageError> {
     let (mut input, mut output) = (None, None);
     let mut common_opts = CommonOpts::default();
     while let Some(name) = cur.next()? {
-        // `--seed` does not apply: the inputs come from the file.
-        if name != "--seed" && common(name, &mut cur, &mut common_opts)? {
+        if name == "--seed" {
+            return err("`--seed` does not apply to `run` (its inputs come from the file)");
+        }
+        if common(name, &mut cur, &mut common_opts)? {
             continue;
         }
         match name {
@@ -723,7 +726,7 @@ mod tests {
             ("run --input a --input b --output c", "given twice"),
             (
                 "run --input a --output b --seed 3",
-                "unknown option `--seed` for `run`",
+                "`--seed` does not apply to `run`",
             ),
             ("run --input a --output b extra", "unexpected argument"),
             ("run --input=", "needs a file name"),

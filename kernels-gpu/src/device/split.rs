@@ -46,7 +46,8 @@ use crate::problem::{
 /// back after the K loop, so none of it occupies registers during the loop. The record
 /// ([`RECORD_BYTES`], 8-byte aligned) holds in its first 32 bytes the last-count flag,
 /// `parts` (0: a whole tile), `index`, a pad word, `slot0` and `counter`; then the dynamic
-/// units' words and the tile's place ([`record_place`]).
+/// units' words, the tile's place ([`record_place`]) and, for pairs, the second value word
+/// and [`REC_WORD`].
 #[derive(Clone, Copy)]
 struct Part {
     /// This part's index (0 .. parts).
@@ -237,7 +238,8 @@ impl Unit {
 
 /// Dynamic units (see [`crate::problem::MODE_DYNAMIC`]): thread 0 records the launch's unit
 /// counter (`counter`, 0 for none) and unit count in the record at `rec`, once per CTA (with
-/// `pair`, the pair kernels, also the first value word, [`REC_NEXT`]).
+/// `pair`, the pair kernels, also [`REC_WORD`], naming [`REC_NEXT`] as the first value
+/// word).
 ///
 /// # Safety
 /// `rec` is the CTA's part record ([`RECORD_BYTES`] of shared memory, 8-byte aligned).
@@ -271,14 +273,15 @@ pub unsafe fn dynamic_init(rec: u32, counter: u64, units: u32, pair: bool) {
 /// the word the other CTA read after unit `u`'s closing cluster barrier, and rank 0 only
 /// gets there past unit `u + 1`'s, which the other CTA reaches after that read. (With one
 /// word, that order rested on the TMA completions of unit `u + 1`'s first stage, which
-/// compute-sanitizer's racecheck reports as a WAR hazard: H200 run 215.)
+/// compute-sanitizer's racecheck reports as a WAR hazard: H200 runs 214-215.)
 ///
 /// # Safety
 /// After [`dynamic_init`] on the same record; the counter is the launch's, zero at its
 /// start. The caller publishes the record word with a CTA barrier (with `P`: a cluster
-/// barrier, ending every unit) before [`dynamic_next`] reads it, and every thread reads it
-/// before the next fetch (with `P`: before the next unit's closing cluster barrier, and
-/// [`dynamic_flip`] runs once per unit, after the reads).
+/// barrier, ending every unit) before [`dynamic_next`] reads it. Without `P` every thread
+/// reads it before the next fetch; with `P` before the next unit's closing cluster barrier
+/// (rank 0's next fetch may come first: it writes the other word), and [`dynamic_flip`]
+/// runs once per unit, after the reads.
 #[cfg_attr(not(nvfp4_sm90a), allow(dead_code))]
 #[inline(always)]
 pub unsafe fn dynamic_fetch<const P: bool>(rec: u32) {
