@@ -559,6 +559,30 @@ enum Slots {
     Pairs,
 }
 
+impl Slots {
+    /// The SMs (pairs: clusters) and the CTA slots (pairs: clusters) that
+    /// [`SplitK::schedule`] fills, on `sm_count` SMs holding `ctas_per_sm` CTAs of the
+    /// kernel each and `pair_clusters` pair clusters (at least one of each is counted).
+    fn schedule_slots(self, sm_count: u32, ctas_per_sm: u32, pair_clusters: u32) -> (u32, u32) {
+        match self {
+            Self::PerSm => (sm_count, sm_count.saturating_mul(ctas_per_sm)),
+            Self::OnePerSm => (sm_count, sm_count),
+            Self::Pairs => (pair_clusters.max(1), pair_clusters.max(1)),
+        }
+    }
+
+    /// The CTA slots (pairs: clusters) of the kernel that runs a launch of `units` work
+    /// units, which hands them out dynamically only where they are more: the pair kernel's
+    /// clusters, the 8-stage kernel's SMs while the units fit one an SM, else the 4-stage
+    /// kernel's `ctas_per_sm` CTAs an SM.
+    fn run_slots(self, units: u64, sm_count: u32, ctas_per_sm: u32, pair_clusters: u32) -> u32 {
+        match self {
+            Self::OnePerSm if units > u64::from(sm_count) => sm_count.saturating_mul(ctas_per_sm),
+            _ => self.schedule_slots(sm_count, ctas_per_sm, pair_clusters).1,
+        }
+    }
+}
+
 /// The pair kernels, indexed by the plan's `scale_groups`: scales a chunk at a time, or
 /// four chunks at a time.
 const PAIR_KERNELS: [&KernelInfo; 2] =
@@ -1600,16 +1624,8 @@ impl GroupedGemm {
     ) -> Result<(Split, Option<CudaSlice<u8>>, u32, bool)> {
         let kernel = self.path.kernel_for(activation);
         let pair = kind == Slots::Pairs;
-        // The slots and the SMs (pairs: clusters) the schedule fills.
-        let (sms, slots) = match kind {
-            Slots::PerSm => (
-                self.sm_count,
-                self.sm_count
-                    .saturating_mul(self.ctas_per_sm_for(activation)),
-            ),
-            Slots::OnePerSm => (self.sm_count, self.sm_count),
-            Slots::Pairs => (self.pair_clusters.max(1), self.pair_clusters.max(1)),
-        };
+        let ctas_per_sm = self.ctas_per_sm_for(activation);
+        let (sms, slots) = kind.schedule_slots(self.sm_count, ctas_per_sm, self.pair_clusters);
         let min_chunks = descs
             .iter()
             .filter(|d| d.m > 0 && d.n > 0)
@@ -1626,15 +1642,8 @@ impl GroupedGemm {
         } else {
             u64::from(dp) + u64::from(tiles - dp) * u64::from(parts)
         };
-        // Against the slots of the kernel that runs: the pair kernel's clusters, the 8-stage
-        // one (one CTA an SM) only while the units fit one an SM, else the 4-stage one with
-        // its CTAs an SM.
-        let run_slots = if kind == Slots::OnePerSm && units > u64::from(self.sm_count) {
-            self.sm_count
-                .saturating_mul(self.ctas_per_sm_for(activation))
-        } else {
-            slots
-        };
+        // Against the slots of the kernel that runs.
+        let run_slots = kind.run_slots(units, self.sm_count, ctas_per_sm, self.pair_clusters);
         let dynamic = dynamic && units > u64::from(run_slots);
         if parts <= 1 && !dynamic {
             return Ok((Split::default(), None, tiles, false));
@@ -2231,6 +2240,35 @@ mod tests {
         assert!(PairTiles::Always.wants_pairs(133, 67, 132, 132));
         assert!(!PairTiles::Always.wants_pairs(132, 66, 132, 132));
         assert!(!PairTiles::Never.wants_pairs(728, 364, 132, 132));
+    }
+
+    #[test]
+    fn slots_of_each_launch_kind() {
+        // 132 SMs of two 4-stage CTAs each; the pair clusters as the device reports them.
+        for clusters in [132, 120, 0] {
+            let s = |kind: Slots| kind.schedule_slots(132, 2, clusters);
+            let run = |kind: Slots, units: u64| kind.run_slots(units, 132, 2, clusters);
+            assert_eq!(s(Slots::PerSm), (132, 264));
+            assert_eq!(s(Slots::OnePerSm), (132, 132));
+            // Pairs count the clusters the device holds (at least one), not the SMs.
+            let c = clusters.max(1);
+            assert_eq!(s(Slots::Pairs), (c, c));
+            assert_eq!(run(Slots::PerSm, 728), 264);
+            // The 8-stage kernel runs while the units fit one an SM; past that the
+            // 4-stage kernel's CTAs are the slots.
+            assert_eq!(run(Slots::OnePerSm, 132), 132);
+            assert_eq!(run(Slots::OnePerSm, 133), 264);
+            assert_eq!(run(Slots::Pairs, 364), c);
+            assert_eq!(run(Slots::Pairs, 1), c);
+        }
+        // On 120 clusters the G8 N7168 K2048 group's 364 pair tiles leave a tail of 4 for
+        // `SplitK::Auto` to cut (on 132: 100, which no cut in 2-4 parts shortens by a
+        // quarter).
+        let (sms, slots) = Slots::Pairs.schedule_slots(132, 2, 120);
+        let (dp, parts) = SplitK::Auto.schedule(364, slots, sms, 32);
+        assert_eq!(dp, 360);
+        assert!(parts > 1);
+        assert_eq!(SplitK::Auto.schedule(364, 132, 132, 32), (364, 1));
     }
 
     fn desc(a: u64, m_offset: u32, m: u32, n: u32, k: u32) -> ProblemDesc {
