@@ -87,8 +87,7 @@ pub enum PairTiles {
     /// The pair kernel for launches of at least [`PairTiles::AUTO_MIN_WAVES`] waves of
     /// clusters (256-row tiles per cluster the device holds at once,
     /// [`GroupedGemm::pair_clusters`]: one an SM on the H200, run 213), the 128-row kernels
-    /// below. H100 run 201: G8 N7168
-    /// K2048 (364 pair tiles, 2.8 waves) 4% faster; G8 N4096 K7168 (176, 1.3 waves) 5%
+    /// below. H100 run 201: G8 N7168 K2048 (364 pair tiles, 2.8 waves) 4% faster; G8 N4096 K7168 (176, 1.3 waves) 5%
     /// slower, and the G = 2 shapes (one wave) 15% slower in the 8-stage pair form (not
     /// kept). With dynamic units for the pair kernel (H200): G8 N7168 K2048 8% faster than
     /// the 128-row kernel (run 211, a timeline build, one bench each: 97.5 against 105.9 us),
@@ -800,7 +799,8 @@ pub struct GroupedGemm {
     func_pair: [Option<CudaFunction>; 2],
     /// Clusters of two CTAs the device holds at once of both pair kernels, at most
     /// `sm_count`: the pair launches' persistent grid and CTA slots (see
-    /// [`GroupedGemm::pair_clusters`]).
+    /// [`GroupedGemm::pair_clusters`]); 0, with `func_pair` empty, where they are not both
+    /// loaded or none fits.
     pair_clusters: u32,
     /// When blocked-order plans run the pair kernel (see [`GroupedGemm::set_pair_tiles`]).
     pair_tiles: PairTiles,
@@ -930,16 +930,24 @@ impl GroupedGemm {
         // Their persistent grid: as many clusters as the device holds at once of either (a
         // cluster needs two CTA slots of one GPC), at most one an SM; where the query fails,
         // one an SM. Where no cluster fits, plans keep the other entries.
-        let pair_clusters = func_pair
-            .iter()
-            .zip(PAIR_KERNELS)
-            .filter_map(|(f, k)| {
-                let f = f.as_ref()?;
-                Some(ptx_module::max_active_clusters(&ctx, f, k, 2, sm_count).unwrap_or(sm_count))
-            })
-            .min()
-            .unwrap_or(0)
-            .min(sm_count);
+        // (Both entries or neither: a plan may take either.)
+        let pair_clusters = if func_pair.iter().all(Option::is_some) {
+            func_pair
+                .iter()
+                .zip(PAIR_KERNELS)
+                .filter_map(|(f, k)| {
+                    let f = f.as_ref()?;
+                    Some(
+                        ptx_module::max_active_clusters(&ctx, f, k, 2, sm_count)
+                            .unwrap_or(sm_count),
+                    )
+                })
+                .min()
+                .unwrap_or(0)
+                .min(sm_count)
+        } else {
+            0
+        };
         if pair_clusters == 0 {
             func_pair = [None, None];
         }
@@ -1087,13 +1095,13 @@ impl GroupedGemm {
     /// kernel, [`GroupedGemm::set_pair_tiles`]: each cluster of two CTAs one slot, its
     /// first CTA fetching for both). A unit is a whole tile or, in a launch that cuts
     /// tiles along K ([`GroupedGemm::set_split_k`]), one part of a cut tile; such a launch
-    /// hands out every cut tile's first part before any second one, and its parts shrink (part `q` of `p` covers `p + 2 - q` shares of the K
-    /// range: 5 : 4 : 3 for three), so the CTAs that finish their whole tiles first take
-    /// the largest parts. H100 runs 172-174 and 180: G8 N7168 K2048 (728 whole tiles on 264
-    /// CTA slots) 2-3% faster, G8 N4096 K7168 (264 whole tiles, then 88 cut in three)
-    /// 0.9-1.7%. Without cut tiles the sums are bitwise the same either way; with them the parts'
-    /// K ranges differ, so the fp32 sums may differ in rounding (both are within the
-    /// contract's bound). No effect on the portable path. Plans already made keep theirs.
+    /// hands out every cut tile's first part before any second one, and its parts shrink
+    /// (part `q` of `p` covers `p + 2 - q` shares of the K range: 5 : 4 : 3 for three), so
+    /// the CTAs that finish their whole tiles first take the largest parts. H100 runs
+    /// 172-174 and 180: G8 N7168 K2048 (728 whole tiles on 264 CTA slots) 2-3% faster, G8
+    /// N4096 K7168 (264 whole tiles, then 88 cut in three) 0.9-1.7%. Without cut tiles the
+    /// sums are bitwise the same either way; with them the parts' K ranges differ, so the
+    /// fp32 sums may differ in rounding (both are within the contract's bound). No effect on the portable path. Plans already made keep theirs.
     pub fn set_dynamic_units(&mut self, on: bool) {
         self.dynamic_units = on;
     }
@@ -1242,11 +1250,7 @@ impl GroupedGemm {
     /// grid of a pair launch and its units' slots. 0 where the pair kernels did not load or no
     /// cluster of them fits (plans then never run them).
     pub fn pair_clusters(&self) -> u32 {
-        if self.func_pair.iter().all(Option::is_some) {
-            self.pair_clusters
-        } else {
-            0
-        }
+        self.pair_clusters
     }
 
     /// Resident CTAs per SM of the NVFP4-activation kernel, as the occupancy query reported

@@ -1021,8 +1021,9 @@ fn launch_thrice_checked(
 /// cut in three, with static and with dynamic units (the cluster's first CTA fetching for
 /// both; dynamic where the units outnumber the clusters), and the ragged group cut in twelve
 /// (empty parts: units without chunks); with `SplitK::Auto` (G8 N4096 K7168: whole pair
-/// tiles and the tail cut in three, the benchmark's schedule) it matches the reference. Three launches of each plan (C poisoned
-/// before each) are bitwise equal and match the reference: ragged M (0, 1, 7, 40, 76, ...),
+/// tiles and the tail cut in three, the benchmark's schedule) it matches the reference.
+/// Three launches of each plan (C poisoned before each) are bitwise equal and match the
+/// reference: ragged M (0, 1, 7, 40, 76, ...),
 /// N not a multiple of 256 (the second CTA's rows partly or wholly past `n`), and the G8
 /// N4096 K7168 and G8 N7168 K2048 benchmark groups. [`PairTiles::Auto`] takes the pair
 /// kernel where [`PairTiles::wants_pairs`] says (on 132 SMs holding 132 pair clusters: G8

@@ -206,8 +206,9 @@ gemm_entry! {
     /// takes from the counter for both CTAs; its CTA of rank `r` computes weight rows
     /// `128 r ..` of each. Each CTA has the TMA bring token rows `64 r ..` of each chunk's
     /// token tile into both CTAs' stage (multicast; the token maps' boxes are 64 rows), so
-    /// each token tile crosses L2 once per 256 weight rows instead of once per 128. A stage's empty barrier also counts 64 arrivals of the other CTA (the
-    /// first warp of each of its warpgroups, once its wgmmas on the stage are done); the
+    /// each token tile crosses L2 once per 256 weight rows instead of once per 128. A
+    /// stage's empty barrier also counts 64 arrivals of the other CTA (the first warp of
+    /// each of its warpgroups, once its wgmmas on the stage are done); the
     /// CTAs meet at a cluster barrier after the barriers' set-up, after each tile's epilogue
     /// (which stages through token stages the other CTA fills) and before exit. Tiles cut
     /// along K use one workspace per rank, and dynamic units (cut or not) a counter: rank
