@@ -1161,6 +1161,14 @@ unsafe fn weight_fragments_blocked<A: Act, const SG: bool>(
             )
         }
     };
+    blocked_fragments::<A>(l, r, s)
+}
+
+/// The A fragments of one chunk in the blocked K order from rows `wrow`'s and `wrow + 8`'s
+/// 8 FP4 bytes of the thread's scale block (`l`, `r`) and their scales `s` (see
+/// [`weight_fragments_blocked`]).
+#[inline(always)]
+fn blocked_fragments<A: Act>(l: [u32; 2], r: [u32; 2], s: [u32; 2]) -> [[u32; 4]; 4] {
     let mut a = [[0u32; 4]; 4];
     unroll!(h in [0, 1] {
         let lw = A::fp4x8(l[h], s[0]);
@@ -1184,14 +1192,7 @@ unsafe fn weight_fragments_blocked_at<A: Act, const SG: bool>(frag: u32, sf: u32
             shared::ld_u8(sf + if SG { 8 * 16 } else { 8 * ROW_SCALES }),
         )
     };
-    let mut a = [[0u32; 4]; 4];
-    unroll!(h in [0, 1] {
-        let lw = A::fp4x8(l[h], s[0]);
-        let rw = A::fp4x8(r[h], s[1]);
-        a[2 * h] = [lw[0], rw[0], lw[1], rw[1]];
-        a[2 * h + 1] = [lw[2], rw[2], lw[3], rw[3]];
-    });
-    a
+    blocked_fragments::<A>(l, r, s)
 }
 
 /// The end of a tile call: a cut tile's part hands its sums to [`combine`], and only the
