@@ -87,9 +87,9 @@ pub enum PairTiles {
     /// The pair kernel for launches of at least [`PairTiles::AUTO_MIN_WAVES`] waves of
     /// clusters (256-row tiles per cluster the device holds at once,
     /// [`GroupedGemm::pair_clusters`]: one an SM on the H200, run 213), the 128-row kernels
-    /// below. H100 run 201: G8 N7168 K2048 (364 pair tiles, 2.8 waves) 4% faster; G8 N4096 K7168 (176, 1.3 waves) 5%
-    /// slower, and the G = 2 shapes (one wave) 15% slower in the 8-stage pair form (not
-    /// kept). With dynamic units for the pair kernel (H200): G8 N7168 K2048 8% faster than
+    /// below. H100 run 201: G8 N7168 K2048 (364 pair tiles, 2.8 waves) 4% faster; G8 N4096
+    /// K7168 (176, 1.3 waves) 5% slower, and the G = 2 shapes (one wave) 15% slower in the
+    /// 8-stage pair form (not kept). With dynamic units for the pair kernel (H200): G8 N7168 K2048 8% faster than
     /// the 128-row kernel (run 211, a timeline build, one bench each: 97.5 against 105.9 us),
     /// G8 N4096 K7168 2% slower (run 210: 142.9 against 140.1).
     #[default]
@@ -1101,7 +1101,8 @@ impl GroupedGemm {
     /// 172-174 and 180: G8 N7168 K2048 (728 whole tiles on 264 CTA slots) 2-3% faster, G8
     /// N4096 K7168 (264 whole tiles, then 88 cut in three) 0.9-1.7%. Without cut tiles the
     /// sums are bitwise the same either way; with them the parts' K ranges differ, so the
-    /// fp32 sums may differ in rounding (both are within the contract's bound). No effect on the portable path. Plans already made keep theirs.
+    /// fp32 sums may differ in rounding (both are within the contract's bound). No effect on
+    /// the portable path. Plans already made keep theirs.
     pub fn set_dynamic_units(&mut self, on: bool) {
         self.dynamic_units = on;
     }
