@@ -822,6 +822,17 @@ pub mod tma {
         }
     }
 
+    /// `mbarrier.arrive.release.cta.shared::cta.b64` with a count: `count` arrivals on `bar`
+    /// at once (one thread standing in for `count` that have nothing of their own to wait
+    /// for); this thread's earlier memory operations are visible as for [`mbar_arrive`].
+    #[inline(always)]
+    pub unsafe fn mbar_arrive_n(bar: u32, count: u32) {
+        unsafe {
+            asm!("mbarrier.arrive.release.cta.shared::cta.b64 _, [{b}], {c};",
+                 b = in(reg32) bar, c = in(reg32) count, options(nostack, preserves_flags));
+        }
+    }
+
     /// `cp.async.mbarrier.arrive.noinc.shared::cta.b64`: one arrival on `bar` once every
     /// `cp.async` this thread issued before has completed (counted in `bar`'s expected
     /// arrivals: `.noinc`).

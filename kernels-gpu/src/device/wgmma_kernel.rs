@@ -402,7 +402,8 @@ const FILL_TOKENS: u32 = 2;
 /// The persistent loop of the `_wt` entries. Thread 0 initialises the barriers: stage `s`'s
 /// full barrier completes after the `expect_tx` arrival of its filler's first thread (the
 /// TMA bytes of the tokens and the weights' FP4) and one arrival per scale row (the filling
-/// warpgroup's threads, after their copy lands); its empty barrier after one arrival per
+/// warpgroup's threads, after their copy lands; with `SG`, in a chunk that copies no scales,
+/// its first thread's `TILE_N` arrivals at once); its empty barrier after one arrival per
 /// thread (once the thread's wgmmas that read the stage are done), and with `P` (the pair
 /// kernels) 64 more from the other CTA of the cluster, whose multicast writes this CTA's
 /// token stages too. Every thread arrives once on every empty barrier at the start (with
@@ -591,12 +592,15 @@ unsafe fn gemm_tile_tma_wt<A: Act, const S: u32, const SG: bool, const P: bool>(
     // tile), or both. The blocked-order kernels' prologues issue the weights of their first
     // stages before the tokens, and the first one waits for the token pass in between, so
     // that the weights' latency overlaps the pass when the launch is its dependent.
+    // This warp's warpgroup, a warp-uniform value read once a tile (the fills test it every
+    // chunk).
+    let wg = unsafe { warp::uniform_warp_index() } / (TILE_N / 32);
     let issue = |chunk: u32, stage: u32, empty: &mut u32, what: u32| {
         let tid = thread::tid_fresh() % TILE_N;
         let smem = unsafe { dyn_smem_base() };
         // Tested on a warp-uniform value so the branch does not diverge for ptxas (a
         // divergent path around the waits serialised the wgmmas).
-        if unsafe { warp::uniform_warp_index() } / (TILE_N / 32) == stage % 2 {
+        if wg == stage % 2 {
             let bar = smem + wt_full(S) + stage * 8;
             let w = smem + wt_w(S) + stage * W_STAGE_BYTES;
             let chunk = c0 + chunk;
@@ -642,11 +646,15 @@ unsafe fn gemm_tile_tma_wt<A: Act, const S: u32, const SG: bool, const P: bool>(
                     if SG {
                         // The row's 16 bytes of the chunk's group of four at its first chunk
                         // (or the span's first), then an arrival once this thread's copies
-                        // have landed (with no copy of its own, at once).
+                        // have landed. The group's other chunks copy no scales: the first
+                        // thread arrives for all `TILE_N` rows at once (the consumers read
+                        // the group's slot after the first chunk's full barrier).
                         if chunk % 4 == 0 || chunk == c0 {
                             scales.issue_group(chunk, sg_slot_of::<S>(smem, chunk) + tid * 16);
+                            tma::cp_async_mbar_arrive(bar);
+                        } else if tid == 0 {
+                            tma::mbar_arrive_n(bar, TILE_N);
                         }
-                        tma::cp_async_mbar_arrive(bar);
                     } else {
                         scales.issue_then_arrive(chunk, w + A16_W_SF + tid * ROW_SCALES, bar);
                     }
