@@ -581,6 +581,9 @@ unsafe fn gemm_tile_tma_wt<A: Act, const S: u32, const SG: bool, const P: bool>(
     let m_rem = m_end - m0;
     let scales = ScaleRow::new(&weights, n0 + tid % TILE_N);
     let wmap = map + TOKEN_MAP_BYTES;
+    // This warp's warpgroup, a warp-uniform value read once a tile (the fills below test it
+    // every chunk).
+    let wg = unsafe { warp::uniform_warp_index() } / (TILE_N / 32);
 
     // Fills `stage` with tile chunk `chunk`: warpgroup `stage % 2` does (its thread r copies
     // scale row r, its first thread has the TMA bring the rest), the other nothing, so both
@@ -592,9 +595,6 @@ unsafe fn gemm_tile_tma_wt<A: Act, const S: u32, const SG: bool, const P: bool>(
     // tile), or both. The blocked-order kernels' prologues issue the weights of their first
     // stages before the tokens, and the first one waits for the token pass in between, so
     // that the weights' latency overlaps the pass when the launch is its dependent.
-    // This warp's warpgroup, a warp-uniform value read once a tile (the fills test it every
-    // chunk).
-    let wg = unsafe { warp::uniform_warp_index() } / (TILE_N / 32);
     let issue = |chunk: u32, stage: u32, empty: &mut u32, what: u32| {
         let tid = thread::tid_fresh() % TILE_N;
         let smem = unsafe { dyn_smem_base() };
