@@ -89,9 +89,9 @@ pub enum PairTiles {
     /// [`GroupedGemm::pair_clusters`]: one an SM on the H200, run 213), the 128-row kernels
     /// below. H100 run 201: G8 N7168 K2048 (364 pair tiles, 2.8 waves) 4% faster; G8 N4096
     /// K7168 (176, 1.3 waves) 5% slower, and the G = 2 shapes (one wave) 15% slower in the
-    /// 8-stage pair form (not kept). With dynamic units for the pair kernel (H200): G8 N7168 K2048 8% faster than
-    /// the 128-row kernel (run 211, a timeline build, one bench each: 97.5 against 105.9 us),
-    /// G8 N4096 K7168 2% slower (run 210: 142.9 against 140.1).
+    /// 8-stage pair form (not kept). With dynamic units for the pair kernel (H200): G8 N7168
+    /// K2048 8% faster than the 128-row kernel (run 211, a timeline build, one bench each:
+    /// 97.5 against 105.9 us), G8 N4096 K7168 2% slower (run 210: 142.9 against 140.1).
     #[default]
     Auto,
     /// The pair kernel for every blocked-order launch of more 128-row tiles than SMs (the
@@ -934,13 +934,10 @@ impl GroupedGemm {
         let pair_clusters = if func_pair.iter().all(Option::is_some) {
             func_pair
                 .iter()
+                .flatten()
                 .zip(PAIR_KERNELS)
-                .filter_map(|(f, k)| {
-                    let f = f.as_ref()?;
-                    Some(
-                        ptx_module::max_active_clusters(&ctx, f, k, 2, sm_count)
-                            .unwrap_or(sm_count),
-                    )
+                .map(|(f, k)| {
+                    ptx_module::max_active_clusters(&ctx, f, k, 2, sm_count).unwrap_or(sm_count)
                 })
                 .min()
                 .unwrap_or(0)

@@ -1023,12 +1023,11 @@ fn launch_thrice_checked(
 /// (empty parts: units without chunks); with `SplitK::Auto` (G8 N4096 K7168: whole pair
 /// tiles and the tail cut in three, the benchmark's schedule) it matches the reference.
 /// Three launches of each plan (C poisoned before each) are bitwise equal and match the
-/// reference: ragged M (0, 1, 7, 40, 76, ...),
-/// N not a multiple of 256 (the second CTA's rows partly or wholly past `n`), and the G8
-/// N4096 K7168 and G8 N7168 K2048 benchmark groups. [`PairTiles::Auto`] takes the pair
-/// kernel where [`PairTiles::wants_pairs`] says (on 132 SMs holding 132 pair clusters: G8
-/// N7168 K2048, 364 pair tiles, but not G8 N4096 K7168, 176). Off the Hopper path the test
-/// says SKIPPED and checks nothing.
+/// reference: ragged M (0, 1, 7, 40, 76, ...), N not a multiple of 256 (the second CTA's
+/// rows partly or wholly past `n`), and the G8 N4096 K7168 and G8 N7168 K2048 benchmark
+/// groups. [`PairTiles::Auto`] takes the pair kernel where [`PairTiles::wants_pairs`] says
+/// (on 132 SMs holding 132 pair clusters: G8 N7168 K2048, 364 pair tiles, but not G8 N4096
+/// K7168, 176). Off the Hopper path the test says SKIPPED and checks nothing.
 #[test]
 #[ignore = "needs a CUDA GPU; run with --ignored on a GPU machine"]
 fn pair_tiles_match_the_blocked_kernel() {
